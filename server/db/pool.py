@@ -1,0 +1,90 @@
+"""asyncpg pool creation with start-up retries, and the one place driver errors become ours."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import time
+from typing import AsyncIterator
+
+import asyncpg
+import structlog
+
+from ..errors import AlreadyExists, FailedPrecondition, StartupError, Unavailable
+
+log = structlog.get_logger(__name__)
+
+# Errors that mean "the database is not reachable right now", as opposed to a bad query.
+CONNECTION_ERRORS = (
+    OSError,
+    ConnectionError,
+    asyncio.TimeoutError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.TooManyConnectionsError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.PostgresConnectionError,
+)
+
+
+def mask_password(url: str) -> str:
+    """postgresql://user:secret@host/db -> postgresql://user:***@host/db"""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # jsonb columns come and go as Python objects.
+    import json
+
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(url: str, *, min_size: int = 2, max_size: int = 16, connect_timeout: float = 15.0,
+                      command_timeout: float | None = 60.0) -> asyncpg.Pool:
+    """Connect, retrying with backoff for up to `connect_timeout` seconds; StartupError after that."""
+    deadline = time.monotonic() + connect_timeout
+    delay = 0.1
+    last: Exception | None = None
+    while True:
+        try:
+            return await asyncpg.create_pool(
+                url, min_size=min_size, max_size=max_size, init=_init_connection,
+                command_timeout=command_timeout, timeout=min(5.0, connect_timeout),
+            )
+        except (*CONNECTION_ERRORS, asyncpg.exceptions.InvalidCatalogNameError,
+                asyncpg.exceptions.InvalidPasswordError) as exc:
+            last = exc
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or isinstance(exc, (asyncpg.exceptions.InvalidCatalogNameError,
+                                                  asyncpg.exceptions.InvalidPasswordError)):
+                break
+            log.warning("db.connect_retry", url=mask_password(url), error=str(exc) or type(exc).__name__,
+                        retry_in=round(delay, 2))
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, 2.0)
+    reason = str(last) or type(last).__name__
+    raise StartupError(f"cannot connect to the database at {mask_password(url)}: {reason}")
+
+
+@contextlib.contextmanager
+def translate_errors() -> "contextlib.AbstractContextManager[None]":
+    """Turn driver errors the caller did not handle into our exceptions (UNAVAILABLE etc.)."""
+    try:
+        yield
+    except CONNECTION_ERRORS as exc:
+        raise Unavailable(f"database unavailable: {exc or type(exc).__name__}") from exc
+    except asyncpg.exceptions.UniqueViolationError as exc:
+        raise AlreadyExists(f"already exists: {exc.detail or exc}") from exc
+    except asyncpg.exceptions.ForeignKeyViolationError as exc:
+        raise FailedPrecondition(f"refers to something that does not exist: {exc.detail or exc}") from exc
+
+
+@contextlib.asynccontextmanager
+async def transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
+    """A connection inside a transaction, with driver errors translated."""
+    with translate_errors():
+        async with pool.acquire() as conn:
+            async with conn.transaction():
+                yield conn
