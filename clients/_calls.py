@@ -1,0 +1,146 @@
+"""The client's methods, shared by Client and AsyncClient.
+
+Each method builds its request and hands it to `self._invoke(service, method, request)`, which the
+blocking client runs at once and the async client returns as an awaitable; so there is one
+definition of every call. Enum arguments accept the enum value or its short name ("high", "full").
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from typing import Any, Mapping
+
+from google.protobuf import json_format
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from .v1 import alert_pb2, common_pb2, retrain_pb2, rules_pb2
+
+
+def enum_value(enum, value: Any, prefix: str) -> int:
+    """`high`, `HIGH`, `SEVERITY_HIGH` or 3 -> 3."""
+    if value is None:
+        return 0
+    if isinstance(value, int):
+        return value
+    name = str(value).upper()
+    if not name.startswith(prefix):
+        name = prefix + name
+    try:
+        return enum.Value(name)
+    except ValueError:
+        choices = ", ".join(n.removeprefix(prefix).lower() for n in enum.keys() if not n.endswith("UNSPECIFIED"))
+        raise ValueError(f"unknown {prefix.rstrip('_').lower()} {value!r}; one of {choices}") from None
+
+
+def timestamp(value: dt.datetime | Timestamp | None) -> Timestamp | None:
+    if value is None or isinstance(value, Timestamp):
+        return value
+    ts = Timestamp()
+    ts.FromDatetime(value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc))
+    return ts
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+class CallsMixin:
+    """Every RPC of closedloop.v1 as a method; subclasses provide `_invoke` and `_stream`."""
+
+    # --- alerts -------------------------------------------------------------------------------
+    def create_alert(self, model_id: str, type: str, severity: Any, *, metrics: Mapping[str, float] | None = None,
+                     labels: Mapping[str, str] | None = None, source: str = "",
+                     observe_time: dt.datetime | None = None, request_id: str | None = None):
+        """Send one alert; returns the stored Alert with the loop's decisions in `.actions`."""
+        request = alert_pb2.CreateAlertRequest(
+            alert=alert_pb2.Alert(model_id=model_id, type=type,
+                                  severity=enum_value(common_pb2.Severity, severity, "SEVERITY_"),
+                                  metrics=dict(metrics or {}), labels=dict(labels or {}), source=source,
+                                  observe_time=timestamp(observe_time)),
+            request_id=request_id or new_request_id())
+        return self._invoke("AlertService", "CreateAlert", request)
+
+    def get_alert(self, alert_id: str):
+        return self._invoke("AlertService", "GetAlert", alert_pb2.GetAlertRequest(id=str(alert_id)))
+
+    def list_alerts(self, *, model_id: str = "", type: str = "", state: Any = None, start_time=None,
+                    end_time=None, page_size: int = 0, page_token: str = ""):
+        """One page; pass the response's next_page_token for the next."""
+        request = alert_pb2.ListAlertsRequest(
+            model_id=model_id, type=type, state=enum_value(alert_pb2.AlertState, state, "ALERT_STATE_"),
+            start_time=timestamp(start_time), end_time=timestamp(end_time), page_size=page_size,
+            page_token=page_token)
+        return self._invoke("AlertService", "ListAlerts", request)
+
+    def update_alert_state(self, alert_id: str, state: Any):
+        request = alert_pb2.UpdateAlertStateRequest(
+            id=str(alert_id), state=enum_value(alert_pb2.AlertState, state, "ALERT_STATE_"))
+        return self._invoke("AlertService", "UpdateAlertState", request)
+
+    # --- rules --------------------------------------------------------------------------------
+    def validate_rules(self, source: str, filename: str = ""):
+        return self._invoke("RuleService", "ValidateRules",
+                            rules_pb2.ValidateRulesRequest(source=source, filename=filename))
+
+    def apply_rules(self, source: str, filename: str = "", *, dry_run: bool = False):
+        return self._invoke("RuleService", "ApplyRules",
+                            rules_pb2.ApplyRulesRequest(source=source, filename=filename, dry_run=dry_run))
+
+    def get_rule_set(self, version: int = 0):
+        return self._invoke("RuleService", "GetRuleSet", rules_pb2.GetRuleSetRequest(version=version))
+
+    def evaluate_rules(self, alert: alert_pb2.Alert, source: str = "", filename: str = ""):
+        return self._invoke("RuleService", "EvaluateRules",
+                            rules_pb2.EvaluateRulesRequest(alert=alert, source=source, filename=filename))
+
+    def backtest_rules(self, source: str, start_time: dt.datetime, end_time: dt.datetime, filename: str = ""):
+        return self._invoke("RuleService", "BacktestRules", rules_pb2.BacktestRulesRequest(
+            source=source, filename=filename, start_time=timestamp(start_time), end_time=timestamp(end_time)))
+
+    # --- models and jobs ----------------------------------------------------------------------
+    def register_model(self, model: retrain_pb2.Model | Mapping[str, Any]):
+        """Register or update a model; accepts a Model message or its JSON-shaped dict."""
+        if not isinstance(model, retrain_pb2.Model):
+            model = json_format.ParseDict(dict(model), retrain_pb2.Model())
+        return self._invoke("RetrainService", "RegisterModel", retrain_pb2.RegisterModelRequest(model=model))
+
+    def get_model(self, model_id: str):
+        return self._invoke("RetrainService", "GetModel", retrain_pb2.GetModelRequest(model_id=model_id))
+
+    def list_models(self, *, page_size: int = 0, page_token: str = ""):
+        return self._invoke("RetrainService", "ListModels",
+                            retrain_pb2.ListModelsRequest(page_size=page_size, page_token=page_token))
+
+    def rollback_model(self, model_id: str, version: int = 0, reason: str = ""):
+        return self._invoke("RetrainService", "RollbackModel",
+                            retrain_pb2.RollbackModelRequest(model_id=model_id, version=version, reason=reason),
+                            idempotent=False)
+
+    def list_model_versions(self, model_id: str):
+        return self._invoke("RetrainService", "ListModelVersions",
+                            retrain_pb2.ListModelVersionsRequest(model_id=model_id))
+
+    def submit_retrain(self, model_id: str, *, mode: Any = "full", priority: Any = "medium", reason: str = "",
+                       request_id: str | None = None):
+        request = retrain_pb2.SubmitRetrainRequest(
+            model_id=model_id, mode=enum_value(common_pb2.RetrainMode, mode, "RETRAIN_MODE_"),
+            priority=enum_value(common_pb2.Priority, priority, "PRIORITY_"), reason=reason,
+            request_id=request_id or new_request_id())
+        return self._invoke("RetrainService", "SubmitRetrain", request)
+
+    def get_job(self, job_id: str):
+        return self._invoke("RetrainService", "GetJob", retrain_pb2.GetJobRequest(job_id=str(job_id)))
+
+    def list_jobs(self, *, model_id: str = "", state: Any = None, page_size: int = 0, page_token: str = ""):
+        request = retrain_pb2.ListJobsRequest(
+            model_id=model_id, state=enum_value(retrain_pb2.JobState, state, "JOB_STATE_"),
+            page_size=page_size, page_token=page_token)
+        return self._invoke("RetrainService", "ListJobs", request)
+
+    def cancel_job(self, job_id: str):
+        return self._invoke("RetrainService", "CancelJob", retrain_pb2.CancelJobRequest(job_id=str(job_id)))
+
+    def feedback_report(self, *, model_id: str = "", rule: str = "", start_time=None, end_time=None):
+        return self._invoke("RetrainService", "GetFeedbackReport", retrain_pb2.GetFeedbackReportRequest(
+            model_id=model_id, rule=rule, start_time=timestamp(start_time), end_time=timestamp(end_time)))

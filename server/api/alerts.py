@@ -1,0 +1,160 @@
+"""AlertService: validate, hand to the ingest path, map results to messages. No SQL here."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import asyncpg
+
+from closedloop.v1 import alert_pb2, alert_pb2_grpc
+
+from ..db.pool import translate_errors
+from ..errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from ..loop.ingest import AlertIngestor, IngestResult
+from ..store import alerts as alert_store
+from . import convert, paging
+from .validation import Violations, check_alert, check_id, check_model_id, check_page, check_request_id
+
+UTC = dt.timezone.utc
+# Requests of one stream being written at once; bounds memory and lets gRPC flow control push back.
+STREAM_WINDOW = 512
+# Allowed workflow moves by UpdateAlertState.
+TRANSITIONS = {
+    "ACKNOWLEDGED": {"OPEN", "ACTIONED", "SUPPRESSED"},
+    "RESOLVED": {"OPEN", "ACTIONED", "SUPPRESSED", "ACKNOWLEDGED"},
+}
+
+
+def _validated(request: alert_pb2.CreateAlertRequest, prefix: str = "") -> None:
+    v = Violations(prefix)
+    if not request.HasField("alert"):
+        v.add("alert", "required")
+    else:
+        check_alert(v, request.alert)
+    check_request_id(v, request.request_id)
+    v.raise_if_any()
+
+
+def _reply(result: IngestResult) -> alert_pb2.Alert:
+    return convert.alert_message(result.alert, result.actions)
+
+
+class AlertServicer(alert_pb2_grpc.AlertServiceServicer):
+    def __init__(self, pool: asyncpg.Pool, ingestor: AlertIngestor) -> None:
+        self.pool = pool
+        self.ingestor = ingestor
+
+    async def CreateAlert(self, request, context):
+        _validated(request)
+        result = await self.ingestor.submit(convert.new_alert(request, dt.datetime.now(UTC)))
+        return _reply(result)
+
+    async def StreamAlerts(self, request_iterator, context):
+        # A reader task feeds a bounded window of pending writes; replies go out in request order.
+        window: asyncio.Queue = asyncio.Queue(maxsize=STREAM_WINDOW)
+
+        async def read() -> None:
+            index = 0
+            try:
+                async for request in request_iterator:
+                    try:
+                        _validated(request, prefix=f"requests[{index}].")
+                    except InvalidArgument as exc:
+                        await window.put(exc)
+                        return
+                    submit = self.ingestor.submit(convert.new_alert(request, dt.datetime.now(UTC)))
+                    await window.put(asyncio.ensure_future(submit))
+                    index += 1
+            finally:
+                await window.put(None)
+
+        reader = asyncio.create_task(read())
+        try:
+            while True:
+                item = await window.get()
+                if item is None:
+                    break
+                if isinstance(item, Exception):
+                    raise item
+                yield _reply(await item)
+        finally:
+            reader.cancel()
+            # Writes already submitted still commit; wait so none is abandoned half-way.
+            pending = []
+            while not window.empty():
+                item = window.get_nowait()
+                if isinstance(item, asyncio.Future):
+                    pending.append(item)
+            if pending:
+                await asyncio.gather(*pending, return_exceptions=True)
+
+    async def GetAlert(self, request, context):
+        v = Violations()
+        alert_id = check_id(v, request.id, "id")
+        v.raise_if_any()
+        with translate_errors():
+            async with self.pool.acquire() as conn:
+                row = await alert_store.get_alert(conn, alert_id)
+                if row is None:
+                    raise NotFound(f"alert {request.id} not found")
+                actions = await alert_store.actions_for(conn, [alert_id])
+        return convert.alert_message(row, actions.get(alert_id, []))
+
+    async def ListAlerts(self, request, context):
+        v = Violations()
+        limit = check_page(v, request.page_size, request.page_token)
+        if request.model_id:
+            check_model_id(v, request.model_id)
+        if request.state and request.state not in convert.ALERT_STATE_NAMES:
+            v.add("state", f"unknown value {request.state}")
+        v.raise_if_any()
+        filters = {"model_id": request.model_id, "type": request.type, "state": request.state,
+                   "start": request.start_time.ToJsonString() if request.HasField("start_time") else "",
+                   "end": request.end_time.ToJsonString() if request.HasField("end_time") else ""}
+        cursor = paging.decode(request.page_token, filters)
+        after = None
+        if cursor is not None:
+            try:
+                after = (dt.datetime.fromisoformat(cursor["t"]), int(cursor["id"]))
+            except (KeyError, ValueError, TypeError):
+                raise InvalidArgument(FieldViolation("page_token", "not a token this server issued")) from None
+        with translate_errors():
+            async with self.pool.acquire() as conn:
+                rows = await alert_store.list_alerts(
+                    conn, model_id=request.model_id or None, alert_type=request.type or None,
+                    state=convert.ALERT_STATE_NAMES.get(request.state) if request.state else None,
+                    start=convert.from_timestamp(request.start_time) if request.HasField("start_time") else None,
+                    end=convert.from_timestamp(request.end_time) if request.HasField("end_time") else None,
+                    after=after, limit=limit + 1,
+                )
+                page = rows[:limit]
+                actions = await alert_store.actions_for(conn, [r["id"] for r in page])
+        token = ""
+        if len(rows) > limit:
+            last = page[-1]
+            token = paging.encode({"t": last["observe_time"].isoformat(), "id": last["id"]}, filters)
+        return alert_pb2.ListAlertsResponse(
+            alerts=[convert.alert_message(r, actions.get(r["id"], [])) for r in page], next_page_token=token)
+
+    async def UpdateAlertState(self, request, context):
+        v = Violations()
+        alert_id = check_id(v, request.id, "id")
+        target = convert.ALERT_STATE_NAMES.get(request.state)
+        if target not in TRANSITIONS:
+            v.add("state", "must be ALERT_STATE_ACKNOWLEDGED or ALERT_STATE_RESOLVED")
+        v.raise_if_any()
+        with translate_errors():
+            async with self.pool.acquire() as conn:
+                async with conn.transaction():
+                    row = await alert_store.lock_alert(conn, alert_id)
+                    if row is None:
+                        raise NotFound(f"alert {request.id} not found")
+                    if row["state"] == target:
+                        updated = row  # idempotent: acknowledging twice is not an error
+                    elif row["state"] not in TRANSITIONS[target]:
+                        raise FailedPrecondition(f"alert {request.id} is {row['state']}; cannot move it to {target}")
+                    else:
+                        updated = await alert_store.update_state(conn, alert_id, target)
+                actions = await alert_store.actions_for(conn, [alert_id])
+        return convert.alert_message(updated, actions.get(alert_id, []))

@@ -1,0 +1,141 @@
+"""The one server interceptor: request context, authentication, and the map from errors to status.
+
+Every handler is wrapped so that:
+- a request id is bound into structlog's context for the whole RPC (from `x-request-id` metadata, or new);
+- bearer tokens are checked against the method's role when auth is on (auth.py);
+- a `ClosedLoopError` becomes its status code, with google.rpc.BadRequest details for bad input;
+- anything else is a bug: logged once with its traceback and answered INTERNAL, never leaked.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import grpc
+import structlog
+from grpc_status import rpc_status
+
+from ..errors import ClosedLoopError, to_status
+from .auth import Authenticator
+
+log = structlog.get_logger(__name__)
+
+# Methods anyone may call without a token: health checks and reflection.
+PUBLIC_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: ClosedLoopError) -> None:
+    code, message, status = to_status(exc)
+    if status is not None:
+        await context.abort_with_status(rpc_status.to_status(status))
+    await context.abort(code, message)
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, authenticator: Authenticator | None) -> None:
+        self.authenticator = authenticator
+
+    async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
+        handler = await continuation(details)
+        if handler is None:
+            return None
+        method = details.method
+        metadata = dict(details.invocation_metadata or ())
+        public = method.startswith(PUBLIC_PREFIXES)
+        return _wrap(handler, method, metadata, None if public else self.authenticator)
+
+
+def _wrap(handler: grpc.RpcMethodHandler, method: str, metadata: dict, authenticator):
+    def bind() -> str:
+        request_id = metadata.get("x-request-id") or uuid.uuid4().hex[:16]
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(rpc=method.rsplit("/", 1)[-1], request_id=request_id)
+        return request_id
+
+    def check_auth() -> None:
+        if authenticator is not None:
+            authenticator.check(method, metadata.get("authorization"))
+
+    async def on_error(exc: BaseException, context) -> None:
+        if isinstance(exc, ClosedLoopError):
+            log.info("rpc.rejected", code=exc.code.name, error=exc.message[:500])
+            await _abort(context, exc)
+        log.exception("rpc.internal_error")
+        await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
+
+    def passthrough(exc: BaseException) -> bool:
+        # context.abort() raises an AbortError-ish exception that must propagate untouched.
+        return isinstance(exc, (grpc.aio.AbortError, grpc.RpcError)) or type(exc).__name__ == "AbortError"
+
+    if handler.unary_unary:
+        inner = handler.unary_unary
+
+        async def unary_unary(request, context):
+            bind()
+            started = time.perf_counter()
+            try:
+                check_auth()
+                return await inner(request, context)
+            except Exception as exc:  # noqa: BLE001
+                if passthrough(exc):
+                    raise
+                await on_error(exc, context)
+            finally:
+                log.debug("rpc.done", ms=round((time.perf_counter() - started) * 1000, 3))
+
+        return grpc.unary_unary_rpc_method_handler(
+            unary_unary, request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
+
+    if handler.unary_stream:
+        inner_us = handler.unary_stream
+
+        async def unary_stream(request, context):
+            bind()
+            try:
+                check_auth()
+                async for item in inner_us(request, context):
+                    yield item
+            except Exception as exc:  # noqa: BLE001
+                if passthrough(exc):
+                    raise
+                await on_error(exc, context)
+
+        return grpc.unary_stream_rpc_method_handler(
+            unary_stream, request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
+
+    if handler.stream_unary:
+        inner_su = handler.stream_unary
+
+        async def stream_unary(request_iterator, context):
+            bind()
+            try:
+                check_auth()
+                return await inner_su(request_iterator, context)
+            except Exception as exc:  # noqa: BLE001
+                if passthrough(exc):
+                    raise
+                await on_error(exc, context)
+
+        return grpc.stream_unary_rpc_method_handler(
+            stream_unary, request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
+
+    inner_ss = handler.stream_stream
+
+    async def stream_stream(request_iterator, context):
+        bind()
+        try:
+            check_auth()
+            async for item in inner_ss(request_iterator, context):
+                yield item
+        except Exception as exc:  # noqa: BLE001
+            if passthrough(exc):
+                raise
+            await on_error(exc, context)
+
+    return grpc.stream_stream_rpc_method_handler(
+        stream_stream, request_deserializer=handler.request_deserializer,
+        response_serializer=handler.response_serializer)

@@ -1,0 +1,153 @@
+"""RuleService: validate, apply, read, evaluate and backtest rule sets. No SQL here."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import asyncpg
+
+from closedloop.dsl import AlertFacts, RuleCompileError, check, compile_rules
+from closedloop.v1 import rules_pb2, rules_pb2_grpc
+
+from ..db.pool import translate_errors
+from ..errors import NotFound, RuleSetInvalid
+from ..loop.backtest import run_backtest
+from ..loop.decide import merge_mode
+from ..loop.facts import ModelFactsCache
+from ..loop.rules_state import RuleEngine
+from ..store import rules as rule_store
+from . import convert
+from .validation import Violations, check_alert
+
+MAX_SOURCE_BYTES = 1024 * 1024
+CLAUSE_VALUES = {True: rules_pb2.CLAUSE_VALUE_TRUE, False: rules_pb2.CLAUSE_VALUE_FALSE,
+                 None: rules_pb2.CLAUSE_VALUE_MISSING}
+
+
+def _check_source(v: Violations, source: str, required: bool = True) -> None:
+    if required and not source.strip():
+        v.add("source", "required")
+    if len(source.encode()) > MAX_SOURCE_BYTES:
+        v.add("source", f"at most {MAX_SOURCE_BYTES} bytes")
+
+
+def _compile(source: str, filename: str):
+    try:
+        return compile_rules(source, filename)
+    except RuleCompileError as exc:
+        rendered = "\n".join(d.render(source) for d in exc.diagnostics)
+        raise RuleSetInvalid(list(exc.diagnostics), rendered) from None
+
+
+def ruleset_message(version: int, compiled, create_time=None, diagnostics=()) -> rules_pb2.RuleSet:
+    return rules_pb2.RuleSet(
+        version=version, rules=[convert.rule_message(r) for r in compiled.rules], source=compiled.source,
+        filename=compiled.filename, sha256=compiled.sha256, create_time=convert.timestamp(create_time),
+        diagnostics=[convert.diagnostic_message(d, compiled.source) for d in diagnostics],
+    )
+
+
+class RuleServicer(rules_pb2_grpc.RuleServiceServicer):
+    def __init__(self, pool: asyncpg.Pool, engine: RuleEngine, facts: ModelFactsCache) -> None:
+        self.pool = pool
+        self.engine = engine
+        self.facts = facts
+
+    async def ValidateRules(self, request, context):
+        v = Violations()
+        _check_source(v, request.source, required=False)
+        v.raise_if_any()
+        filename = request.filename or "<rules>"
+        result = check(request.source, filename)
+        valid = not any(d.severity == "error" for d in result.diagnostics)
+        return rules_pb2.ValidateRulesResponse(
+            diagnostics=[convert.diagnostic_message(d, request.source) for d in result.diagnostics],
+            rules=[convert.rule_message(r) for r in result.rules] if valid else [], valid=valid)
+
+    async def ApplyRules(self, request, context):
+        v = Violations()
+        _check_source(v, request.source)
+        v.raise_if_any()
+        filename = request.filename or "<rules>"
+        compiled = _compile(request.source, filename)
+        warnings = [d for d in check(request.source, filename).diagnostics if d.severity == "warning"]
+        if request.dry_run:
+            return ruleset_message(0, compiled, diagnostics=warnings)
+        with translate_errors():
+            active = await self.engine.apply(compiled)
+            async with self.pool.acquire() as conn:
+                row = await rule_store.get_version(conn, active.version)
+        return ruleset_message(active.version, compiled, row["create_time"], warnings)
+
+    async def GetRuleSet(self, request, context):
+        v = Violations()
+        if request.version < 0:
+            v.add("version", "must not be negative")
+        v.raise_if_any()
+        with translate_errors():
+            async with self.pool.acquire() as conn:
+                row = (await rule_store.get_version(conn, request.version) if request.version
+                       else await rule_store.active(conn))
+        if row is None:
+            raise NotFound(f"rule set version {request.version} not found" if request.version
+                           else "no rule set is active")
+        return ruleset_message(row["version"], compile_rules(row["source"], row["filename"]), row["create_time"])
+
+    async def EvaluateRules(self, request, context):
+        v = Violations()
+        if not request.HasField("alert"):
+            v.add("alert", "required")
+        else:
+            check_alert(v, request.alert)
+        _check_source(v, request.source, required=False)
+        v.raise_if_any()
+        if request.source:
+            ruleset, version = _compile(request.source, request.filename or "<rules>"), 0
+        else:
+            active = self.engine.active
+            if active is None:
+                raise NotFound("no rule set is active")
+            ruleset, version = active.ruleset, active.version
+        a = request.alert
+        now = dt.datetime.now(dt.timezone.utc)
+        observe = convert.from_timestamp(a.observe_time) if a.HasField("observe_time") else now
+        facts = AlertFacts(type=a.type, model_id=a.model_id, severity=a.severity, metrics=dict(a.metrics),
+                           labels=dict(a.labels), source=a.source,
+                           age_seconds=max(0.0, (now - observe).total_seconds()))
+        with translate_errors():
+            model = (await self.facts.get_many([a.model_id]))[a.model_id]
+        evaluations = []
+        merged = None
+        for ex in ruleset.explain(facts, model):
+            evaluations.append(rules_pb2.RuleEvaluation(
+                rule=ex.rule, matched=bool(ex.matched),
+                clauses=[rules_pb2.Clause(text=t, value=CLAUSE_VALUES[val]) for t, val in ex.clauses],
+                actions=[convert.rule_action_message(s) for s in ex.actions] if ex.matched else []))
+            if ex.matched:
+                for s in ex.actions:
+                    if s.kind == "retrain":
+                        mode = (s.mode or "full").upper()
+                        merged = (mode, s.priority or 2) if merged is None else (
+                            merge_mode(merged[0], mode), max(merged[1], s.priority or 2))
+        merged_actions = []
+        if merged is not None:
+            merged_actions.append(rules_pb2.RuleAction(
+                kind=convert.ACTION_KINDS["RETRAIN"], mode=convert.MODES[merged[0]], priority=merged[1]))
+        return rules_pb2.EvaluateRulesResponse(evaluations=evaluations, rule_set_version=version,
+                                               merged_actions=merged_actions)
+
+    async def BacktestRules(self, request, context):
+        v = Violations()
+        _check_source(v, request.source)
+        if not request.HasField("start_time"):
+            v.add("start_time", "required")
+        if not request.HasField("end_time"):
+            v.add("end_time", "required")
+        if (request.HasField("start_time") and request.HasField("end_time")
+                and request.end_time.ToNanoseconds() <= request.start_time.ToNanoseconds()):
+            v.add("end_time", "must be after start_time")
+        v.raise_if_any()
+        candidate = _compile(request.source, request.filename or "<candidate>")
+        with translate_errors():
+            return await run_backtest(self.pool, candidate, convert.from_timestamp(request.start_time),
+                                      convert.from_timestamp(request.end_time))

@@ -1,0 +1,149 @@
+"""Backtests: replay stored alerts through a candidate rule set and compare with what happened.
+
+The candidate side is simulated with the same `Decider` the live loop uses, in observe_time order,
+starting from no cooldowns at the window's start. A simulated job stays active (so later triggers
+coalesce into it) for the model's median real job duration, or DEFAULT_JOB_SECONDS when the model
+has no finished job yet. Model facts come from the registry and the promotion history (the model's
+age at each alert is measured from the version current at that time).
+"""
+
+from __future__ import annotations
+
+import bisect
+import datetime as dt
+from collections import Counter, defaultdict
+
+import asyncpg
+
+from closedloop.dsl import AlertFacts, CompiledRuleSet, ModelFacts
+from closedloop.v1 import rules_pb2
+
+from ..store import alerts as alert_store
+from ..store import history
+from .decide import Decider, ModelState, PRIORITY_NAMES
+
+DEFAULT_JOB_SECONDS = 600.0
+MAX_DIFFERENCES = 1000
+
+
+def _outcome(decisions: list[tuple[str, str, str | None, int | None]]) -> str:
+    """Readable summary of an alert's decisions: 'QUEUED full/high by drift_auto_retrain; ...'."""
+    parts = []
+    for rule, decision, mode, priority in decisions:
+        detail = f" {mode.lower()}/{PRIORITY_NAMES.get(priority, '?')}" if mode else ""
+        parts.append(f"{decision}{detail} by {rule}")
+    return "; ".join(sorted(parts)) or "nothing"
+
+
+class _VersionClock:
+    """When each model's version at a given time was promoted (for model.age in the past)."""
+
+    def __init__(self, promotions: list[asyncpg.Record]) -> None:
+        self._times: dict[str, list[dt.datetime]] = defaultdict(list)
+        self._versions: dict[str, list[int]] = defaultdict(list)
+        for p in promotions:
+            self._times[p["model_id"]].append(p["create_time"])
+            self._versions[p["model_id"]].append(p["to_version"])
+
+    def at(self, model_id: str, when: dt.datetime) -> tuple[int, dt.datetime | None]:
+        times = self._times.get(model_id, [])
+        i = bisect.bisect_right(times, when) - 1
+        return (self._versions[model_id][i], times[i]) if i >= 0 else (0, None)
+
+
+async def run_backtest(pool: asyncpg.Pool, candidate: CompiledRuleSet, start: dt.datetime,
+                       end: dt.datetime) -> rules_pb2.BacktestReport:
+    async with pool.acquire() as conn:
+        alerts = await alert_store.alerts_in_window(conn, start, end)
+        actions = await history.actions_for_alerts(conn, [a["id"] for a in alerts])
+        registry = {r["model_id"]: r for r in await history.registry(conn)}
+        job_seconds = await history.typical_job_seconds(conn)
+        clock = _VersionClock(await history.promotions(conn))
+
+    # What the active rules did, from the record.
+    active_by_alert: dict[int, list] = defaultdict(list)
+    active_rules: dict[str, Counter] = defaultdict(Counter)
+    active_jobs: dict[str, set] = defaultdict(set)
+    versions = Counter()
+    for a in actions:
+        active_by_alert[a["alert_id"]].append((a["rule"], a["decision"], a["mode"], a["priority"]))
+        if a["decision"] == "QUEUED" and a["job_id"] is not None:
+            active_jobs[a["model_id"]].add(a["job_id"])
+    seen_rule_alert = set()
+    for a in actions:
+        if (a["rule"], a["alert_id"]) not in seen_rule_alert:
+            seen_rule_alert.add((a["rule"], a["alert_id"]))
+            active_rules[a["rule"]]["matches"] += 1
+        if a["decision"] == "QUEUED":
+            active_rules[a["rule"]]["retrains"] += 1
+    for al in alerts:
+        versions[al["rule_set_version"]] += 1
+
+    # What the candidate would have done, simulated.
+    states = {m: ModelState(registered=True, enabled=r["enabled"], cooldown_override_s=r["cooldown_override_s"],
+                            max_retrains_per_day=r["max_retrains_per_day"], current_version=r["current_version"])
+              for m, r in registry.items()}
+    decider = Decider(start, states)
+    job_until: dict[str, dt.datetime] = {}
+    day_jobs: dict[str, list[dt.datetime]] = defaultdict(list)
+    cand_rules: dict[str, Counter] = defaultdict(Counter)
+    cand_jobs: Counter = Counter()
+    differences = []
+    total_diff = 0
+    next_job = -1
+    for al in alerts:
+        now = al["observe_time"]
+        model_id = al["model_id"]
+        decider.now = now
+        state = states.get(model_id)
+        if state is not None:
+            if state.active_job is not None and job_until.get(model_id, now) <= now:
+                state.active_job = None
+            recent = [t for t in day_jobs[model_id] if now - t < dt.timedelta(days=1)]
+            day_jobs[model_id] = recent
+            state.automated_today = len(recent)
+            version, since = clock.at(model_id, now)
+            facts = ModelFacts(registered=True, enabled=state.enabled, version=version,
+                               age_seconds=(now - since).total_seconds() if since else None,
+                               last_retrained_seconds=(now - since).total_seconds() if since else None)
+        else:
+            facts = None
+        alert_facts = AlertFacts(type=al["alert_type"], model_id=model_id, severity=al["severity"],
+                                 metrics=al["metrics"], labels=al["labels"], source=al["source"],
+                                 age_seconds=max(0.0, (al["create_time"] - now).total_seconds()))
+        matches = candidate.match(alert_facts, facts)
+        decision = decider.decide(model_id, matches)
+        for m in matches:
+            cand_rules[m.rule]["matches"] += 1
+        if decision.retrain is not None and decision.retrain.coalesce_into is None:
+            decider.job_started(model_id, next_job)
+            next_job -= 1
+            job_until[model_id] = now + dt.timedelta(seconds=job_seconds.get(model_id, DEFAULT_JOB_SECONDS))
+            day_jobs[model_id].append(now)
+            cand_jobs[model_id] += 1
+        for a in decision.actions:
+            if a.decision == "QUEUED":
+                cand_rules[a.rule]["retrains"] += 1
+        cand = _outcome([(a.rule, a.decision, a.mode, a.priority) for a in decision.actions])
+        act = _outcome(active_by_alert.get(al["id"], []))
+        if cand != act:
+            total_diff += 1
+            if len(differences) < MAX_DIFFERENCES:
+                differences.append(rules_pb2.BacktestDifference(
+                    alert_id=str(al["id"]), model_id=model_id, active_outcome=act, candidate_outcome=cand))
+
+    def side(rules: dict[str, Counter], jobs: dict, version: int) -> rules_pb2.BacktestSide:
+        return rules_pb2.BacktestSide(
+            rule_set_version=version,
+            rules=[rules_pb2.RuleTriggerCount(rule=r, matches=c["matches"], retrains=c["retrains"])
+                   for r, c in sorted(rules.items())],
+            models=[rules_pb2.ModelJobCount(model_id=m, jobs=n) for m, n in sorted(jobs.items())],
+            jobs=sum(jobs.values()))
+
+    active_version = versions.most_common(1)[0][0] if versions else 0
+    return rules_pb2.BacktestReport(
+        alerts=len(alerts),
+        active=side(active_rules, {m: len(j) for m, j in active_jobs.items()}, active_version),
+        candidate=side(cand_rules, dict(cand_jobs), 0),
+        differences=differences, differences_total=total_diff,
+    )

@@ -1,0 +1,194 @@
+"""The loop's decision rules, as pure logic over a snapshot of the models' state.
+
+The ingest path locks the models' registry rows, loads a `ModelState` per model, and asks
+`Decider.decide()` what to do with each alert's rule matches, in order. The decider updates the
+snapshot as it goes (a queued job makes the next alert in the batch coalesce), so a whole batch is
+decided with one read; the SQL around it lives in `ingest.py`.
+
+Order of checks for a retrain, per rule: unregistered/disabled model → RECORDED; the rule's
+cooldown → SKIPPED_COOLDOWN; then for the rules still wanting a retrain, merged (full beats
+incremental, highest priority wins): an active job → COALESCED into it; the daily budget →
+SKIPPED_BUDGET; else QUEUED, one job.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+from closedloop.dsl import ActionSpec, RuleMatch
+
+PRIORITY_NAMES = {1: "low", 2: "medium", 3: "high", 4: "critical"}
+KIND_NAMES = {"retrain": "RETRAIN", "record": "RECORD", "notify": "NOTIFY", "rollback": "ROLLBACK"}
+
+
+@dataclass
+class ModelState:
+    """What the decider needs to know about one model, read under its row lock."""
+
+    registered: bool
+    enabled: bool = False
+    cooldown_override_s: float | None = None
+    max_retrains_per_day: int | None = None
+    current_version: int = 0
+    last_queued_by_rule: dict[str, dt.datetime] = field(default_factory=dict)
+    last_automated: dt.datetime | None = None
+    automated_today: int = 0
+    active_job: int | None = None
+
+
+@dataclass(frozen=True)
+class PlannedAction:
+    """One closed_loop_actions row to write. `job` is filled for QUEUED/COALESCED after enqueue."""
+
+    rule: str
+    kind: str
+    mode: str | None
+    priority: int | None
+    decision: str
+    reason: str
+    cooldown_until: dt.datetime | None = None
+
+
+@dataclass(frozen=True)
+class RetrainRequest:
+    """The merged retrain an alert asks for: enqueue it (or coalesce into the active job)."""
+
+    mode: str
+    priority: int
+    rules: tuple[str, ...]
+    coalesce_into: int | None
+
+
+@dataclass(frozen=True)
+class AlertDecision:
+    actions: list[PlannedAction]
+    retrain: RetrainRequest | None
+    rollback: PlannedAction | None
+
+    @property
+    def alert_state(self) -> str:
+        decisions = {a.decision for a in self.actions if a.kind == "RETRAIN"}
+        if decisions & {"QUEUED", "COALESCED"}:
+            return "ACTIONED"
+        if decisions & {"SKIPPED_COOLDOWN", "SKIPPED_BUDGET"}:
+            return "SUPPRESSED"
+        if self.rollback is not None:
+            return "ACTIONED"
+        return "OPEN"
+
+
+def _fmt_duration(seconds: float) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{unit}"
+    return f"{seconds:g}s"
+
+
+def merge_mode(a: str, b: str) -> str:
+    return "FULL" if "FULL" in (a, b) else "INCREMENTAL"
+
+
+class Decider:
+    def __init__(self, now: dt.datetime, states: dict[str, ModelState]) -> None:
+        self.now = now
+        self.states = states
+
+    def decide(self, model_id: str, matches: list[RuleMatch]) -> AlertDecision:
+        state = self.states.get(model_id) or ModelState(registered=False)
+        actions: list[PlannedAction] = []
+        wanting: list[tuple[str, ActionSpec]] = []
+        rollback = None
+        for match in matches:
+            for spec in match.actions:
+                kind = KIND_NAMES[spec.kind]
+                mode = spec.mode.upper() if spec.mode else None
+                if spec.kind in ("record", "notify"):
+                    actions.append(PlannedAction(match.rule, kind, None, None, "RECORDED",
+                                                 f"{spec.kind}: rule matched"))
+                    continue
+                unavailable = self._unavailable(state)
+                if unavailable:
+                    actions.append(PlannedAction(match.rule, kind, mode, spec.priority, "RECORDED", unavailable))
+                    continue
+                if spec.kind == "rollback":
+                    planned = PlannedAction(match.rule, kind, None, spec.priority, "ROLLED_BACK",
+                                            "return to the previous version")
+                    if state.current_version <= 1 or rollback is not None:
+                        planned = PlannedAction(match.rule, kind, None, spec.priority, "RECORDED",
+                                                "no earlier version to return to" if rollback is None
+                                                else "rollback already taken for this alert")
+                    else:
+                        rollback = planned
+                    actions.append(planned)
+                    continue
+                until = self._cooldown_until(state, match.rule, spec)
+                if until is not None:
+                    actions.append(PlannedAction(
+                        match.rule, kind, mode, spec.priority, "SKIPPED_COOLDOWN",
+                        f"cooldown of {self._cooldown_text(state, spec)} for model {model_id} runs until "
+                        f"{until.isoformat(timespec='seconds')}", until))
+                    continue
+                wanting.append((match.rule, spec))
+        retrain = None
+        if wanting:
+            mode = "INCREMENTAL"
+            priority = 0
+            for _, spec in wanting:
+                mode = merge_mode(mode, (spec.mode or "full").upper())
+                priority = max(priority, spec.priority or 2)
+            rules = tuple(rule for rule, _ in wanting)
+            if state.active_job is not None:
+                retrain = RetrainRequest(mode, priority, rules, state.active_job)
+                reason = f"joined active job {state.active_job} of model {model_id}"
+                decision = "COALESCED"
+            elif state.max_retrains_per_day and state.automated_today >= state.max_retrains_per_day:
+                reason = (f"daily budget of {state.max_retrains_per_day} automated retrains for model "
+                          f"{model_id} is spent")
+                decision = "SKIPPED_BUDGET"
+            else:
+                retrain = RetrainRequest(mode, priority, rules, None)
+                reason = f"retrain {mode.lower()} at priority {PRIORITY_NAMES[priority]} (merged from {len(rules)} rule(s))"
+                decision = "QUEUED"
+                state.automated_today += 1
+                state.last_automated = self.now
+                for rule in rules:
+                    state.last_queued_by_rule[rule] = self.now
+            for rule, spec in wanting:
+                actions.append(PlannedAction(rule, "RETRAIN", (spec.mode or "full").upper(), spec.priority,
+                                             decision, reason))
+        return AlertDecision(actions, retrain, rollback)
+
+    def job_started(self, model_id: str, job_id: int) -> None:
+        """Record the job the ingest path created, so later alerts of the batch coalesce into it."""
+        self.states[model_id].active_job = job_id
+
+    @staticmethod
+    def _unavailable(state: ModelState) -> str | None:
+        if not state.registered:
+            return "model is not registered for retraining"
+        if not state.enabled:
+            return "model is disabled for automated retraining"
+        return None
+
+    @staticmethod
+    def _cooldown_seconds(state: ModelState, spec: ActionSpec) -> float | None:
+        if state.cooldown_override_s is not None:
+            return state.cooldown_override_s
+        return spec.cooldown_seconds
+
+    def _cooldown_text(self, state: ModelState, spec: ActionSpec) -> str:
+        seconds = self._cooldown_seconds(state, spec) or 0
+        scope = "the model" if spec.cooldown_per_model else "the rule"
+        source = "model override" if state.cooldown_override_s is not None else scope
+        return f"{_fmt_duration(seconds)} ({source})"
+
+    def _cooldown_until(self, state: ModelState, rule: str, spec: ActionSpec) -> dt.datetime | None:
+        seconds = self._cooldown_seconds(state, spec)
+        if not seconds:
+            return None
+        last = state.last_automated if spec.cooldown_per_model else state.last_queued_by_rule.get(rule)
+        if last is None:
+            return None
+        until = last + dt.timedelta(seconds=seconds)
+        return until if until > self.now else None

@@ -1,0 +1,285 @@
+"""Alert ingest with group commit: many CreateAlert/StreamAlerts requests share one transaction.
+
+Each request is validated by the servicer, then handed to `AlertIngestor.submit()`, which resolves
+once the alert, its decisions and its job are committed. A batcher takes whatever requests are
+waiting (up to `max_batch`) and writes them in one transaction:
+
+  insert alerts (request_id duplicates skipped) → lock the models that rules want to act on →
+  decide (cooldown, coalescing, budget) → enqueue jobs → insert actions → set alert states.
+
+All of it commits or none of it does, so a decision is never half-written. While one batch is in
+the database the next one fills, so the batch size follows the load: one row per commit when idle,
+hundreds under pressure. `max_pending` bounds memory: submit() waits when that many are in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from dataclasses import dataclass, field
+
+import asyncpg
+import structlog
+
+from closedloop.dsl import AlertFacts, RuleMatch
+
+from ..db.pool import CONNECTION_ERRORS
+from ..errors import AlreadyExists, ClosedLoopError, Unavailable
+from ..executor import queue as job_queue
+from ..store import alerts as alert_store
+from ..store import models as model_store
+from .decide import AlertDecision, Decider, ModelState
+from .facts import ModelFactsCache
+from .rules_state import RuleEngine
+
+log = structlog.get_logger(__name__)
+
+RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    alert: asyncpg.Record | dict
+    actions: list
+    created: bool
+
+
+@dataclass
+class _Pending:
+    new: alert_store.NewAlert
+    future: asyncio.Future
+    matches: list[RuleMatch] = field(default_factory=list)
+
+
+class AlertIngestor:
+    def __init__(self, pool: asyncpg.Pool, rules: RuleEngine, facts: ModelFactsCache, *,
+                 max_batch: int = 512, writers: int = 2, max_pending: int = 8192) -> None:
+        self.pool = pool
+        self.rules = rules
+        self.facts = facts
+        self.max_batch = max_batch
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._writers = asyncio.Semaphore(writers)
+        self._capacity = asyncio.Semaphore(max_pending)
+        self._batcher: asyncio.Task | None = None
+        self._inflight: set[asyncio.Task] = set()
+
+    async def start(self) -> None:
+        self._batcher = asyncio.create_task(self._run(), name="alert-batcher")
+
+    async def stop(self) -> None:
+        """Finish what was submitted, then stop."""
+        while not self._queue.empty() or self._inflight:
+            await asyncio.sleep(0.01)
+        if self._batcher is not None:
+            self._batcher.cancel()
+            await asyncio.gather(self._batcher, return_exceptions=True)
+
+    async def submit(self, new: alert_store.NewAlert) -> IngestResult:
+        async with self._capacity:
+            future = asyncio.get_running_loop().create_future()
+            self._queue.put_nowait(_Pending(new, future))
+            return await future
+
+    async def _run(self) -> None:
+        while True:
+            first = await self._queue.get()
+            await self._writers.acquire()
+            batch = [first]
+            while len(batch) < self.max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            task = asyncio.create_task(self._write_batch(batch))
+            self._inflight.add(task)
+            task.add_done_callback(self._batch_done)
+
+    def _batch_done(self, task: asyncio.Task) -> None:
+        self._inflight.discard(task)
+        self._writers.release()
+
+    async def _write_batch(self, batch: list[_Pending]) -> None:
+        started = time.perf_counter()
+        try:
+            active = self.rules.active
+            await self._evaluate(batch, active)
+            version = active.version if active else 0
+            for attempt in range(4):
+                try:
+                    results = await self._transaction(batch, version)
+                    break
+                except RETRYABLE as exc:
+                    if attempt == 3:
+                        raise
+                    log.warning("alert.batch_retry", error=type(exc).__name__, size=len(batch))
+                    await asyncio.sleep(0.005 * (attempt + 1))
+        except CONNECTION_ERRORS as exc:
+            self._fail(batch, Unavailable(f"database unavailable: {exc or type(exc).__name__}"))
+            return
+        except BaseException as exc:  # noqa: BLE001 - every waiter must hear about it
+            log.exception("alert.batch_failed", size=len(batch))
+            self._fail(batch, exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        for pending, result in zip(batch, results):
+            if pending.future.done():
+                continue
+            if isinstance(result, Exception):
+                pending.future.set_exception(result)
+            else:
+                pending.future.set_result(result)
+        log.debug("alert.batch_committed", size=len(batch), ms=round((time.perf_counter() - started) * 1000, 2))
+
+    @staticmethod
+    def _fail(batch: list[_Pending], exc: BaseException) -> None:
+        for p in batch:
+            if not p.future.done():
+                p.future.set_exception(exc if isinstance(exc, Exception) else Unavailable("server stopping"))
+
+    async def _evaluate(self, batch: list[_Pending], active) -> None:
+        """Rule matches per alert, outside the transaction (pure Python on cached facts)."""
+        if active is None:
+            return
+        facts = await self.facts.get_many({p.new.model_id for p in batch})
+        now = dt.datetime.now(dt.timezone.utc)
+        for p in batch:
+            a = p.new
+            alert_facts = AlertFacts(
+                type=a.alert_type, model_id=a.model_id, severity=a.severity, metrics=a.metrics,
+                labels=a.labels, source=a.source, age_seconds=max(0.0, (now - a.observe_time).total_seconds()),
+            )
+            p.matches = active.ruleset.match(alert_facts, facts.get(a.model_id))
+
+    async def _transaction(self, batch: list[_Pending], version: int) -> list:
+        async with self.pool.acquire() as conn:
+            async with conn.transaction():
+                inserted = await alert_store.insert_alerts(conn, [p.new for p in batch], version)
+                fresh = _pair_inserted(batch, inserted)
+                decisions = await self._decide(conn, batch, fresh, version)
+                results: list = [None] * len(batch)
+                for i, (row, actions, state) in decisions.items():
+                    alert = {**dict(row), **_alert_fields(batch[i].new), "state": state,
+                             "rule_set_version": version, "update_time": row["create_time"]}
+                    results[i] = IngestResult(alert, actions, True)
+                duplicates = [i for i in range(len(batch)) if results[i] is None]
+                if duplicates:
+                    await self._resolve_duplicates(conn, batch, duplicates, results)
+                return results
+
+    async def _decide(self, conn, batch, fresh: dict[int, asyncpg.Record], version: int) -> dict:
+        acting = {batch[i].new.model_id for i in fresh
+                  if any(s.kind in ("retrain", "rollback") for m in batch[i].matches for s in m.actions)}
+        states: dict[str, ModelState] = {}
+        now = None
+        if acting:
+            locked = await model_store.lock_models(conn, sorted(acting))
+            registered = [r["model_id"] for r in locked]
+            for r in locked:
+                states[r["model_id"]] = ModelState(
+                    registered=True, enabled=r["enabled"], cooldown_override_s=r["cooldown_override_s"],
+                    max_retrains_per_day=r["max_retrains_per_day"], current_version=r["current_version"])
+            if registered:
+                last_by_rule, jobs = await model_store.decision_state(conn, registered)
+                for r in last_by_rule:
+                    states[r["model_id"]].last_queued_by_rule[r["rule"]] = r["create_time"]
+                for r in jobs:
+                    s = states[r["model_id"]]
+                    s.last_automated, s.automated_today, s.active_job = (
+                        r["last_automated"], r["automated_today"], r["active_job"])
+            now = await conn.fetchval("SELECT now()")
+        decider = Decider(now or dt.datetime.now(dt.timezone.utc), states)
+
+        planned: list[tuple[int, AlertDecision]] = []
+        new_jobs: dict[int, int] = {}  # batch index -> job id it created
+        job_of: dict[int, int] = {}
+        for i, row in fresh.items():
+            p = batch[i]
+            decision = decider.decide(p.new.model_id, p.matches)
+            if decision.retrain is not None:
+                r = decision.retrain
+                job, created = await job_queue.enqueue(
+                    conn, model_id=p.new.model_id, mode=r.mode, priority=r.priority,
+                    reason=f"alert {row['id']} ({p.new.alert_type}) matched {', '.join(r.rules)}",
+                    trigger_alert_id=row["id"], trigger_rule=r.rules[0],
+                )
+                job_of[i] = job["id"]
+                if created:
+                    new_jobs[i] = job["id"]
+                    decider.job_started(p.new.model_id, job["id"])
+                elif r.coalesce_into is None:
+                    # Another writer (a manual SubmitRetrain) got there first: report it as coalesced.
+                    decision = _as_coalesced(decision, job["id"])
+            if decision.rollback is not None:
+                await self._rollback(conn, p.new.model_id, row["id"], decision)
+            planned.append((i, decision))
+
+        new_actions = []
+        for i, decision in planned:
+            row = fresh[i]
+            for a in decision.actions:
+                job_id = job_of.get(i) if a.decision in ("QUEUED", "COALESCED") else None
+                new_actions.append(alert_store.NewAction(
+                    alert_id=row["id"], model_id=batch[i].new.model_id, rule=a.rule, rule_set_version=version,
+                    kind=a.kind, mode=a.mode, priority=a.priority, decision=a.decision, reason=a.reason,
+                    job_id=job_id, cooldown_until=a.cooldown_until))
+        action_rows = await alert_store.insert_actions(conn, new_actions)
+        by_alert: dict[int, list] = {}
+        for r in action_rows:
+            by_alert.setdefault(r["alert_id"], []).append(r)
+        for i, job_id in new_jobs.items():
+            first = next(r for r in by_alert[fresh[i]["id"]] if r["job_id"] == job_id)
+            await job_queue.set_trigger_action(conn, job_id, first["id"])
+        changed = [(fresh[i]["id"], d.alert_state) for i, d in planned if d.alert_state != "OPEN"]
+        await alert_store.set_alert_states(conn, [c[0] for c in changed], [c[1] for c in changed])
+        return {i: (fresh[i], by_alert.get(fresh[i]["id"], []), d.alert_state) for i, d in planned}
+
+    async def _rollback(self, conn, model_id: str, alert_id: int, decision: AlertDecision) -> None:
+        from ..store import versions as version_store
+
+        await version_store.rollback(conn, model_id, to_version=None,
+                                     reason=f"rule {decision.rollback.rule} on alert {alert_id}")
+
+    async def _resolve_duplicates(self, conn, batch, indexes: list[int], results: list) -> None:
+        """A request_id seen before: the stored alert if the payload is the same, else ALREADY_EXISTS."""
+        stored = await alert_store.alerts_by_request_ids(conn, [batch[i].new.request_id for i in indexes])
+        actions = await alert_store.actions_for(conn, [r["id"] for r in stored.values()])
+        for i in indexes:
+            new = batch[i].new
+            row = stored.get(new.request_id)
+            if row is None:  # cannot happen inside one transaction; be loud rather than wrong
+                results[i] = ClosedLoopError(f"request_id {new.request_id!r} vanished")
+            elif bytes(row["request_hash"]) != new.request_hash:
+                results[i] = AlreadyExists(
+                    f"request_id {new.request_id!r} was used for a different alert (id {row['id']})")
+            else:
+                results[i] = IngestResult(row, actions.get(row["id"], []), False)
+
+
+def _pair_inserted(batch: list[_Pending], inserted: list[asyncpg.Record]) -> dict[int, asyncpg.Record]:
+    """Map batch positions to inserted rows: rows come back in input order, minus skipped duplicates."""
+    returned_ids = {r["request_id"] for r in inserted if r["request_id"] is not None}
+    seen: set[str] = set()
+    rows = iter(inserted)
+    out = {}
+    for i, p in enumerate(batch):
+        rid = p.new.request_id
+        if rid is None:
+            out[i] = next(rows)
+        elif rid in returned_ids and rid not in seen:
+            seen.add(rid)
+            out[i] = next(rows)
+    return out
+
+
+def _alert_fields(new: alert_store.NewAlert) -> dict:
+    return {"model_id": new.model_id, "alert_type": new.alert_type, "severity": new.severity,
+            "metrics": new.metrics, "labels": new.labels, "source": new.source,
+            "observe_time": new.observe_time, "request_id": new.request_id}
+
+
+def _as_coalesced(decision: AlertDecision, job_id: int) -> AlertDecision:
+    from dataclasses import replace
+
+    actions = [replace(a, decision="COALESCED", reason=f"joined active job {job_id}")
+               if a.decision == "QUEUED" else a for a in decision.actions]
+    return AlertDecision(actions, decision.retrain, decision.rollback)

@@ -1,0 +1,169 @@
+"""SQL for monitoring_alert_triggers and closed_loop_actions (alerts and the decisions about them)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Sequence
+
+import asyncpg
+
+ALERT_COLUMNS = """id, request_id, request_hash, model_id, alert_type, severity, metrics, labels, source,
+                   observe_time, create_time, update_time, state, rule_set_version"""
+ACTION_COLUMNS = """id, alert_id, model_id, rule, rule_set_version, kind, mode, priority, decision, reason,
+                    job_id, cooldown_until, create_time"""
+
+
+@dataclass(frozen=True, slots=True)
+class NewAlert:
+    """An alert ready to insert (validated; observe_time resolved)."""
+
+    request_id: str | None
+    request_hash: bytes
+    model_id: str
+    alert_type: str
+    severity: int
+    metrics: dict[str, float]
+    labels: dict[str, str]
+    source: str
+    observe_time: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class NewAction:
+    alert_id: int
+    model_id: str
+    rule: str
+    rule_set_version: int
+    kind: str
+    mode: str | None
+    priority: int | None
+    decision: str
+    reason: str
+    job_id: int | None
+    cooldown_until: dt.datetime | None
+
+
+async def insert_alerts(conn: asyncpg.Connection, alerts: Sequence[NewAlert], rule_set_version: int) -> list[asyncpg.Record]:
+    """Insert a batch in one statement; rows whose request_id exists already are skipped.
+
+    Returns the inserted rows (id, request_id, create_time) in input order: identities are drawn
+    in the order the SELECT produces rows, so sorting by id restores it.
+    """
+    rows = await conn.fetch(
+        """INSERT INTO monitoring_alert_triggers
+               (request_id, request_hash, model_id, alert_type, severity, metrics, labels, source,
+                observe_time, rule_set_version)
+           SELECT r, h, m, t, s, mt, lb, src, ot, $10
+             FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $5::smallint[], $6::jsonb[],
+                         $7::jsonb[], $8::text[], $9::timestamptz[])
+                  WITH ORDINALITY AS x(r, h, m, t, s, mt, lb, src, ot, ord)
+            ORDER BY ord
+           ON CONFLICT (request_id) WHERE request_id IS NOT NULL DO NOTHING
+           RETURNING id, request_id, create_time""",
+        [a.request_id for a in alerts], [a.request_hash for a in alerts], [a.model_id for a in alerts],
+        [a.alert_type for a in alerts], [a.severity for a in alerts], [a.metrics for a in alerts],
+        [a.labels for a in alerts], [a.source for a in alerts], [a.observe_time for a in alerts],
+        rule_set_version,
+    )
+    return sorted(rows, key=lambda r: r["id"])
+
+
+async def alerts_by_request_ids(conn: asyncpg.Connection, request_ids: Sequence[str]) -> dict[str, asyncpg.Record]:
+    rows = await conn.fetch(
+        f"SELECT {ALERT_COLUMNS} FROM monitoring_alert_triggers WHERE request_id = ANY($1::text[])",
+        list(request_ids),
+    )
+    return {r["request_id"]: r for r in rows}
+
+
+async def insert_actions(conn: asyncpg.Connection, actions: Sequence[NewAction]) -> list[asyncpg.Record]:
+    """Insert decisions in one statement; returns the rows in input order."""
+    if not actions:
+        return []
+    rows = await conn.fetch(
+        f"""INSERT INTO closed_loop_actions
+                (alert_id, model_id, rule, rule_set_version, kind, mode, priority, decision, reason,
+                 job_id, cooldown_until)
+            SELECT a, m, r, v, k, md, p, d, rs, j, cu
+              FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
+                          $7::smallint[], $8::text[], $9::text[], $10::bigint[], $11::timestamptz[])
+                   WITH ORDINALITY AS x(a, m, r, v, k, md, p, d, rs, j, cu, ord)
+             ORDER BY ord
+            RETURNING {ACTION_COLUMNS}""",
+        [a.alert_id for a in actions], [a.model_id for a in actions], [a.rule for a in actions],
+        [a.rule_set_version for a in actions], [a.kind for a in actions], [a.mode for a in actions],
+        [a.priority for a in actions], [a.decision for a in actions], [a.reason for a in actions],
+        [a.job_id for a in actions], [a.cooldown_until for a in actions],
+    )
+    return sorted(rows, key=lambda r: r["id"])
+
+
+async def set_alert_states(conn: asyncpg.Connection, ids: Sequence[int], states: Sequence[str]) -> None:
+    if not ids:
+        return
+    await conn.execute(
+        """UPDATE monitoring_alert_triggers AS a SET state = x.s, update_time = now()
+             FROM unnest($1::bigint[], $2::text[]) AS x(i, s)
+            WHERE a.id = x.i""",
+        list(ids), list(states),
+    )
+
+
+async def get_alert(conn: asyncpg.Connection, alert_id: int) -> asyncpg.Record | None:
+    return await conn.fetchrow(f"SELECT {ALERT_COLUMNS} FROM monitoring_alert_triggers WHERE id = $1", alert_id)
+
+
+async def actions_for(conn: asyncpg.Connection, alert_ids: Sequence[int]) -> dict[int, list[asyncpg.Record]]:
+    rows = await conn.fetch(
+        f"SELECT {ACTION_COLUMNS} FROM closed_loop_actions WHERE alert_id = ANY($1::bigint[]) ORDER BY id",
+        list(alert_ids),
+    )
+    out: dict[int, list[asyncpg.Record]] = {}
+    for r in rows:
+        out.setdefault(r["alert_id"], []).append(r)
+    return out
+
+
+async def list_alerts(conn: asyncpg.Connection, *, model_id: str | None, alert_type: str | None,
+                      state: str | None, start: dt.datetime | None, end: dt.datetime | None,
+                      after: tuple[dt.datetime, int] | None, limit: int) -> list[asyncpg.Record]:
+    """Newest first by (observe_time, id); `after` is the keyset cursor of the previous page."""
+    return await conn.fetch(
+        f"""SELECT {ALERT_COLUMNS} FROM monitoring_alert_triggers
+             WHERE ($1::text IS NULL OR model_id = $1)
+               AND ($2::text IS NULL OR alert_type = $2)
+               AND ($3::text IS NULL OR state = $3)
+               AND ($4::timestamptz IS NULL OR observe_time >= $4)
+               AND ($5::timestamptz IS NULL OR observe_time < $5)
+               AND ($6::timestamptz IS NULL OR (observe_time, id) < ($6, $7::bigint))
+             ORDER BY observe_time DESC, id DESC
+             LIMIT $8""",
+        model_id, alert_type, state, start, end,
+        after[0] if after else None, after[1] if after else None, limit,
+    )
+
+
+async def lock_alert(conn: asyncpg.Connection, alert_id: int) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {ALERT_COLUMNS} FROM monitoring_alert_triggers WHERE id = $1 FOR UPDATE", alert_id
+    )
+
+
+async def update_state(conn: asyncpg.Connection, alert_id: int, state: str) -> asyncpg.Record:
+    return await conn.fetchrow(
+        f"""UPDATE monitoring_alert_triggers SET state = $2, update_time = now() WHERE id = $1
+            RETURNING {ALERT_COLUMNS}""",
+        alert_id, state,
+    )
+
+
+async def alerts_in_window(conn: asyncpg.Connection, start: dt.datetime, end: dt.datetime,
+                           model_id: str | None = None) -> list[asyncpg.Record]:
+    """Every alert observed in [start, end), oldest first (backtests and feedback)."""
+    return await conn.fetch(
+        f"""SELECT {ALERT_COLUMNS} FROM monitoring_alert_triggers
+             WHERE observe_time >= $1 AND observe_time < $2 AND ($3::text IS NULL OR model_id = $3)
+             ORDER BY observe_time, id""",
+        start, end, model_id,
+    )

@@ -1,0 +1,109 @@
+"""SQL for monitoring_retraining_integration: the model registry."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import asyncpg
+
+MODEL_COLUMNS = """model_id, training, metric, promotion_margin, enabled, cooldown_override_s,
+                   max_retrains_per_day, current_version, current_version_time, create_time, update_time"""
+
+# Other replicas drop their cached model facts when this channel fires (payload: model_id).
+MODELS_CHANGED_CHANNEL = "closedloop_models"
+
+
+async def upsert_model(conn: asyncpg.Connection, *, model_id: str, training: dict, metric: str,
+                       promotion_margin: float, enabled: bool, cooldown_override_s: float | None,
+                       max_retrains_per_day: int | None) -> asyncpg.Record:
+    """Register or update; the current version and its history are kept on update."""
+    row = await conn.fetchrow(
+        f"""INSERT INTO monitoring_retraining_integration
+                (model_id, training, metric, promotion_margin, enabled, cooldown_override_s, max_retrains_per_day)
+            VALUES ($1, $2, $3, $4, $5, $6, $7)
+            ON CONFLICT (model_id) DO UPDATE SET
+                training = EXCLUDED.training, metric = EXCLUDED.metric,
+                promotion_margin = EXCLUDED.promotion_margin, enabled = EXCLUDED.enabled,
+                cooldown_override_s = EXCLUDED.cooldown_override_s,
+                max_retrains_per_day = EXCLUDED.max_retrains_per_day, update_time = now()
+            RETURNING {MODEL_COLUMNS}""",
+        model_id, training, metric, promotion_margin, enabled, cooldown_override_s, max_retrains_per_day,
+    )
+    await conn.execute("SELECT pg_notify($1, $2)", MODELS_CHANGED_CHANNEL, model_id)
+    return row
+
+
+async def get_model(conn: asyncpg.Connection, model_id: str) -> asyncpg.Record | None:
+    return await conn.fetchrow(
+        f"SELECT {MODEL_COLUMNS} FROM monitoring_retraining_integration WHERE model_id = $1", model_id
+    )
+
+
+async def list_models(conn: asyncpg.Connection, *, after: str | None, limit: int) -> list[asyncpg.Record]:
+    return await conn.fetch(
+        f"""SELECT {MODEL_COLUMNS} FROM monitoring_retraining_integration
+             WHERE ($1::text IS NULL OR model_id > $1) ORDER BY model_id LIMIT $2""",
+        after, limit,
+    )
+
+
+async def model_facts(conn: asyncpg.Connection, model_ids: Sequence[str]) -> list[asyncpg.Record]:
+    """What rules may read about models: enabled, version, age of the current version."""
+    return await conn.fetch(
+        """SELECT m.model_id, m.enabled, m.current_version,
+                  extract(epoch FROM now() - m.current_version_time) AS age_s,
+                  extract(epoch FROM now() - (SELECT max(j.end_time) FROM retrain_jobs j
+                                               WHERE j.model_id = m.model_id AND j.state = 'SUCCEEDED'))
+                      AS last_retrained_s
+             FROM monitoring_retraining_integration m WHERE m.model_id = ANY($1::text[])""",
+        list(model_ids),
+    )
+
+
+async def lock_models(conn: asyncpg.Connection, model_ids: Sequence[str]) -> list[asyncpg.Record]:
+    """Row-lock the registry rows of these models, in model_id order so replicas never deadlock.
+
+    Every retrain decision for a model happens under this lock, which is what makes cooldowns and
+    budgets exact across server replicas.
+    """
+    return await conn.fetch(
+        """SELECT model_id, enabled, cooldown_override_s, max_retrains_per_day, current_version
+             FROM monitoring_retraining_integration
+            WHERE model_id = ANY($1::text[]) ORDER BY model_id FOR UPDATE""",
+        sorted(set(model_ids)),
+    )
+
+
+async def decision_state(conn: asyncpg.Connection, model_ids: Sequence[str]) -> tuple[list, list]:
+    """For locked models: (latest QUEUED action per rule, latest job + automated jobs in the last day)."""
+    last_by_rule = await conn.fetch(
+        """SELECT DISTINCT ON (model_id, rule) model_id, rule, create_time
+             FROM closed_loop_actions
+            WHERE model_id = ANY($1::text[]) AND decision = 'QUEUED'
+            ORDER BY model_id, rule, create_time DESC""",
+        list(model_ids),
+    )
+    jobs = await conn.fetch(
+        """SELECT m AS model_id,
+                  (SELECT max(create_time) FROM retrain_jobs j WHERE j.model_id = m AND NOT j.manual)
+                      AS last_automated,
+                  (SELECT count(*) FROM retrain_jobs j
+                    WHERE j.model_id = m AND NOT j.manual AND j.create_time > now() - interval '1 day')
+                      AS automated_today,
+                  (SELECT id FROM retrain_jobs j WHERE j.model_id = m AND j.state IN ('QUEUED', 'RUNNING'))
+                      AS active_job
+             FROM unnest($1::text[]) AS m""",
+        list(model_ids),
+    )
+    return last_by_rule, jobs
+
+
+async def models_older_than(conn: asyncpg.Connection, age_s: float) -> list[asyncpg.Record]:
+    """Enabled models whose current version is older than age_s (for the age sweep)."""
+    return await conn.fetch(
+        """SELECT model_id, current_version, extract(epoch FROM now() - current_version_time) AS age_s
+             FROM monitoring_retraining_integration
+            WHERE enabled AND current_version > 0 AND current_version_time < now() - make_interval(secs => $1)
+            ORDER BY model_id""",
+        age_s,
+    )
