@@ -134,7 +134,7 @@ class ClosedLoopServer:
         alert_pb2_grpc.add_AlertServiceServicer_to_server(AlertServicer(self.pool, self.ingestor), self.grpc)
         rules_pb2_grpc.add_RuleServiceServicer_to_server(RuleServicer(self.pool, self.rules, self.facts), self.grpc)
         retrain_pb2_grpc.add_RetrainServiceServicer_to_server(
-            RetrainServicer(self.pool, s, self.facts), self.grpc)
+            RetrainServicer(self.pool, s, self.facts, self.rules), self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection([*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME], self.grpc)
         if s.tls_cert:

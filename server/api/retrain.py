@@ -1,4 +1,4 @@
-"""RetrainService: one servicer assembled from its three parts (models, jobs; feedback follows)."""
+"""RetrainService: one servicer assembled from its three parts (models, jobs, feedback)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,15 @@ from closedloop.v1 import retrain_pb2_grpc
 
 from ..config import Settings
 from ..loop.facts import ModelFactsCache
+from ..loop.rules_state import RuleEngine
+from .feedback import FeedbackMixin
 from .jobs import JobsMixin
 from .models import ModelsMixin
 
 
-class RetrainServicer(ModelsMixin, JobsMixin, retrain_pb2_grpc.RetrainServiceServicer):
-    def __init__(self, pool: asyncpg.Pool, settings: Settings, facts: ModelFactsCache) -> None:
+class RetrainServicer(ModelsMixin, JobsMixin, FeedbackMixin, retrain_pb2_grpc.RetrainServiceServicer):
+    def __init__(self, pool: asyncpg.Pool, settings: Settings, facts: ModelFactsCache, rules: RuleEngine) -> None:
         self.pool = pool
+        self.rules = rules
         self.settings = settings
         self.facts = facts

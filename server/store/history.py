@@ -60,6 +60,7 @@ async def actions_in_window(conn: asyncpg.Connection, start: dt.datetime, end: d
                             model_id: str | None, rule: str | None) -> list[asyncpg.Record]:
     return await conn.fetch(
         """SELECT c.id, c.alert_id, c.model_id, c.rule, c.kind, c.decision, c.job_id, a.observe_time,
+                  a.metrics AS alert_metrics,
                   j.state AS job_state, j.promoted, j.champion_metric, j.challenger_metric, j.metric,
                   j.new_version
              FROM closed_loop_actions c

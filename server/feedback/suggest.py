@@ -1,0 +1,80 @@
+"""Threshold suggestions from recorded outcomes. Advice only: nothing here changes a rule.
+
+For a rule threshold `metrics.X > v` (or >=): the retrains it started split into those that helped
+(promoted, beat the champion by the margin) and false positives. Raising v to the largest false
+positive's X that is still below every helpful retrain's X removes those false positives and keeps
+every retrain that helped. Conversely, quiet alerts that were followed by a helpful retrain (false
+negatives) with X just under v argue for lowering it to the smallest such X. `<` / `<=` mirror this.
+"""
+
+from __future__ import annotations
+
+from closedloop.v1 import retrain_pb2
+
+
+def _helped(outcome) -> bool:
+    return (outcome is not None and outcome["promoted"] and outcome["improvement"] is not None
+            and outcome["improvement"] >= (outcome["promotion_margin"] or 0.0))
+
+
+def _judged(outcome) -> bool:
+    return outcome is not None and outcome["outcome"] == "SUCCEEDED" and outcome["improvement"] is not None
+
+
+def suggest_thresholds(ruleset, actions, outcomes: dict, quiet_alerts: dict,
+                       only_rule: str | None) -> list[retrain_pb2.ThresholdSuggestion]:
+    """`actions`: action rows with their alert's metrics (`alert_metrics`); `outcomes`: job_id -> feedback
+    row; `quiet_alerts`: rule -> [(alert row, followed by a helpful retrain)]."""
+    out = []
+    for t in ruleset.thresholds():
+        if only_rule and t.rule != only_rule:
+            continue
+        if not t.field.startswith("metrics.") or t.op not in (">", ">=", "<", "<="):
+            continue
+        key = t.field.removeprefix("metrics.")
+        upward = t.op in (">", ">=")
+        helpful, false_pos = [], []
+        for act in actions:
+            if act["rule"] != t.rule or act["decision"] != "QUEUED" or act["job_id"] is None:
+                continue
+            outcome = outcomes.get(act["job_id"])
+            if not _judged(outcome):
+                continue
+            value = act["alert_metrics"].get(key)
+            if value is None:
+                continue
+            (helpful if _helped(outcome) else false_pos).append(float(value))
+        if false_pos:
+            if upward:
+                limit = min(helpful) if helpful else float("inf")
+                removable = [x for x in false_pos if x < limit]
+                if removable:
+                    new = max(removable)
+                    out.append(_suggestion(t, new, len(removable), len(helpful), 0,
+                                           f"raise to {new:g}: {len(removable)} of {len(false_pos)} false "
+                                           f"positive(s) had {t.field} at or below it; every one of the "
+                                           f"{len(helpful)} retrain(s) that helped was above"))
+            else:
+                limit = max(helpful) if helpful else float("-inf")
+                removable = [x for x in false_pos if x > limit]
+                if removable:
+                    new = min(removable)
+                    out.append(_suggestion(t, new, len(removable), len(helpful), 0,
+                                           f"lower to {new:g}: removes {len(removable)} false positive(s), "
+                                           f"keeps all {len(helpful)} retrain(s) that helped"))
+        missed = [float(a["metrics"][key]) for a, was_missed in quiet_alerts.get(t.rule, [])
+                  if was_missed and key in a["metrics"]]
+        missed = [x for x in missed if (x <= t.value if upward else x >= t.value)]
+        if missed and not false_pos:
+            new = min(missed) if upward else max(missed)
+            out.append(_suggestion(t, new, 0, len(helpful), 0,
+                                   f"{'lower' if upward else 'raise'} to {new:g}: {len(missed)} quiet alert(s) "
+                                   f"with {t.field} there were followed by a retrain that helped "
+                                   f"(false negatives); check the cost with a backtest"))
+    return out
+
+
+def _suggestion(t, new: float, removed: int, kept: int, lost: int, why: str) -> retrain_pb2.ThresholdSuggestion:
+    return retrain_pb2.ThresholdSuggestion(
+        rule=t.rule, field=t.field, operator=t.op, current_value=t.value, suggested_value=new,
+        false_positives_removed=removed, helpful_retrains_kept=kept, helpful_retrains_lost=lost, explanation=why)
