@@ -1,0 +1,126 @@
+"""The values that cross the DSL's public boundary: what a rule sees (AlertFacts, ModelFacts) and
+what it says (ActionSpec, RuleInfo, RuleMatch, RuleExplanation, Threshold).
+
+Plain frozen dataclasses: the server builds AlertFacts from the Alert message and ModelFacts from
+the registry for every alert, so they are slotted and cheap to construct, and the compiled rules
+read their attributes directly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping
+
+from .schema import LEVEL_NAMES, format_duration
+
+
+@dataclass(frozen=True, slots=True)
+class AlertFacts:
+    """What a rule can see of an alert."""
+
+    type: str
+    model_id: str
+    severity: int  # 1=low, 2=medium, 3=high, 4=critical (the proto Severity numbers)
+    metrics: Mapping[str, float]
+    labels: Mapping[str, str]
+    source: str = ""
+    age_seconds: float = 0.0  # now - observe_time
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFacts:
+    """Registry facts about the alert's model. Pass None instead when the model is unregistered:
+    then ``model.registered`` is false and every other model fact is missing."""
+
+    registered: bool
+    enabled: bool
+    version: int
+    age_seconds: float | None  # since the current version was trained; None: no version yet
+    last_retrained_seconds: float | None  # since the last retrain; None: never retrained
+
+
+class _Unregistered:
+    """Stands in for ``None`` inside compiled rules, so they read ``m.version`` without a test:
+    every fact but ``registered`` is None, i.e. missing."""
+
+    __slots__ = ()
+    registered = False
+    enabled = None
+    version = None
+    age_seconds = None
+    last_retrained_seconds = None
+
+
+UNREGISTERED = _Unregistered()
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """One action of a rule, as the checker understood it.
+
+    Cooldown scope (for the decision engine): without ``per model`` the rule does not act again
+    on the same model until ``cooldown_seconds`` after it last acted on it; with ``per model``
+    (``cooldown_per_model``) any retrain of that model, whichever rule or person asked for it,
+    starts the window.
+    """
+
+    kind: str  # "retrain" | "record" | "notify" | "rollback"
+    mode: str | None = None  # "full" | "incremental" for retrain
+    priority: int | None = None  # 1..4 like severity
+    cooldown_seconds: float | None = None
+    cooldown_per_model: bool = False
+
+    def describe(self) -> str:
+        """The canonical text of the action, as `rules fmt` would write it."""
+        words = [self.kind]
+        if self.mode:
+            words.append(self.mode)
+        if self.priority is not None:
+            words += ["priority", LEVEL_NAMES.get(self.priority, str(self.priority))]
+        if self.cooldown_seconds is not None:
+            words += ["cooldown", format_duration(self.cooldown_seconds)]
+            if self.cooldown_per_model:
+                words += ["per", "model"]
+        return " ".join(words)
+
+
+@dataclass(frozen=True)
+class RuleInfo:
+    name: str
+    title: str  # "" when the rule has none
+    condition: str  # canonical text
+    actions: tuple[ActionSpec, ...]
+    alert_types: tuple[str, ...] | None  # the alert types the rule can match; None: any
+    line: int
+    model_ids: tuple[str, ...] | None = None  # the models the rule can match; None: any
+
+
+@dataclass(frozen=True)
+class RuleMatch:
+    rule: str
+    actions: tuple[ActionSpec, ...]
+
+
+@dataclass(frozen=True)
+class RuleExplanation:
+    """Why a rule did or did not match. ``matched`` and each clause value are True, False, or
+    None when the clause read a metric, label or model fact the alert or registry lacks."""
+
+    rule: str
+    matched: bool | None
+    clauses: list[tuple[str, bool | None]] = field(default_factory=list)
+    actions: tuple[ActionSpec, ...] = ()  # the actions taken: empty unless matched
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A comparison ``metrics.X OP literal`` in a rule (literal on the right after
+    normalising ``0.25 < metrics.x`` to ``metrics.x > 0.25``). line/column: where the
+    comparison starts."""
+
+    rule: str
+    field: str
+    op: str
+    value: float
+    line: int
+    column: int
