@@ -1,0 +1,313 @@
+"""The built-in scikit-learn trainer: one retraining attempt, from a model's TrainingSpec.
+
+Runs in a worker process (tasks.train). Input is a plain payload built by the runner:
+  model_id, mode ("FULL" | "INCREMENTAL"), spec (TrainingSpec as protobuf JSON), epoch (versions
+  trained so far), champion (None or {version, artifact: bytes, sha256, data_end}), job_id, token.
+Output is a plain dict: scores, the promotion decision and the challenger's skops bytes; the runner
+allocates the version number and writes the artifact inside the transaction that completes the job,
+so only the attempt that still holds the lease ever produces a version.
+
+- Estimators are resolved inside the `sklearn` namespace only: a client names a class, never code.
+- Full: fit on the training window. Incremental: partial_fit a copy of the champion on the training
+  rows newer than the champion's data (its `data_end`); an estimator without partial_fit, a missing
+  champion or a changed estimator class falls back to a full refit, and the result says so.
+- The holdout is the latest `holdout_fraction` of rows by the time column; champion and challenger
+  are scored on exactly those rows.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import re
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from . import artifacts, metrics
+from .datasources import DataSourceError, load_frame, normalize_numbers, source_kind
+from .tasks import PermanentJobError
+
+DEFAULT_HOLDOUT = 0.2
+_MODULE_PART = re.compile(r"^[a-z][a-z0-9_]*$")
+_CLASS_NAME = re.compile(r"^[A-Z][A-Za-z0-9]*$")
+
+Report = Callable[[float, str], None]
+
+
+class SpecError(PermanentJobError):
+    """The training spec cannot work as written (estimator, params, columns, metric)."""
+
+
+def resolve_estimator(name: str) -> type:
+    """The estimator class for "module.Class" (or "sklearn.module.Class") inside scikit-learn only."""
+    from sklearn.base import BaseEstimator
+
+    bare = name[len("sklearn."):] if name.startswith("sklearn.") else name
+    module_path, _, class_name = bare.rpartition(".")
+    parts = module_path.split(".") if module_path else []
+    if not parts or not all(_MODULE_PART.match(p) for p in parts) or not _CLASS_NAME.match(class_name):
+        raise SpecError(f"estimator must name a scikit-learn class like linear_model.SGDClassifier, not {name!r}")
+    try:
+        module = importlib.import_module("sklearn." + module_path)
+    except ImportError:
+        raise SpecError(f"estimator {name!r}: scikit-learn has no module {module_path!r}") from None
+    cls = getattr(module, class_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, BaseEstimator)):
+        raise SpecError(f"estimator {name!r} is not a scikit-learn estimator class")
+    return cls
+
+
+def build_estimator(name: str, params: dict | None) -> Any:
+    from sklearn.base import is_classifier, is_regressor
+
+    cls = resolve_estimator(name)
+    try:
+        est = cls(**normalize_numbers(params or {}))
+    except TypeError as exc:
+        raise SpecError(f"estimator {name} params: {exc}") from None
+    if not (is_classifier(est) or is_regressor(est)):
+        raise SpecError(f"estimator {name} is neither a classifier nor a regressor")
+    return est
+
+
+def check_spec(spec: dict) -> list[tuple[str, str]]:
+    """Problems of a TrainingSpec (protobuf JSON) as (field, description); for RegisterModel.
+
+    Cheap and side-effect free: resolves the estimator and builds it, but loads no data.
+    """
+    problems: list[tuple[str, str]] = []
+    est = None
+    if not spec.get("estimator"):
+        problems.append(("estimator", "required"))
+    else:
+        try:
+            est = build_estimator(spec["estimator"], spec.get("params"))
+        except SpecError as exc:
+            problems.append(("params" if "params" in str(exc) else "estimator", str(exc)))
+    metric = spec.get("metric", "")
+    if metric not in metrics.METRICS:
+        problems.append(("metric", f"must be one of {', '.join(metrics.METRICS)}"))
+    elif est is not None:
+        from sklearn.base import is_classifier
+
+        task = "classification" if is_classifier(est) else "regression"
+        if metrics.METRICS[metric].task != task:
+            problems.append(("metric", f"{metric} is a {metrics.METRICS[metric].task} metric; "
+                                       f"{spec['estimator']} is a {task} estimator"))
+    if not spec.get("target"):
+        problems.append(("target", "required"))
+    holdout = float(spec.get("holdout_fraction", 0) or 0)
+    if not (holdout == 0 or 0 < holdout <= 0.9) or math.isnan(holdout):
+        problems.append(("holdout_fraction", "must be in (0, 0.9] (0: default 0.2)"))
+    margin = float(spec.get("promotion_margin", 0) or 0)
+    if margin < 0 or math.isnan(margin) or math.isinf(margin):
+        problems.append(("promotion_margin", "must be a finite number >= 0"))
+    kind = source_kind(spec)
+    if kind is None:
+        problems.append(("source", "one of sql, file, entry_point, synthetic is required"))
+    elif kind == "sql":
+        if not str(spec["sql"].get("dsn", "")).startswith(("postgresql://", "postgres://")):
+            problems.append(("sql.dsn", "must be a postgresql:// URL"))
+        if not str(spec["sql"].get("query", "")).strip():
+            problems.append(("sql.query", "required"))
+    elif kind == "file":
+        path = str(spec["file"].get("path", ""))
+        fmt = str(spec["file"].get("format", "") or path.rpartition(".")[2]).lower()
+        if not path:
+            problems.append(("file.path", "required"))
+        if fmt not in ("csv", "parquet", "pq", "txt"):
+            problems.append(("file.format", "must be csv or parquet (or inferable from the extension)"))
+    elif kind == "entry_point":
+        if not re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", str(spec["entry_point"].get("entry_point", ""))):
+            problems.append(("entry_point.entry_point", "must look like package.module:function"))
+    elif kind == "synthetic":
+        syn = spec["synthetic"]
+        if not 0 <= float(syn.get("drift", 0) or 0) <= 1:
+            problems.append(("synthetic.drift", "must be in [0, 1]"))
+        if not 0 <= int(syn.get("rows", 0) or 0) <= 1_000_000:
+            problems.append(("synthetic.rows", "must be in 0..1000000 (0: default 4000)"))
+    return problems
+
+
+def time_column_of(spec: dict) -> str:
+    if spec.get("time_column"):
+        return spec["time_column"]
+    return "time" if source_kind(spec) == "synthetic" else ""
+
+
+def prepare_frame(frame: pd.DataFrame, spec: dict) -> tuple[pd.DataFrame, pd.Series, pd.Series | None, list[str]]:
+    """(X, y, time or None, features): columns checked, rows in time order, incomplete rows dropped."""
+    target = spec.get("target", "")
+    time_col = time_column_of(spec)
+    if target not in frame.columns:
+        raise SpecError(f"target column {target!r} is not in the data (columns: {', '.join(map(str, frame.columns))})")
+    if time_col and time_col not in frame.columns:
+        raise SpecError(f"time_column {time_col!r} is not in the data")
+    features = list(spec.get("features") or [])
+    if features:
+        missing = [f for f in features if f not in frame.columns]
+        if missing:
+            raise SpecError(f"feature columns not in the data: {', '.join(missing)}")
+    else:
+        # Every numeric (or bool) column but the target and the time: text and timestamps need
+        # encoding the spec does not describe, so they are only used when listed explicitly.
+        features = [c for c in frame.columns
+                    if c not in (target, time_col) and pd.api.types.is_numeric_dtype(frame[c])]
+        if not features:
+            raise SpecError("no numeric feature columns in the data; list them in features")
+    used = features + [target] + ([time_col] if time_col else [])
+    frame = frame[used].dropna()
+    if time_col and (pd.api.types.is_object_dtype(frame[time_col]) or pd.api.types.is_string_dtype(frame[time_col])):
+        # CSV files (and some SQL drivers) give timestamps as text: order them as times, not strings.
+        try:
+            frame[time_col] = pd.to_datetime(frame[time_col], utc=True)
+        except (ValueError, TypeError):
+            pass
+    if time_col:
+        frame = frame.sort_values(time_col, kind="stable")
+    frame = frame.reset_index(drop=True)
+    times = frame[time_col] if time_col else None
+    return frame[features], frame[target], times, features
+
+
+def _fmt_point(value: Any) -> str:
+    if isinstance(value, pd.Timestamp):
+        return value.isoformat()
+    if isinstance(value, (np.integer, int)):
+        return str(int(value))
+    if isinstance(value, (np.floating, float)):
+        return repr(float(value))
+    return str(value)
+
+
+def _after(times: pd.Series | None, data_end: str | None, n: int) -> np.ndarray:
+    """Mask of the rows newer than a version's data_end (a time value, or a row number)."""
+    if data_end is None:
+        return np.ones(n, dtype=bool)
+    if times is None:
+        return np.arange(n) > int(data_end)
+    if pd.api.types.is_datetime64_any_dtype(times):
+        end = pd.Timestamp(data_end)
+        if times.dt.tz is None and end.tzinfo is not None:
+            end = end.tz_localize(None)
+        elif times.dt.tz is not None and end.tzinfo is None:
+            end = end.tz_localize("UTC")
+        return (times > end).to_numpy()
+    if pd.api.types.is_numeric_dtype(times):
+        return (times > float(data_end)).to_numpy()
+    return (times.astype(str) > data_end).to_numpy()
+
+
+def _score(metric: metrics.Metric, est: Any, X: pd.DataFrame, y: pd.Series) -> float:
+    value = metric.score(est, X, y)
+    if math.isnan(value) or math.isinf(value):
+        raise ValueError(f"{metric.name} is not finite ({value})")
+    return value
+
+
+def run_training(payload: dict, report: Report) -> dict:
+    spec = payload["spec"]
+    mode = payload["mode"]
+    metric = metrics.get_metric(payload.get("metric") or spec.get("metric", ""))
+    margin = float(payload.get("margin", spec.get("promotion_margin", 0.0)) or 0.0)
+    champion_info = payload.get("champion")
+    notes: list[str] = []
+
+    report(0.05, "loading data")
+    try:
+        frame = load_frame(spec, epoch=int(payload.get("epoch", 0)))
+    except (FileNotFoundError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise DataSourceError(str(exc)) from None
+    X, y, times, features = prepare_frame(frame, spec)
+    holdout_fraction = float(spec.get("holdout_fraction") or DEFAULT_HOLDOUT)
+    n = len(X)
+    n_hold = max(1, int(math.ceil(n * holdout_fraction)))
+    n_train = n - n_hold
+    if n_train < 2:
+        raise SpecError(f"{n} usable rows leave {n_train} for training; need more data or a smaller holdout")
+    X_train, y_train, X_hold, y_hold = X.iloc[:n_train], y.iloc[:n_train], X.iloc[n_train:], y.iloc[n_train:]
+    train_times = times.iloc[:n_train] if times is not None else None
+    if train_times is not None:
+        data_window = f"{time_column_of(spec)} {_fmt_point(train_times.iloc[0])} .. {_fmt_point(train_times.iloc[-1])}"
+        data_end = _fmt_point(train_times.iloc[-1])
+    else:
+        data_window = f"rows 0 .. {n_train - 1}"
+        data_end = str(n_train - 1)
+
+    challenger = build_estimator(spec["estimator"], spec.get("params"))
+    from sklearn.base import is_classifier
+
+    if metric.task == "classification" and not is_classifier(challenger):
+        raise SpecError(f"metric {metric.name} needs a classifier; {spec['estimator']} is not one")
+    champion = None
+    if champion_info is not None:
+        report(0.1, "loading champion")
+        champion = artifacts.loads(champion_info["artifact"], champion_info.get("sha256"))
+
+    refit_fallback = False
+    rows_used = n_train
+    if mode == "INCREMENTAL":
+        reason = None
+        if champion is None:
+            reason = "no current version to update"
+        elif not hasattr(challenger, "partial_fit"):
+            reason = f"{type(challenger).__name__} has no partial_fit"
+        elif type(champion) is not type(challenger):
+            reason = f"the estimator changed ({type(champion).__name__} -> {type(challenger).__name__})"
+        if reason is not None:
+            refit_fallback = True
+            notes.append(f"incremental retrain fell back to a full refit: {reason}")
+        else:
+            newer = _after(train_times, champion_info.get("data_end"), n_train)
+            rows_used = int(newer.sum())
+            challenger = artifacts.loads(champion_info["artifact"])  # an independent copy to update
+            if rows_used == 0:
+                notes.append(f"no training rows newer than version {champion_info['version']}: model unchanged")
+            else:
+                report(0.3, f"updating ({rows_used} new rows)")
+                kwargs = {"classes": champion.classes_} if is_classifier(challenger) else {}
+                _fit(challenger.partial_fit, X_train[newer], y_train[newer], **kwargs)
+    if mode == "FULL" or refit_fallback:
+        report(0.3, f"fitting ({n_train} rows)")
+        _fit(challenger.fit, X_train, y_train)
+
+    report(0.75, "evaluating")
+    challenger_score = _score(metric, challenger, X_hold, y_hold)
+    champion_score = None
+    if champion is not None:
+        try:
+            champion_score = _score(metric, champion, X_hold, y_hold)
+        except Exception as exc:  # noqa: BLE001 - a champion unusable on today's data cannot defend its title
+            notes.append(f"champion cannot score the holdout ({type(exc).__name__}: {exc}); not compared")
+    promote = metrics.should_promote(metric.name, champion_score, challenger_score, margin)
+
+    report(0.9, "saving")
+    data = artifacts.dumps(challenger)
+    return {
+        "metric": metric.name,
+        "challenger_metric": challenger_score,
+        "champion_metric": champion_score,
+        "champion_version": champion_info["version"] if champion_info else 0,
+        "improvement": metrics.improvement(metric.name, champion_score, challenger_score),
+        "promote": promote,
+        "refit_fallback": refit_fallback,
+        "train_rows": rows_used,
+        "holdout_rows": n_hold,
+        "data_window": data_window,
+        "data_end": data_end,
+        "features": features,
+        "artifact": data,
+        "sha256": artifacts.digest(data),
+        "notes": notes,
+    }
+
+
+def _fit(method: Callable, X: pd.DataFrame, y: pd.Series, **kwargs: Any) -> None:
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    try:
+        method(X, y, **kwargs)
+    except InvalidParameterError as exc:  # bad params in the spec: retrying cannot help
+        raise SpecError(f"estimator params: {exc}") from None
