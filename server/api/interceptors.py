@@ -61,6 +61,8 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, metadata: dict, authentic
         if isinstance(exc, ClosedLoopError):
             log.info("rpc.rejected", code=exc.code.name, error=exc.message[:500])
             await _abort(context, exc)
+        if isinstance(exc, NotImplementedError):
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented by this server")
         log.exception("rpc.internal_error")
         await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 from closedloop.v1 import retrain_pb2
 
 from ..db.pool import translate_errors
@@ -12,47 +10,13 @@ from ..store import models as model_store
 from . import convert, paging
 from .validation import Violations, check_model_id, check_page
 
-METRICS = ("accuracy", "f1", "roc_auc", "log_loss", "rmse", "mae", "r2")
-ENTRY_POINT = r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$"
-
-
 def check_training(v: Violations, spec: retrain_pb2.TrainingSpec, field: str = "model.training") -> None:
-    import re
+    """The trainer's own spec check (estimator resolvable inside sklearn, metric fits the task, source
+    complete), so registration refuses exactly what a retrain would fail on."""
+    from ..executor.trainer import check_spec
 
-    if not spec.estimator:
-        v.add(f"{field}.estimator", "required, e.g. linear_model.SGDClassifier")
-    elif not re.match(r"^[a-z_]+(\.[a-z_]+)*\.[A-Z]\w*$", spec.estimator):
-        v.add(f"{field}.estimator", "must name a scikit-learn class as module.Class, e.g. ensemble.RandomForestClassifier")
-    source = spec.WhichOneof("source")
-    if source is None:
-        v.add(f"{field}.source", "required: one of sql, file, entry_point, synthetic")
-    elif source == "sql":
-        if not spec.sql.dsn.startswith(("postgres://", "postgresql://")):
-            v.add(f"{field}.sql.dsn", "must be a postgresql:// URL")
-        if not spec.sql.query.strip():
-            v.add(f"{field}.sql.query", "required")
-    elif source == "file":
-        if not spec.file.path:
-            v.add(f"{field}.file.path", "required")
-        fmt = spec.file.format or spec.file.path.rsplit(".", 1)[-1].lower()
-        if fmt not in ("csv", "parquet"):
-            v.add(f"{field}.file.format", "must be csv or parquet (or a path ending in .csv/.parquet)")
-    elif source == "entry_point":
-        if not re.match(ENTRY_POINT, spec.entry_point.entry_point):
-            v.add(f"{field}.entry_point.entry_point", "must be module:function")
-    elif source == "synthetic":
-        if not 0 <= spec.synthetic.drift <= 1:
-            v.add(f"{field}.synthetic.drift", "must be between 0 and 1")
-        if not 0 <= spec.synthetic.rows <= 1_000_000:
-            v.add(f"{field}.synthetic.rows", "must be between 0 (default) and 1,000,000")
-    if source != "synthetic" and not spec.target:
-        v.add(f"{field}.target", "required")
-    if spec.metric not in METRICS:
-        v.add(f"{field}.metric", f"must be one of {', '.join(METRICS)}")
-    if not (0 <= spec.holdout_fraction <= 0.9) or math.isnan(spec.holdout_fraction):
-        v.add(f"{field}.holdout_fraction", "must be in (0, 0.9]; 0 means the default 0.2")
-    if not (spec.promotion_margin >= 0 and math.isfinite(spec.promotion_margin)):
-        v.add(f"{field}.promotion_margin", "must be a finite number >= 0")
+    for name, description in check_spec(convert.training_json(spec)):
+        v.add(f"{field}.{name}", description)
 
 
 class ModelsMixin:
