@@ -167,7 +167,6 @@ class _Builder:
         self.offset = line_offset
         self.max_depth = max_depth
         self.diagnostics: list[Diagnostic] = []
-        self.too_deep: Span | None = None  # first node past the limit in the current rule
 
     def span(self, tree: Tree) -> Span:
         m = tree.meta
@@ -194,55 +193,50 @@ class _Builder:
         (rules, _depth) = values[0]
         return rules
 
-    def node(self, obj, depth: int):
-        if depth > self.max_depth and self.too_deep is None:
-            self.too_deep = obj.span.start()
-        return (obj, depth)
-
     # --- leaves -------------------------------------------------------------------------------
     def b_number(self, tree, args):
         tok = args[0]
         lit = parse_numeric(str(tok))
-        return self.node(NumLit(self.span(tree), str(tok), lit.kind, lit.value, lit.error), 1)
+        return (NumLit(self.span(tree), str(tok), lit.kind, lit.value, lit.error), 1)
 
     def b_string(self, tree, args):
         value, error = decode_string(str(args[0]))
-        return self.node(StrLit(self.span(tree), str(args[0]), value, error), 1)
+        return (StrLit(self.span(tree), str(args[0]), value, error), 1)
 
     def b_true(self, tree, args):
-        return self.node(BoolLit(self.span(tree), True), 1)
+        return (BoolLit(self.span(tree), True), 1)
 
     def b_false(self, tree, args):
-        return self.node(BoolLit(self.span(tree), False), 1)
+        return (BoolLit(self.span(tree), False), 1)
 
     def b_path(self, tree, args):
-        return self.node(Name(self.span(tree), tuple(str(t) for t in args)), 1)
+        return (Name(self.span(tree), tuple(str(t) for t in args)), 1)
 
     def b_index(self, tree, args):
         key, error = decode_string(str(args[1]))
-        return self.node(Name(self.span(tree), (str(args[0]), key), True, error), 1)
+        return (Name(self.span(tree), (str(args[0]), key), True, error), 1)
 
     # --- operators ----------------------------------------------------------------------------
     def b_neg(self, tree, args):
         (operand, d) = args[1]
-        return self.node(Neg(self.span(tree), operand), d + 1)
+        return (Neg(self.span(tree), operand), d + 1)
 
     def b_not_(self, tree, args):
         (operand, d) = args[0]
-        return self.node(Not(self.span(tree), operand), d + 1)
+        return (Not(self.span(tree), operand), d + 1)
 
     def b_binop(self, tree, args):
         (left, dl), op, (right, dr) = args
-        return self.node(BinOp(self.span(tree), str(op), left, right, _tok_span(op, self.offset)), max(dl, dr) + 1)
+        return (BinOp(self.span(tree), str(op), left, right, _tok_span(op, self.offset)), max(dl, dr) + 1)
 
     def b_compare(self, tree, args):
         (left, dl), op, (right, dr) = args
-        return self.node(Compare(self.span(tree), str(op), left, right, _tok_span(op, self.offset)), max(dl, dr) + 1)
+        return (Compare(self.span(tree), str(op), left, right, _tok_span(op, self.offset)), max(dl, dr) + 1)
 
     def _in(self, tree, args, negated: bool):
         (operand, d), (items, di) = args
         node = InList(self.span(tree), operand, items.items, negated, items.span)
-        return self.node(node, max(d, di) + 1)
+        return (node, max(d, di) + 1)
 
     def b_in_(self, tree, args):
         return self._in(tree, args, False)
@@ -258,7 +252,7 @@ class _Builder:
         name, rest = args[0], args[1:]
         depth = max((d for _, d in rest), default=0) + 1
         node = Call(self.span(tree), str(name), _tok_span(name, self.offset), tuple(e for e, _ in rest))
-        return self.node(node, depth)
+        return (node, depth)
 
     def _boolop(self, tree, args, op: str):
         terms: list = []
@@ -270,7 +264,7 @@ class _Builder:
             else:
                 terms.append(term)
                 depth = max(depth, d)
-        return self.node(BoolOp(self.span(tree), op, tuple(terms)), depth + 1)
+        return (BoolOp(self.span(tree), op, tuple(terms)), depth + 1)
 
     def b_and_(self, tree, args):
         return self._boolop(tree, args, "and")
@@ -294,20 +288,19 @@ class _Builder:
             value, error = decode_string(str(args[1]))
             title = StrLit(_tok_span(args[1], self.offset), str(args[1]), value, error)
             i = 2
-        condition, _ = args[i]
+        condition, depth = args[i]
         actions = tuple(a for a, _ in args[i + 1 :])
-        if self.too_deep is not None:
+        if depth > self.max_depth:
             self.diagnostics.append(
                 Diagnostic.at(
                     "error",
                     "limit-depth",
-                    f"expression is nested too deeply (the limit is {self.max_depth} levels)",
+                    f"expression is nested too deeply: {depth} levels (the limit is {self.max_depth})",
                     self.filename,
-                    self.too_deep,
+                    condition.span.start(),
                 )
             )
             condition = None
-        self.too_deep = None
         rule = Rule(self.span(tree), str(name), _tok_span(name, self.offset), title, condition, actions)
         return (rule, 0)
 

@@ -47,6 +47,7 @@ _ARITH = {
     ("/", N, N): N, ("/", D, N): D, ("/", D, D): N,
 }  # fmt: skip
 _ARITH_WORDS = {"+": "add {} and {}", "-": "subtract {1} from {0}", "*": "multiply {} by {}", "/": "divide {} by {}"}
+_FIELD_NAMES = [n for n in KNOWN_NAMES if n not in LEVELS]
 _FOLD = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b, "/": lambda a, b: a / b}
 
 
@@ -161,17 +162,21 @@ class Checker:
                 return t.Ref("alert", field.attr, field.type, field.optional, field.name, e)
             if head in LEVELS:
                 return t.Const(LEVELS[head], SEV, e)
-            if hint == SEV:
+            # Beside a severity a bare word is probably an enum value, beside a string a string
+            # without quotes; unless it looks like a misspelt field (`sevrity >= high`).
+            field_guess = _suggest(head, _FIELD_NAMES)
+            level_guess = _suggest(head, LEVELS)
+            if hint == SEV and (level_guess or not field_guess):
                 self.error(
                     "unknown-enum",
-                    f"unknown severity '{head}'{_suggest(head, LEVELS)} (low, medium, high or critical)",
+                    f"unknown severity '{head}'{level_guess} (low, medium, high or critical)",
                     e.span,
                 )
                 return _poison(e)
-            if hint == S:
+            if hint == S and not field_guess:
                 self.error("unknown-field", f"unknown name '{head}'; write the string as \"{head}\"", e.span)
                 return _poison(e)
-            suggestion = _suggest(head, KNOWN_NAMES)
+            suggestion = field_guess or _suggest(head, KNOWN_NAMES)
             if not suggestion:
                 suggestion = f" (a metric is written metrics.{head}, a label labels.{head})"
             self.error("unknown-field", f"unknown field '{head}'{suggestion}", e.span)
@@ -424,7 +429,8 @@ class Checker:
                         per_model, i = True, i + 2
                     else:
                         self.error("unknown-argument", "expected 'model' after 'per'", words[i].span)
-                        i += 1
+                        after = words[i + 1] if i + 1 < len(words) else None
+                        i += 2 if after is not None and after.text not in allowed else 1
         if a.name == "retrain" and priority is None and "priority" not in seen and not unknown:
             self.error("missing-argument", "retrain needs a priority: low, medium, high or critical", a.name_span)
         if a.name == "retrain" and "cooldown" not in seen:

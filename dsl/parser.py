@@ -163,7 +163,7 @@ def _parse_in_pieces(source: str, filename: str, limits: Limits, starts: list[in
                 Diagnostic.at(
                     "error",
                     "limit-depth",
-                    f"expression is nested too deeply (the limit is {limits.max_depth} levels)",
+                    f"expression is nested too deeply: brackets deeper than {limits.max_depth} levels",
                     filename,
                     Span.point(line + line_offset, column),
                 )
@@ -282,7 +282,7 @@ def syntax_diagnostic(exc: UnexpectedInput, filename: str, line_offset: int = 0)
         else:
             span = Span(tok.line + line_offset, tok.column, tok.end_line + line_offset, tok.end_column)
         message = f"unexpected {_describe_token(tok)}, expected {_describe_expected(expected)}"
-        if tok.type == "COMPOP" and "COMPOP" not in expected:
+        if tok.type == "COMPOP" and "COMPOP" not in expected and "NUMLIKE" not in expected:
             message = "comparisons do not chain: write 'a < b and b < c'"
         elif tok.type.startswith("_") and tok.type[1:].isalpha() and "NAME" in expected and "NUMLIKE" not in expected:
             message += f" ('{tok}' is a keyword)"
