@@ -1,0 +1,77 @@
+"""SQL around retraining jobs that is not the queue itself: the model's spec as the executor reads
+it, and the feedback_loop_metrics row every finished job writes.
+
+(The queue's own statements are in executor/queue.py; versions and promotions in store/versions.py.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+
+from ..executor import metrics
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """What the executor needs of a registered model."""
+
+    model_id: str
+    training: dict  # TrainingSpec as protobuf JSON (preserving_proto_field_name)
+    metric: str
+    promotion_margin: float
+    enabled: bool
+    current_version: int
+
+
+async def load_model_spec(conn: asyncpg.Connection, model_id: str) -> ModelSpec | None:
+    row = await conn.fetchrow(
+        """SELECT model_id, training, metric, promotion_margin, enabled, current_version
+             FROM monitoring_retraining_integration WHERE model_id = $1""",
+        model_id,
+    )
+    if row is None:
+        return None
+    return ModelSpec(row["model_id"], dict(row["training"] or {}), row["metric"], float(row["promotion_margin"]),
+                     row["enabled"], row["current_version"])
+
+
+async def model_exists(conn: asyncpg.Connection, model_id: str) -> bool:
+    return bool(await conn.fetchval(
+        "SELECT EXISTS (SELECT 1 FROM monitoring_retraining_integration WHERE model_id = $1)", model_id
+    ))
+
+
+async def record_feedback(conn: asyncpg.Connection, job: asyncpg.Record, *,
+                          promotion_margin: float | None = None) -> None:
+    """One feedback_loop_metrics row for a job that just ended (any terminal state).
+
+    improvement is challenger minus champion in the metric's better direction; the first version
+    (no champion) has none. alert_to_promotion_s runs from the trigger alert's observe_time (when the
+    trading service saw the problem) to now, for promoted jobs started by an alert.
+    """
+    improvement = None
+    if job["metric"] in metrics.METRICS:
+        improvement = metrics.improvement(job["metric"], job["champion_metric"], job["challenger_metric"])
+    await conn.execute(
+        """INSERT INTO feedback_loop_metrics
+               (time, model_id, job_id, alert_id, action_id, rule, manual, mode, outcome, metric,
+                champion_metric, challenger_metric, improvement, promotion_margin, promoted, new_version,
+                queue_wait_s, run_s, alert_to_promotion_s)
+           SELECT now(), j.model_id, j.id, j.trigger_alert_id, j.trigger_action_id, j.trigger_rule, j.manual,
+                  j.mode, j.state, j.metric, j.champion_metric, j.challenger_metric, $2,
+                  coalesce($3, m.promotion_margin), j.promoted, nullif(j.new_version, 0),
+                  extract(epoch FROM j.start_time - j.create_time),
+                  extract(epoch FROM coalesce(j.end_time, now()) - j.start_time),
+                  CASE WHEN j.promoted THEN extract(epoch FROM now() - a.observe_time) END
+             FROM retrain_jobs j
+             LEFT JOIN monitoring_retraining_integration m ON m.model_id = j.model_id
+             LEFT JOIN monitoring_alert_triggers a ON a.id = j.trigger_alert_id
+            WHERE j.id = $1""",
+        job["id"], improvement, promotion_margin,
+    )
+
+
+async def feedback_rows(conn: asyncpg.Connection, job_id: int) -> list[asyncpg.Record]:
+    return await conn.fetch("SELECT * FROM feedback_loop_metrics WHERE job_id = $1 ORDER BY time", job_id)
