@@ -9,6 +9,7 @@ Every handler is wrapped so that:
 
 from __future__ import annotations
 
+import inspect
 import time
 import uuid
 
@@ -88,6 +89,25 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, metadata: dict, authentic
 
         return grpc.unary_unary_rpc_method_handler(
             unary_unary, request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer)
+
+    if handler.unary_stream and not inspect.isasyncgenfunction(handler.unary_stream):
+        # A streaming handler written with `await context.write(...)` (grpc's health Watch) is a
+        # plain coroutine function: wrap it as one.
+        inner_uw = handler.unary_stream
+
+        async def unary_stream_writer(request, context):
+            bind()
+            try:
+                check_auth()
+                return await inner_uw(request, context)
+            except Exception as exc:  # noqa: BLE001
+                if passthrough(exc):
+                    raise
+                await on_error(exc, context)
+
+        return grpc.unary_stream_rpc_method_handler(
+            unary_stream_writer, request_deserializer=handler.request_deserializer,
             response_serializer=handler.response_serializer)
 
     if handler.unary_stream:
