@@ -73,8 +73,10 @@ def load_frame(spec: dict, *, epoch: int = 0) -> pd.DataFrame:
 
         syn = spec["synthetic"]
         try:
+            regression = spec.get("metric") in ("rmse", "mae", "r2")
             return synthetic.load(int(syn.get("seed", 0)), float(syn.get("drift", 0.0)),
-                                  int(syn.get("rows", 0)), epoch, spec.get("target", "direction"))
+                                  int(syn.get("rows", 0)), epoch, spec.get("target", "direction"),
+                                  regression=regression)
         except ValueError as exc:
             raise DataSourceError(str(exc)) from None
     raise DataSourceError("the training spec names no data source (sql, file, entry_point or synthetic)")

@@ -91,12 +91,17 @@ def generate(seed: int, drift: float = 0.0, rows: int = DEFAULT_ROWS, offset: in
     return window
 
 
-def load(seed: int, drift: float, rows: int, epoch: int, target: str) -> pd.DataFrame:
-    """The training frame for a model's `epoch`-th run, with the unused target column removed.
+def load(seed: int, drift: float, rows: int, epoch: int, target: str, *, regression: bool = False) -> pd.DataFrame:
+    """The training frame for a model's `epoch`-th run, with exactly one target column.
 
     Keeping both targets would leak the answer: with target "direction", "next_return" as a feature
-    predicts it perfectly.
+    predicts it perfectly. A target named otherwise (say "y") gets `next_return` when the model is a
+    regression, else `direction`, under that name, so a spec need not know our column names.
     """
     rows = rows or DEFAULT_ROWS
     frame = generate(seed, drift, rows, window_offset(epoch, rows))
-    return frame.drop(columns=[c for c in TARGETS if c != target])
+    if target in TARGETS:
+        return frame.drop(columns=[c for c in TARGETS if c != target])
+    source = "next_return" if regression else "direction"
+    frame = frame.drop(columns=[c for c in TARGETS if c != source])
+    return frame.rename(columns={source: target})

@@ -111,6 +111,11 @@ def test_synthetic_source_drops_the_other_target_and_moves_with_epochs():
     assert second["time"].iloc[0] == first["time"].iloc[200]
     regression = load_frame(dict(spec, target="next_return"))
     assert "direction" not in regression.columns
+    # Any other target name gets the target that fits the metric.
+    named = load_frame(dict(spec, target="y", metric="accuracy"))
+    assert set(named["y"]) == {0, 1} and not {"direction", "next_return"} & set(named.columns)
+    named = load_frame(dict(spec, target="y", metric="rmse"))
+    assert named["y"].equals(regression["next_return"])
     with pytest.raises(DataSourceError):
         load_frame({"synthetic": {"seed": 1, "drift": 1.5}})
 
