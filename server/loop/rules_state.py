@@ -78,6 +78,10 @@ class RuleEngine:
             return None
         try:
             source, filename = read_rules_path(self.rules_path)
+            if not source.strip():
+                # Most likely a file caught half-written by an editor or deploy; an intentionally
+                # empty rule set can still be applied with ApplyRules.
+                raise OSError(f"{filename} is empty")
             compiled = compile_rules(source, filename)
         except (OSError, RuleCompileError) as exc:
             log.error("rules.reload_failed", error=str(exc), kept_version=self.active.version if self.active else 0)

@@ -16,7 +16,7 @@ def synthetic_model(model_id: str, /, **overrides) -> dict:
     model = {
         "model_id": model_id, "enabled": True,
         "training": {"estimator": "linear_model.SGDClassifier", "params": {"loss": "log_loss", "random_state": 0},
-                     "synthetic": {"seed": 7, "drift": 0.3, "rows": 1500}, "target": "y", "metric": "accuracy",
+                     "synthetic": {"seed": 7, "drift": 0.3, "rows": 1500}, "target": "direction", "metric": "accuracy",
                      "holdout_fraction": 0.25, "promotion_margin": 0.0},
     }
     model.update(overrides)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import os
 import signal
@@ -145,6 +146,13 @@ async def test_active_set_survives_restart(database_url, tmp_path):
         await srv.stop(1)
 
 
+def replace_file(path, text: str) -> None:
+    """Write-then-rename, as a deploy should, so a reload never reads half a file."""
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
 async def test_rules_file_at_start_and_sighup_reload(database_url, tmp_path):
     rules = tmp_path / "live.rules"
     rules.write_text(RISKY)
@@ -153,16 +161,16 @@ async def test_rules_file_at_start_and_sighup_reload(database_url, tmp_path):
         async with AsyncClient(target) as c:
             first = await c.get_rule_set()
             assert [r.name for r in first.rules] == ["risky"]
-            rules.write_text(BROKEN)  # a failing file keeps the old set
+            replace_file(rules, BROKEN)  # a failing file keeps the old set
             os.kill(proc.pid, signal.SIGHUP)
-            rules.write_text(RISKY.replace("risky", "riskier"))
+            await asyncio.sleep(0.5)
+            assert (await c.get_rule_set()).version == first.version
+            replace_file(rules, RISKY.replace("risky", "riskier"))
             os.kill(proc.pid, signal.SIGHUP)
             for _ in range(100):
                 current = await c.get_rule_set()
                 if current.version != first.version:
                     break
-                import asyncio
-
                 await asyncio.sleep(0.05)
             assert [r.name for r in current.rules] == ["riskier"]
     finally:
