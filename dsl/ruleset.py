@@ -116,9 +116,10 @@ def _info(c: CheckedRule) -> RuleInfo:
 def check(source: str, filename: str = "<rules>", *, limits: Limits = DEFAULT_LIMITS) -> CheckResult:
     """Diagnostics and the error-free rules of a rule file. Never raises on any input: a failure
     of the checker itself is reported as an ``internal`` error diagnostic."""
+    if not isinstance(source, str):
+        message = f"rule source must be text, not {type(source).__name__}"
+        return CheckResult([Diagnostic.at("error", "bad-input", message, filename, Span.point(1, 1))], [])
     try:
-        if not isinstance(source, str):
-            raise TypeError(f"source must be str, not {type(source).__name__}")
         checked, diagnostics = check_parsed(source, filename, limits)
         return CheckResult(diagnostics, [_info(c) for c in checked if c.ok])
     except Exception as exc:  # the contract is "never raises"; the fuzz tests look for these
