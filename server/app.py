@@ -36,6 +36,7 @@ from .errors import ConfigError
 from .loop.age_sweep import AgeSweep
 from .loop.facts import ModelFactsCache
 from .loop.ingest import AlertIngestor
+from .logging_setup import configure_logging
 from .loop.rules_state import RuleEngine
 from .metrics_http import MetricsEndpoint
 from .store.models import MODELS_CHANGED_CHANNEL
@@ -81,6 +82,7 @@ class ClosedLoopServer:
 
     async def start(self) -> int:
         s = self.settings
+        configure_logging(s.log_format, s.log_level)
         if not s.auth_enabled and not _is_loopback(s.listen):
             raise ConfigError(f"--listen {s.listen} is not a loopback address: configure --auth-tokens "
                               "first (without auth closedloop only listens on loopback)")

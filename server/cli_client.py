@@ -46,7 +46,8 @@ def _json(message) -> str:
     return json_format.MessageToJson(message, preserving_proto_field_name=True, indent=2)
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out=sys.stdout) -> None:
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], out=None) -> None:
+    out = out or sys.stdout
     cells = [[str(h) for h in headers]] + [["" if c is None else str(c) for c in row] for row in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
     for n, row in enumerate(cells):
@@ -71,7 +72,8 @@ def fmt_metric(has: bool, value: float) -> str:
     return f"{value:.4f}" if has else "-"
 
 
-def print_alert_actions(alert: alert_pb2.Alert, out=sys.stdout) -> None:
+def print_alert_actions(alert: alert_pb2.Alert, out=None) -> None:
+    out = out or sys.stdout
     print(f"alert {alert.id}  model={alert.model_id}  type={alert.type}  "
           f"severity={enum_name(common_pb2.Severity, alert.severity, 'SEVERITY_')}  "
           f"state={enum_name(alert_pb2.AlertState, alert.state, 'ALERT_STATE_')}", file=out)
@@ -191,7 +193,8 @@ def progress_bar(fraction: float, width: int = 30) -> str:
     return "[" + "#" * done + "-" * (width - done) + f"] {fraction:4.0%}"
 
 
-def watch(client: Client, job_id: str, out=sys.stdout, as_json: bool = False) -> retrain_pb2.RetrainJob:
+def watch(client: Client, job_id: str, out=None, as_json: bool = False) -> retrain_pb2.RetrainJob:
+    out = out or sys.stdout
     last = None
     tty = out.isatty() if hasattr(out, "isatty") else False
     try:
