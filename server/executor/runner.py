@@ -58,6 +58,33 @@ class _Running:
             self.abort.set()
 
 
+class _OwnConnection:
+    """A connection of the runner's own, outside the shared pool, for its hottest loops (claims,
+    batched completions): no acquire/reset round trip per use. Reconnects after an error."""
+
+    def __init__(self, database_url: str) -> None:
+        self.database_url = database_url
+        self._conn: asyncpg.Connection | None = None
+
+    async def get(self) -> asyncpg.Connection:
+        if self._conn is None or self._conn.is_closed():
+            self._conn = await asyncpg.connect(self.database_url, timeout=10, command_timeout=60)
+        return self._conn
+
+    def drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            conn.terminate()
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await conn.close(timeout=5)
+            except DB_ERRORS:
+                conn.terminate()
+
+
 class JobRunner:
     def __init__(self, settings: Any, pool: asyncpg.Pool, database_url: str, *, work: Work | None = None,
                  backend: Backend | None = None, slots: int | None = None, worker_id: str | None = None,
@@ -84,6 +111,11 @@ class JobRunner:
         self._stopping = False
         self._loops: list[asyncio.Task] = []
         self._listener: asyncpg.Connection | None = None
+        self._claim_conn = _OwnConnection(database_url)
+        self._complete_conn = _OwnConnection(database_url)
+        # Completions of non-transactional work, batched into one statement by _complete_batches.
+        self._pending_completions: list[tuple[int, str, str, asyncio.Future]] = []
+        self._completions_ready = asyncio.Event()
         self.log = log.bind(worker=self.worker_id)
 
     @property
@@ -108,7 +140,8 @@ class JobRunner:
         loop = asyncio.get_running_loop()
         self._loops = [loop.create_task(self._dispatch(), name="retrain-dispatch"),
                        loop.create_task(self._heartbeat(), name="retrain-heartbeat"),
-                       loop.create_task(self._rescue(), name="retrain-rescue")]
+                       loop.create_task(self._rescue(), name="retrain-rescue"),
+                       loop.create_task(self._complete_batches(), name="retrain-complete")]
         self.log.info("retrain.runner_started", backend=self._backend.name, slots=self.slots,
                       work=self.work.name, lease_s=self.lease_s)
 
@@ -129,8 +162,13 @@ class JobRunner:
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
+        for future in [p[3] for p in self._pending_completions]:
+            if not future.done():
+                future.set_exception(RuntimeError("runner stopped"))
         if self._listener is not None:
             await self._close_listener()
+        await self._claim_conn.close()
+        await self._complete_conn.close()
         if self._backend is not None and self._owns_backend:
             await asyncio.to_thread(self._backend.shutdown)
         self.log.info("retrain.runner_stopped")
@@ -176,14 +214,17 @@ class JobRunner:
             timeout = self.poll_interval_s
             if free > 0:
                 try:
-                    async with self.pool.acquire() as conn:
-                        jobs = await queue.claim(conn, worker=self.worker_id, lease_s=self.lease_s, limit=free)
-                        if not jobs:
-                            due = await queue.next_run_after(conn)
-                            if due is not None:
-                                timeout = min(timeout, due + 0.005)
+                    conn = await self._claim_conn.get()
+                    jobs = await queue.claim(conn, worker=self.worker_id, lease_s=self.lease_s, limit=free)
+                    if not jobs:
+                        due = await queue.next_run_after(conn)
+                        if due is not None:
+                            timeout = min(timeout, due + 0.005)
                     failures = 0
                 except DB_ERRORS as exc:
+                    # A claim whose answer was lost may have committed: those jobs come back
+                    # through the rescuer when their lease expires.
+                    self._claim_conn.drop()
                     failures += 1
                     self.log.warning("retrain.claim_failed", error=str(exc) or type(exc).__name__)
                     await asyncio.sleep(min(0.1 * 2 ** failures, self.poll_interval_s))
@@ -212,8 +253,11 @@ class JobRunner:
         jlog.info("retrain.job_claimed", mode=job["mode"], priority=job["priority"])
         try:
             try:
-                async with self.pool.acquire() as conn:
-                    fn, payload = await self.work.prepare(conn, job)
+                if getattr(self.work, "transactional", True):
+                    async with self.pool.acquire() as conn:
+                        fn, payload = await self.work.prepare(conn, job)
+                else:
+                    fn, payload = await self.work.prepare(None, job)
                 entry.future = self.backend.submit(fn, payload)
             except Exception as exc:  # noqa: BLE001 - every failure of an attempt is recorded on the job
                 await self._fail(entry, exc, jlog)
@@ -275,6 +319,9 @@ class JobRunner:
         return "lease_lost"
 
     async def _complete(self, entry: _Running, result: dict, jlog: Any) -> None:
+        if not getattr(self.work, "transactional", True):
+            await self._complete_light(entry, result, jlog)
+            return
         try:
             async with transaction(self.pool) as conn:
                 owned = await queue.lock_owned(conn, entry.id, entry.token)
@@ -295,6 +342,23 @@ class JobRunner:
         jlog.info("retrain.job_succeeded", promoted=row["promoted"], new_version=row["new_version"],
                   metric=row["metric"], champion=row["champion_metric"], challenger=row["challenger_metric"],
                   run_s=round(time.monotonic() - entry.claimed_at, 3))
+
+    async def _complete_light(self, entry: _Running, result: dict, jlog: Any) -> None:
+        try:
+            fields = await self.work.record(None, entry.job, result)
+            done = asyncio.get_running_loop().create_future()
+            self._pending_completions.append((entry.id, entry.token, fields.get("message", "done"), done))
+            self._completions_ready.set()
+            state = await done
+        except Exception as exc:  # noqa: BLE001 - recording failed: the attempt failed
+            await self._fail(entry, exc, jlog)
+            return
+        if state is None:
+            jlog.warning("retrain.completion_fenced", reason="lease lost before completion")
+        elif state == "CANCELLED":
+            jlog.info("retrain.job_cancelled", when="finished as cancellation arrived")
+        else:
+            jlog.info("retrain.job_succeeded", run_s=round(time.monotonic() - entry.claimed_at, 3))
 
     async def _fail(self, entry: _Running, exc: BaseException, jlog: Any) -> None:
         lost = is_worker_lost(exc)
@@ -334,6 +398,27 @@ class JobRunner:
             jlog.info("retrain.job_cancelled")
         else:
             jlog.info("retrain.job_released")
+
+    async def _complete_batches(self) -> None:
+        """Complete every pending light job in one statement; while it runs, the next batch gathers."""
+        while True:
+            await self._completions_ready.wait()
+            self._completions_ready.clear()
+            batch, self._pending_completions = self._pending_completions, []
+            if not batch:
+                continue
+            try:
+                conn = await self._complete_conn.get()
+                states = await queue.complete_many_and_record(conn, [(i, t, m) for i, t, m, _ in batch])
+            except DB_ERRORS as exc:
+                self._complete_conn.drop()
+                for *_, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+                continue
+            for job_id, _, _, future in batch:
+                if not future.done():
+                    future.set_result(states.get(job_id))
 
     # -- leases ------------------------------------------------------------------------------------
 

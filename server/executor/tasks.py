@@ -67,8 +67,11 @@ class Reporter:
 
 
 def noop(payload: dict) -> dict:
-    """Does nothing: measures the queue's own overhead (bench) and its exactly-once-ness (tests)."""
-    return {"job_id": payload.get("job_id")}
+    """Does nothing: measures the queue's own overhead (bench) and its exactly-once-ness (tests).
+
+    `started` (wall clock) lets the benchmark measure enqueue -> start across processes.
+    """
+    return {"job_id": payload.get("job_id"), "started": time.time()}
 
 
 def probe(payload: dict) -> dict:

@@ -31,6 +31,9 @@ log = structlog.get_logger("closedloop.executor")
 
 class Work(Protocol):
     name: str
+    # False: record() writes nothing (it gets conn=None) and the runner completes the job and its
+    # feedback row in one statement instead of a locked transaction.
+    transactional: bool
 
     async def prepare(self, conn: asyncpg.Connection, job: asyncpg.Record) -> tuple[Callable[[dict], dict], dict]: ...
 
@@ -46,6 +49,7 @@ class TrainingWork:
     """Retrain the job's model with the built-in scikit-learn trainer; version and promote."""
 
     name = "train"
+    transactional = True
 
     def __init__(self, data_dir: str | pathlib.Path, database_url: str | None) -> None:
         self.data_dir = pathlib.Path(data_dir)
@@ -114,6 +118,7 @@ class NoopWork:
     """Runs tasks.noop for every job: the queue's own cost, nothing else."""
 
     name = "noop"
+    transactional = False
 
     async def prepare(self, conn: asyncpg.Connection, job: asyncpg.Record) -> tuple[Callable[[dict], dict], dict]:
         return tasks.noop, {"job_id": job["id"]}
@@ -126,6 +131,7 @@ class ProbeWork:
     """Runs tasks.probe, configured per job by a JSON object in the job's reason (tests only)."""
 
     name = "probe"
+    transactional = False
 
     def __init__(self, database_url: str | None, defaults: dict[str, Any] | None = None) -> None:
         self.database_url = database_url

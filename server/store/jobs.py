@@ -43,34 +43,38 @@ async def model_exists(conn: asyncpg.Connection, model_id: str) -> bool:
     ))
 
 
-async def record_feedback(conn: asyncpg.Connection, job: asyncpg.Record, *,
-                          promotion_margin: float | None = None) -> None:
-    """One feedback_loop_metrics row for a job that just ended (any terminal state).
+# Metrics where lower is better: improvement is champion - challenger for them.
+LOWER_IS_BETTER = sorted(name for name, m in metrics.METRICS.items() if not m.higher_is_better)
 
-    improvement is challenger minus champion in the metric's better direction; the first version
-    (no champion) has none. alert_to_promotion_s runs from the trigger alert's observe_time (when the
-    trading service saw the problem) to now, for promoted jobs started by an alert.
+
+def feedback_insert_sql(source: str, lower_param: str) -> str:
+    """INSERT of one feedback_loop_metrics row per ended job in `source` (a table or CTE name
+    with retrain_jobs' columns); `lower_param` is the placeholder bound to LOWER_IS_BETTER.
+
+    improvement is challenger minus champion in the metric's better direction (NULL for a first
+    version: no champion). alert_to_promotion_s runs from the trigger alert's observe_time (when
+    the trading service saw the problem) to now, for promoted jobs started by an alert.
     """
-    improvement = None
-    if job["metric"] in metrics.METRICS:
-        improvement = metrics.improvement(job["metric"], job["champion_metric"], job["challenger_metric"])
-    await conn.execute(
-        """INSERT INTO feedback_loop_metrics
+    return f"""INSERT INTO feedback_loop_metrics
                (time, model_id, job_id, alert_id, action_id, rule, manual, mode, outcome, metric,
                 champion_metric, challenger_metric, improvement, promotion_margin, promoted, new_version,
                 queue_wait_s, run_s, alert_to_promotion_s)
            SELECT now(), j.model_id, j.id, j.trigger_alert_id, j.trigger_action_id, j.trigger_rule, j.manual,
-                  j.mode, j.state, j.metric, j.champion_metric, j.challenger_metric, $2,
-                  coalesce($3, m.promotion_margin), j.promoted, nullif(j.new_version, 0),
+                  j.mode, j.state, j.metric, j.champion_metric, j.challenger_metric,
+                  CASE WHEN j.metric = ANY({lower_param}::text[]) THEN j.champion_metric - j.challenger_metric
+                       ELSE j.challenger_metric - j.champion_metric END,
+                  m.promotion_margin, j.promoted, nullif(j.new_version, 0),
                   extract(epoch FROM j.start_time - j.create_time),
                   extract(epoch FROM coalesce(j.end_time, now()) - j.start_time),
                   CASE WHEN j.promoted THEN extract(epoch FROM now() - a.observe_time) END
-             FROM retrain_jobs j
+             FROM {source} j
              LEFT JOIN monitoring_retraining_integration m ON m.model_id = j.model_id
-             LEFT JOIN monitoring_alert_triggers a ON a.id = j.trigger_alert_id
-            WHERE j.id = $1""",
-        job["id"], improvement, promotion_margin,
-    )
+             LEFT JOIN monitoring_alert_triggers a ON a.id = j.trigger_alert_id"""
+
+
+async def record_feedback(conn: asyncpg.Connection, job: asyncpg.Record) -> None:
+    """One feedback_loop_metrics row for a job that just ended (any terminal state)."""
+    await conn.execute(feedback_insert_sql("retrain_jobs", "$2") + " WHERE j.id = $1", job["id"], LOWER_IS_BETTER)
 
 
 async def feedback_rows(conn: asyncpg.Connection, job_id: int) -> list[asyncpg.Record]:
