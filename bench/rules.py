@@ -33,6 +33,7 @@ TYPES = ["drift", "performance", "age", "risk"]
 N_ALERTS = 10_000
 N_CELPY = 200
 REPEATS = 5
+ROUNDS = 15  # alternating rounds for the lambda and the DSL
 DAY = 86400.0
 
 
@@ -95,9 +96,6 @@ def per_rule_benchmarks(facts, dicts) -> dict[str, tuple[float, int]]:
                 h += r(a)
         return h
 
-    secs, hits = best(run_lambda)
-    out["python lambda over a dict"] = (secs / evals * 1e9, hits)
-
     ruleset = compile_rules(*load_default_rules())
     predicates = ruleset.predicates
 
@@ -108,9 +106,18 @@ def per_rule_benchmarks(facts, dicts) -> dict[str, tuple[float, int]]:
                 h += p(a, m)
         return h
 
-    secs, hits = best(run_dsl)
+    # The two closest contenders run in alternation, so that a burst of load on the machine
+    # (other processes on 2 cores) cannot favour one of them: best of many short rounds.
+    lam, dsl = [], []
+    for _ in range(ROUNDS):
+        lam.append(best(run_lambda, 1))
+        dsl.append(best(run_dsl, 1))
+    secs, hits = min(lam)
+    out["python lambda over a dict"] = (secs / evals * 1e9, hits)
+    secs, hits = min(dsl)
     out["closedloop DSL (compiled)"] = (secs / evals * 1e9, hits)
 
+    peers = []
     try:
         import rule_engine
 
@@ -118,54 +125,36 @@ def per_rule_benchmarks(facts, dicts) -> dict[str, tuple[float, int]]:
         types.update({k: rule_engine.DataType.FLOAT for k in dicts[0] if k != "alert_type"})
         context = rule_engine.Context(type_resolver=rule_engine.type_resolver_from_dict(types))
         rules = [rule_engine.Rule(e, context=context) for e in RULE_ENGINE_EXPRS]
-
-        def run_re():
-            h = 0
-            for a in dicts:
-                for r in rules:
-                    h += r.matches(a)
-            return h
-
-        secs, hits = best(run_re, 2)
-        out["rule-engine (typed)"] = (secs / evals * 1e9, hits)
+        peers.append(("rule-engine (typed)", [r.matches for r in rules], dicts, 2))
     except ImportError:
         print("rule-engine not installed: skipped", file=sys.stderr)
-
     try:
         import cel
 
-        programs = [cel.compile(e) for e in CEL_EXPRS]
-
-        def run_cel():
-            h = 0
-            for a in dicts:
-                for p in programs:
-                    h += bool(p.execute(a))
-            return h
-
-        secs, hits = best(run_cel, 2)
-        out["common-expression-language (Rust)"] = (secs / evals * 1e9, hits)
+        peers.append(("common-expression-language (Rust)", [cel.compile(e).execute for e in CEL_EXPRS], dicts, 2))
     except ImportError:
         print("common-expression-language not installed: skipped", file=sys.stderr)
-
     try:
         import celpy
 
         env = celpy.Environment()
-        programs = [env.program(env.compile(e)) for e in CEL_EXPRS]
+        programs = [env.program(env.compile(e)).evaluate for e in CEL_EXPRS]
         activations = [celpy.json_to_cel(a) for a in dicts[:N_CELPY]]
-
-        def run_celpy():
-            h = 0
-            for a in activations:
-                for p in programs:
-                    h += bool(p.evaluate(a))
-            return h
-
-        secs, hits = best(run_celpy, 1)
-        out[f"cel-python (first {N_CELPY} alerts)"] = (secs / (N_CELPY * 4) * 1e9, hits)
+        peers.append((f"cel-python (first {N_CELPY} alerts)", programs, activations, 1))
     except ImportError:
         print("cel-python not installed: skipped", file=sys.stderr)
+
+    for name, evaluators, inputs, repeats in peers:
+
+        def run(evaluators=evaluators, inputs=inputs):
+            h = 0
+            for a in inputs:
+                for evaluate in evaluators:
+                    h += bool(evaluate(a))
+            return h
+
+        secs, hits = best(run, repeats)
+        out[name] = (secs / (len(inputs) * 4) * 1e9, hits)
     return out
 
 
@@ -232,7 +221,7 @@ def main() -> int:
         print(text, flush=True)
         lines.append(text)
 
-    say(f"4 default rules x {N_ALERTS:,} alerts, every rule on every alert (best of {REPEATS})")
+    say(f"4 default rules x {N_ALERTS:,} alerts, every rule on every alert (best of {REPEATS}-{ROUNDS} runs)")
     per_rule = per_rule_benchmarks(facts, dicts)
     base_ns, base_hits = per_rule["python lambda over a dict"]
     say(f"{'engine':40} {'ns/rule-eval':>12} {'x lambda':>9} {'matches':>8}")
@@ -268,7 +257,10 @@ def main() -> int:
             "## rules\n\n"
             "`python bench/rules.py` (one run on the 2-core development machine; compare ratios, not\n"
             "absolute numbers). Targets: compiled DSL at most 1.5x the hand-written lambda per rule\n"
-            "evaluation; per-alert time with 10,000 rules at most 3x the time with 10.\n\n"
+            "evaluation; per-alert time with 10,000 rules at most 3x the time with 10. The DSL's\n"
+            "per-rule figure runs every rule on every alert, as the peers do; `match()` uses the\n"
+            "index (alert type, model selectors), which is what the server calls. Under load from\n"
+            "other processes the ratios move by about 0.1 between runs.\n\n"
             "```\n" + "\n".join(lines + [result]) + "\n```\n"
         )
         write_readme(section)
