@@ -214,8 +214,13 @@ class CompiledRuleSet:
         return [c.match for c in self._compiled if c.predicate(alert, model)]
 
     def evaluated_rules(self, alert: AlertFacts) -> list[str]:
-        """The names of the rules ``match`` evaluates for this alert (the index's candidates)."""
-        return [self._compiled[i].info.name for i in self._positions(alert.type, alert.model_id)]
+        """The names of the rules ``match`` evaluates for this alert (the index's candidates),
+        from the same cached plan, so calling it for every alert stays cheap."""
+        by_model = self._plans.get(alert.type)
+        plan = by_model.get(alert.model_id) if by_model is not None else None
+        if plan is None:
+            plan = self._plan(alert.type, alert.model_id)
+        return [m.rule for _, m in plan]
 
     def explain(self, alert: AlertFacts, model: ModelFacts | None) -> list[RuleExplanation]:
         """Per rule: the value of the condition and of each top-level clause, and the actions
