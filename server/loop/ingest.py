@@ -64,6 +64,9 @@ class AlertIngestor:
         self._capacity = asyncio.Semaphore(max_pending)
         self._batcher: asyncio.Task | None = None
         self._inflight: set[asyncio.Task] = set()
+        # Committed batches and alerts, for the metrics endpoint and to show group commit at work.
+        self.batches_committed = 0
+        self.requests_committed = 0
 
     async def start(self) -> None:
         self._batcher = asyncio.create_task(self._run(), name="alert-batcher")
@@ -121,6 +124,11 @@ class AlertIngestor:
             if isinstance(exc, asyncio.CancelledError):
                 raise
             return
+        self.batches_committed += 1
+        self.requests_committed += len(batch)
+        rolled_back = {p.new.model_id for p in batch if any(s.kind == "rollback" for m in p.matches for s in m.actions)}
+        for model_id in rolled_back:
+            self.facts.invalidate(model_id)
         for pending, result in zip(batch, results):
             if pending.future.done():
                 continue
