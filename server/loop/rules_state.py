@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import asyncpg
 import structlog
 
-from closedloop.dsl import CompiledRuleSet, RuleCompileError, compile_rules, load_default_rules
+from closedloop.dsl import CompiledRuleSet, RuleCompileError, check, compile_rules, load_default_rules
 
 from ..store import rules as rule_store
 
@@ -28,12 +28,20 @@ class ActiveRules:
 
 
 def read_rules_path(path: pathlib.Path) -> tuple[str, str]:
-    """(source, filename) of a rule file, or of a folder's *.rules files joined in name order."""
+    """(source, filename) of a rule file, or of a folder's *.rules files joined in name order.
+
+    Each file of a folder is checked on its own first, so an error points at its own file and
+    line rather than at a line of the joined text.
+    """
     if path.is_dir():
         files = sorted(path.glob("*.rules"))
         if not files:
             raise FileNotFoundError(f"{path}: no *.rules files in this folder")
-        parts = [f"# --- {f.name}\n{f.read_text(encoding='utf-8')}" for f in files]
+        texts = [(f, f.read_text(encoding="utf-8")) for f in files]
+        errors = [d for f, text in texts for d in check(text, str(f)).diagnostics if d.severity == "error"]
+        if errors:
+            raise RuleCompileError(errors)
+        parts = [f"# --- {f.name}\n{text}" for f, text in texts]
         return "\n".join(parts), str(path)
     return path.read_text(encoding="utf-8"), str(path)
 
