@@ -30,7 +30,8 @@ log = structlog.get_logger(__name__)
 
 # Imported once in the forkserver so each new worker process starts with them loaded: a rebuilt
 # slot (after a kill) is ready in milliseconds instead of re-importing scikit-learn.
-PRELOAD = ["numpy", "pandas", "sklearn", "closedloop.server.executor.tasks"]
+PRELOAD = ["numpy", "pandas", "sklearn", "sklearn.linear_model", "sklearn.ensemble", "sklearn.metrics", "skops.io",
+           "closedloop.server.executor.tasks", "closedloop.server.executor.trainer"]
 
 
 class WorkerLost(Exception):

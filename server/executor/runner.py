@@ -133,9 +133,10 @@ class JobRunner:
         if self._backend is None:
             self._backend = await asyncio.to_thread(create_backend, self.settings)
         if self._warm_up:
-            # Start every worker process now, not under the first job (and fail here, loudly, if
-            # the backend cannot run anything at all).
-            await asyncio.gather(*(asyncio.wrap_future(self._backend.submit(warm_up)) for _ in range(self.slots)))
+            # Start the worker processes now rather than under the first job; in the background,
+            # so a server does not wait a few seconds for scikit-learn to import before it serves.
+            for _ in range(self.slots):
+                self._backend.submit(warm_up).add_done_callback(self._warmed_up)
         await self._listen()
         loop = asyncio.get_running_loop()
         self._loops = [loop.create_task(self._dispatch(), name="retrain-dispatch"),
@@ -144,6 +145,10 @@ class JobRunner:
                        loop.create_task(self._complete_batches(), name="retrain-complete")]
         self.log.info("retrain.runner_started", backend=self._backend.name, slots=self.slots,
                       work=self.work.name, lease_s=self.lease_s)
+
+    def _warmed_up(self, future: concurrent.futures.Future) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            self.log.warning("retrain.warm_up_failed", error=repr(future.exception()))
 
     async def stop(self, grace_s: float = 0.0) -> None:
         """Stop claiming; after `grace_s`, hand the jobs still running back to the queue."""
