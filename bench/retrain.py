@@ -96,7 +96,7 @@ async def direct_rate(backend: LocalBackend, n: int) -> float:
     return n / (time.perf_counter() - t0)
 
 
-async def queue_rate(pool, n: int, offset: int) -> float:
+async def queue_rate(pool, n: int, offset: int, quiet: bool = False) -> float:
     """n no-op jobs enqueued in one transaction; the runner is idle and wakes on the NOTIFY."""
     ids = [f"noop-{offset + i}" for i in range(n)]
     async with pool.acquire() as conn:
@@ -114,7 +114,8 @@ async def queue_rate(pool, n: int, offset: int) -> float:
             break
         await asyncio.sleep(0.005)
     elapsed = time.perf_counter() - t0 - t_enq
-    print(f"  enqueue: {n / t_enq:,.0f} jobs/s (one transaction)")
+    if not quiet:
+        print(f"   (enqueue: {n / t_enq:,.0f} jobs/s in one transaction)")
     return n / elapsed
 
 
@@ -181,7 +182,7 @@ async def main(args: argparse.Namespace) -> None:
         runner = JobRunner(settings, pool, url, work=work, backend=backend, slots=SLOTS)
         await runner.start()
         await direct_rate(backend, 200)  # warm both paths
-        await queue_rate(pool, 200, offset=10**6)
+        await queue_rate(pool, 200, offset=10**6, quiet=True)
         direct = await direct_rate(backend, args.jobs)
         through_queue = await queue_rate(pool, args.jobs, offset=0)
         print(f"1. queue overhead: {through_queue:,.0f} jobs/s through the queue vs {direct:,.0f} jobs/s "
