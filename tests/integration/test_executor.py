@@ -7,7 +7,6 @@ import asyncio
 import json
 import os
 import signal
-import time
 
 import pytest
 import structlog
@@ -16,7 +15,9 @@ from closedloop.server.config import Settings
 from closedloop.server.executor import queue
 from closedloop.server.executor.backends import LocalBackend
 from closedloop.server.executor.runner import JobRunner
-from closedloop.server.executor.work import ProbeWork, TrainingWork
+from closedloop.server.executor.work import ProbeWork
+
+from .test_executor_helpers import wait_for
 
 SPEC = {"estimator": "linear_model.SGDClassifier", "params": {"loss": "log_loss", "random_state": 3},
         "synthetic": {"seed": 21, "drift": 0.8, "rows": 2000}, "target": "direction", "metric": "accuracy",
@@ -34,17 +35,6 @@ async def register(conn, model_id: str, spec: dict | None = None) -> None:
         model_id, spec, spec.get("metric", "accuracy"), float(spec.get("promotion_margin", 0.0)),
     )
 
-
-async def wait_for(predicate, timeout: float = 60.0, interval: float = 0.05):
-    """Poll an async predicate until it returns something truthy (timeout is only a hang guard)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(interval)
 
 
 def job_in(pool, job_id: int, *states: str):

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import time
 
 import pytest
 import structlog
@@ -15,6 +14,8 @@ from closedloop.server.config import Settings
 from closedloop.server.executor import queue
 from closedloop.server.executor.backends import DaskBackend
 from closedloop.server.executor.runner import JobRunner
+
+from .test_executor_helpers import wait_for
 
 distributed = pytest.importorskip("distributed")
 
@@ -34,16 +35,6 @@ def cluster():
     yield c
     c.close()
 
-
-async def wait_for(predicate, timeout: float = 90.0, interval: float = 0.02):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(interval)
 
 
 async def test_kill_dask_worker_mid_fit_reruns_the_job(pool, database_url, cluster, tmp_path):
@@ -66,7 +57,7 @@ async def test_kill_dask_worker_mid_fit_reruns_the_job(pool, database_url, clust
                     row = await queue.get(conn, job["id"])
                 return row if row["progress_message"].startswith("fitting") and row["executor_pid"] else None
 
-            row = await wait_for(fitting)
+            row = await wait_for(fitting, timeout=90, interval=0.02)
             assert row["executor_pid"] != os.getpid()  # it runs in the Dask worker process
             os.kill(row["executor_pid"], signal.SIGKILL)
 
@@ -75,7 +66,7 @@ async def test_kill_dask_worker_mid_fit_reruns_the_job(pool, database_url, clust
                     r = await queue.get(conn, job["id"])
                 return r if r["state"] in ("SUCCEEDED", "FAILED") else None
 
-            done = await wait_for(ended)
+            done = await wait_for(ended, timeout=90)
         finally:
             await runner.stop()
             await asyncio.to_thread(backend.shutdown)

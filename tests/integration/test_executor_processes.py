@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 
 import pytest
@@ -19,6 +18,8 @@ from closedloop.server.executor import queue
 from closedloop.server.executor.backends import LocalBackend
 from closedloop.server.executor.runner import JobRunner
 from closedloop.server.executor.work import ProbeWork
+
+from .test_executor_helpers import wait_for
 
 
 class RunnerProcess:
@@ -77,16 +78,6 @@ def runner_processes(database_url, tmp_path):
         rp.stop()
 
 
-async def wait_for(predicate, timeout: float = 120.0, interval: float = 0.1):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = await predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(interval)
-
 
 async def test_200_noop_jobs_on_two_processes_run_exactly_once(pool, runner_processes, tmp_path):
     runs = tmp_path / "runs.log"
@@ -107,7 +98,7 @@ async def test_200_noop_jobs_on_two_processes_run_exactly_once(pool, runner_proc
         async with pool.acquire() as conn:
             return await conn.fetchval("SELECT count(*) FROM retrain_jobs WHERE state = 'SUCCEEDED'") == n
 
-    await wait_for(all_done)
+    await wait_for(all_done, timeout=120)
     assert a.stop() == 0 and b.stop() == 0
     lines = [line.split() for line in runs.read_text().splitlines()]
     per_job = Counter(job for job, _, _ in lines)
@@ -149,7 +140,7 @@ async def test_paused_worker_past_its_lease_cannot_complete(pool, database_url, 
                 row = await queue.get(conn, job["id"])
             return row if row["state"] == "SUCCEEDED" else None
 
-        done = await wait_for(finished)
+        done = await wait_for(finished, timeout=120)
     finally:
         await other.stop()
         backend.shutdown()
