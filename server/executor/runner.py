@@ -102,7 +102,8 @@ class JobRunner:
         self.retry_base_s = retry_base_s
         self.retry_cap_s = retry_cap_s
         self.poll_interval_s = poll_interval_s
-        self.heartbeat_s = max(0.05, min(self.lease_s / 3, 5.0))
+        # At most 3 s: the heartbeat is also how a cancellation arrives when its NOTIFY was lost.
+        self.heartbeat_s = max(0.05, min(self.lease_s / 3, 3.0))
         self.rescue_s = max(0.1, min(self.lease_s / 2, 10.0))
         self._warm_up = warm_up
         self._running: dict[int, _Running] = {}
