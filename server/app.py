@@ -98,7 +98,8 @@ class ClosedLoopServer:
             self.facts = ModelFactsCache(self.pool)
             self.rules = RuleEngine(self.pool, s.rules)
             await self.rules.load_at_start()
-            self.ingestor = AlertIngestor(self.pool, self.rules, self.facts)
+            self.ingestor = AlertIngestor(self.pool, self.rules, self.facts, job_max_attempts=s.job_max_attempts,
+                                          job_timeout_s=s.job_timeout)
             await self.ingestor.start()
             await self._listen_for_changes()
             if s.run_workers and s.workers > 0:

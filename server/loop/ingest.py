@@ -54,8 +54,11 @@ class _Pending:
 
 class AlertIngestor:
     def __init__(self, pool: asyncpg.Pool, rules: RuleEngine, facts: ModelFactsCache, *,
-                 max_batch: int = 512, writers: int = 2, max_pending: int = 8192) -> None:
+                 max_batch: int = 512, writers: int = 2, max_pending: int = 8192,
+                 job_max_attempts: int | None = None, job_timeout_s: float | None = None) -> None:
         self.pool = pool
+        self.job_max_attempts = job_max_attempts
+        self.job_timeout_s = job_timeout_s
         self.rules = rules
         self.facts = facts
         self.max_batch = max_batch
@@ -209,6 +212,7 @@ class AlertIngestor:
                     conn, model_id=p.new.model_id, mode=r.mode, priority=r.priority,
                     reason=f"alert {row['id']} ({p.new.alert_type}) matched {', '.join(r.rules)}",
                     trigger_alert_id=row["id"], trigger_rule=r.rules[0],
+                    max_attempts=self.job_max_attempts, timeout_s=self.job_timeout_s,
                 )
                 job_of[i] = job["id"]
                 if created:

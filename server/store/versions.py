@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncpg
 
+from .models import MODELS_CHANGED_CHANNEL
+
 VERSION_COLUMNS = """model_id, version, job_id, mode, metric, metric_value, champion_metric_value, promoted,
                      artifact_path, artifact_sha256, data_window, data_end, train_rows, holdout_rows,
                      refit_fallback, create_time"""
@@ -69,7 +71,12 @@ async def list_versions(conn: asyncpg.Connection, model_id: str) -> list[asyncpg
 
 async def set_current(conn: asyncpg.Connection, model_id: str, *, to_version: int, kind: str,
                       job_id: int | None = None, reason: str = "") -> asyncpg.Record:
-    """Make `to_version` current and record the change (kind PROMOTION or ROLLBACK)."""
+    """Make `to_version` current and record the change (kind PROMOTION or ROLLBACK).
+
+    Every server replica caches model facts (version, age) for rule evaluation; the NOTIFY, sent at
+    commit, tells them to drop this model's entry.
+    """
+    await conn.execute("SELECT pg_notify($1, $2)", MODELS_CHANGED_CHANNEL, model_id)
     return await conn.fetchrow(
         """WITH before AS (
                SELECT current_version FROM monitoring_retraining_integration WHERE model_id = $1

@@ -250,3 +250,37 @@ async def test_age_sweep_raises_age_alerts_for_old_models(server, client):
     assert alert.model_id == "old" and alert.metrics["model_age_days"] > 39
     assert [(a.rule, a.state, a.mode) for a in alert.actions] == [
         ("model_age_auto_retrain", QUEUED, common_pb2.RETRAIN_MODE_INCREMENTAL)]
+
+
+async def test_rule_jobs_take_attempts_and_timeout_from_settings(database_url, tmp_path):
+    from closedloop.server.app import create_server
+
+    from .conftest import make_settings
+
+    srv, port = await create_server(make_settings(database_url, tmp_path, job_max_attempts=5, job_timeout=90.0))
+    try:
+        async with AsyncClient(f"127.0.0.1:{port}") as c:
+            await c.register_model(synthetic_model("att"))
+            await c.create_alert("att", "risk", "critical", metrics={"risk_score": 99})
+        [job] = await jobs_of(srv, "att")
+        assert (job["max_attempts"], job["timeout_s"]) == (5, 90.0)
+    finally:
+        await srv.stop(1)
+
+
+async def test_promotion_drops_cached_model_facts_on_every_replica(client, server):
+    from closedloop.server.store import versions
+
+    await client.register_model(synthetic_model("cache"))
+    facts = (await server.facts.get_many(["cache"]))["cache"]
+    assert facts.version == 0
+    async with server.pool.acquire() as conn:  # as a worker in another process would, at promotion
+        async with conn.transaction():
+            await conn.execute("""INSERT INTO model_versions (model_id, version, mode, metric, metric_value,
+                                  artifact_path, artifact_sha256) VALUES ('cache', 1, 'FULL', 'accuracy', 0.6, 'x', 'y')""")
+            await versions.set_current(conn, "cache", to_version=1, kind="PROMOTION")
+    for _ in range(100):
+        if (await server.facts.get_many(["cache"]))["cache"].version == 1:
+            break
+        await asyncio.sleep(0.02)
+    assert (await server.facts.get_many(["cache"]))["cache"].version == 1
