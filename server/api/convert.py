@@ -25,12 +25,18 @@ MODES = {"FULL": common_pb2.RETRAIN_MODE_FULL, "INCREMENTAL": common_pb2.RETRAIN
 MODE_NAMES = {v: k for k, v in MODES.items()}
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)
+
+
 def timestamp(value: dt.datetime | None) -> Timestamp | None:
+    # Integer arithmetic on the timedelta: exact to the microsecond, and several times faster than
+    # Timestamp.FromDatetime on the ingest path (three timestamps per reply).
     if value is None:
         return None
-    ts = Timestamp()
-    ts.FromDatetime(value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC))
-    return ts
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    delta = value - _EPOCH
+    return Timestamp(seconds=delta.days * 86400 + delta.seconds, nanos=delta.microseconds * 1000)
 
 
 def from_timestamp(ts: Timestamp) -> dt.datetime:
@@ -45,13 +51,18 @@ def duration(seconds: float | None) -> Duration | None:
     return d
 
 
+OUTPUT_ONLY = ("id", "create_time", "state", "actions", "rule_set_version", "update_time")
+
+
 def request_fingerprint(alert: alert_pb2.Alert) -> bytes:
     """What idempotency compares: the client-settable fields, serialised deterministically."""
-    copy = alert_pb2.Alert(model_id=alert.model_id, type=alert.type, severity=alert.severity,
-                           metrics=alert.metrics, labels=alert.labels, source=alert.source)
-    if alert.HasField("observe_time"):
-        copy.observe_time.CopyFrom(alert.observe_time)
-    return hashlib.sha256(copy.SerializeToString(deterministic=True)).digest()
+    if any(alert.HasField(f) if f.endswith("time") else getattr(alert, f) for f in OUTPUT_ONLY):
+        copy = alert_pb2.Alert()
+        copy.CopyFrom(alert)
+        for f in OUTPUT_ONLY:
+            copy.ClearField(f)
+        alert = copy
+    return hashlib.sha256(alert.SerializeToString(deterministic=True)).digest()
 
 
 def new_alert(request: alert_pb2.CreateAlertRequest, received: dt.datetime) -> NewAlert:

@@ -10,8 +10,8 @@ Every handler is wrapped so that:
 from __future__ import annotations
 
 import inspect
-import time
-import uuid
+import itertools
+import os
 
 import grpc
 import structlog
@@ -36,27 +36,39 @@ async def _abort(context: grpc.aio.ServicerContext, exc: ClosedLoopError) -> Non
 class ServerInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, authenticator: Authenticator | None) -> None:
         self.authenticator = authenticator
+        # Wrapped handlers per method: building handler objects on every call costs more than the
+        # handlers of a busy ingest path do themselves. Per-call data (metadata) is read from the
+        # context inside the wrapper instead.
+        self._wrapped: dict[str, grpc.RpcMethodHandler | None] = {}
 
     async def intercept_service(self, continuation, details: grpc.HandlerCallDetails):
-        handler = await continuation(details)
-        if handler is None:
-            return None
         method = details.method
-        metadata = dict(details.invocation_metadata or ())
+        try:
+            return self._wrapped[method]
+        except KeyError:
+            pass
+        handler = await continuation(details)
         public = method.startswith(PUBLIC_PREFIXES)
-        return _wrap(handler, method, metadata, None if public else self.authenticator)
+        wrapped = None if handler is None else _wrap(handler, method, None if public else self.authenticator)
+        self._wrapped[method] = wrapped
+        return wrapped
 
 
-def _wrap(handler: grpc.RpcMethodHandler, method: str, metadata: dict, authenticator):
-    def bind() -> str:
-        request_id = metadata.get("x-request-id") or uuid.uuid4().hex[:16]
+_ids = itertools.count(1)
+_ID_PREFIX = f"{os.getpid():x}-"
+
+
+def _wrap(handler: grpc.RpcMethodHandler, method: str, authenticator):
+    rpc_name = method.rsplit("/", 1)[-1]
+
+    def bind(context) -> None:
+        metadata = context.invocation_metadata() or ()
+        request_id = next((v for k, v in metadata if k == "x-request-id"), None) or f"{_ID_PREFIX}{next(_ids)}"
         structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(rpc=method.rsplit("/", 1)[-1], request_id=request_id)
-        return request_id
-
-    def check_auth() -> None:
+        structlog.contextvars.bind_contextvars(rpc=rpc_name, request_id=request_id)
         if authenticator is not None:
-            authenticator.check(method, metadata.get("authorization"))
+            token = next((v for k, v in metadata if k == "authorization"), None)
+            authenticator.check(method, token)
 
     async def on_error(exc: BaseException, context) -> None:
         if isinstance(exc, ClosedLoopError):
@@ -75,17 +87,13 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, metadata: dict, authentic
         inner = handler.unary_unary
 
         async def unary_unary(request, context):
-            bind()
-            started = time.perf_counter()
             try:
-                check_auth()
+                bind(context)
                 return await inner(request, context)
             except Exception as exc:  # noqa: BLE001
                 if passthrough(exc):
                     raise
                 await on_error(exc, context)
-            finally:
-                log.debug("rpc.done", ms=round((time.perf_counter() - started) * 1000, 3))
 
         return grpc.unary_unary_rpc_method_handler(
             unary_unary, request_deserializer=handler.request_deserializer,
@@ -97,9 +105,8 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, metadata: dict, authentic
         inner_uw = handler.unary_stream
 
         async def unary_stream_writer(request, context):
-            bind()
             try:
-                check_auth()
+                bind(context)
                 return await inner_uw(request, context)
             except Exception as exc:  # noqa: BLE001
                 if passthrough(exc):
@@ -114,9 +121,8 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, metadata: dict, authentic
         inner_us = handler.unary_stream
 
         async def unary_stream(request, context):
-            bind()
             try:
-                check_auth()
+                bind(context)
                 async for item in inner_us(request, context):
                     yield item
             except Exception as exc:  # noqa: BLE001
@@ -132,9 +138,8 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, metadata: dict, authentic
         inner_su = handler.stream_unary
 
         async def stream_unary(request_iterator, context):
-            bind()
             try:
-                check_auth()
+                bind(context)
                 return await inner_su(request_iterator, context)
             except Exception as exc:  # noqa: BLE001
                 if passthrough(exc):
@@ -148,9 +153,8 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, metadata: dict, authentic
     inner_ss = handler.stream_stream
 
     async def stream_stream(request_iterator, context):
-        bind()
         try:
-            check_auth()
+            bind(context)
             async for item in inner_ss(request_iterator, context):
                 yield item
         except Exception as exc:  # noqa: BLE001

@@ -41,6 +41,15 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
 
+async def _reset_connection(conn: asyncpg.Connection) -> None:
+    # asyncpg's default reset runs "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET ALL"
+    # on every release: a round trip per batch on the ingest path. We keep no session state on pool
+    # connections (LISTEN uses its own connection; the migration lock is released explicitly), so
+    # only an unfinished transaction needs undoing.
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
 async def create_pool(url: str, *, min_size: int = 2, max_size: int = 16, connect_timeout: float = 15.0,
                       command_timeout: float | None = 60.0) -> asyncpg.Pool:
     """Connect, retrying with backoff for up to `connect_timeout` seconds; StartupError after that."""
@@ -50,7 +59,7 @@ async def create_pool(url: str, *, min_size: int = 2, max_size: int = 16, connec
     while True:
         try:
             return await asyncpg.create_pool(
-                url, min_size=min_size, max_size=max_size, init=_init_connection,
+                url, min_size=min_size, max_size=max_size, init=_init_connection, reset=_reset_connection,
                 command_timeout=command_timeout, timeout=min(5.0, connect_timeout),
             )
         except (*CONNECTION_ERRORS, asyncpg.exceptions.InvalidCatalogNameError,
