@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import multiprocessing
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -67,11 +68,13 @@ def run_real_server(port_queue, data_dir: str) -> None:
         settings = Settings(data_dir=data_dir, listen="127.0.0.1:0", run_workers=False, age_sweep_interval=0,
                             log_format="json", log_level="warning")
         server, port = await create_server(settings)
+        # The benchmark ends this process with SIGTERM: stop properly, so the embedded PostgreSQL
+        # stops with it instead of running on after the benchmark.
+        stopping = asyncio.Event()
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
         port_queue.put(port)
-        try:
-            await asyncio.Event().wait()
-        finally:
-            await server.stop(1)
+        await stopping.wait()
+        await server.stop(1)
 
     asyncio.run(main())
 
@@ -123,14 +126,16 @@ def start(target_fn, *args) -> tuple[multiprocessing.Process, int]:
     return proc, q.get(timeout=120)
 
 
-async def committed(data_dir: str) -> int:
+async def committed(data_dir: str):
+    """(rows stored, our pgserver handle). pgserver stops the database when its last handle is
+    cleaned up, so the caller cleans this one up after the server process has stopped."""
     import asyncpg
     import pgserver
 
-    srv = pgserver.get_server(os.path.join(data_dir, "pg"), cleanup_mode=None)
+    srv = pgserver.get_server(os.path.join(data_dir, "pg"), cleanup_mode="stop")
     conn = await asyncpg.connect(srv.get_uri())
     try:
-        return await conn.fetchval("SELECT count(*) FROM monitoring_alert_triggers")
+        return await conn.fetchval("SELECT count(*) FROM monitoring_alert_triggers"), srv
     finally:
         await conn.close()
 
@@ -149,11 +154,12 @@ def main() -> None:
         base_stream = asyncio.run(drive_stream(f"127.0.0.1:{empty_port}", n, "es"))
         real_unary, real_lat = asyncio.run(drive_unary(f"127.0.0.1:{real_port}", n, c, "u"))
         real_stream = asyncio.run(drive_stream(f"127.0.0.1:{real_port}", n, "s"))
-        stored = asyncio.run(committed(data_dir))
+        stored, pg_handle = asyncio.run(committed(data_dir))
     finally:
         for p in (empty, real):
             p.terminate()
             p.join(30)
+    pg_handle.cleanup()
     expected = 2 * n + 1
     print(f"empty handler   unary  {base_unary:8.0f} alerts/s  p50 {pct(base_lat, .5):6.2f} ms  p99 {pct(base_lat, .99):6.2f} ms (C={c})")
     print(f"empty handler   stream {base_stream:8.0f} alerts/s")

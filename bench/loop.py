@@ -1,6 +1,6 @@
 """Loop benchmark: what rules and decisions cost, and alert→decision latency under load.
 
-    python bench/loop.py [--alerts 4000] [--models 200] [--concurrency 64] [--rounds 3]
+    python bench/loop.py [--alerts 4000] [--models 200] [--concurrency 64] [--rounds 3] [--latency-seconds 6]
 
 One server process (embedded PostgreSQL, no training workers: this measures the decision path),
 one run, three phases on the same alert mix (drift, performance, risk over many registered models):
@@ -98,7 +98,10 @@ async def run(target: str, args) -> dict:
                 stub, alert_mix(args.alerts, args.models, 2, f"rules-{round_}"), args.concurrency))
         without, with_rules = max(without_runs), max(with_runs)
         rate = with_rules / 2
-        n = int(min(args.alerts, rate * 10))
+        n = int(rate * args.latency_seconds)
+        # Let PostgreSQL settle after the closed-loop phases (autovacuum of the fresh rows), then a
+        # steady open loop.
+        await asyncio.sleep(2)
         latencies, decided = await open_loop(stub, alert_mix(n, args.models, 4, "lat"), rate)
         jobs = len((await client.list_jobs(page_size=1000)).jobs)
     return dict(without=without, with_rules=with_rules, rate=rate, latencies=latencies, decided=decided,
@@ -111,6 +114,7 @@ def main() -> None:
     ap.add_argument("--models", type=int, default=200)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--latency-seconds", type=float, default=6.0, help="length of the open-loop phase")
     args = ap.parse_args()
     proc, port = start(run_real_server, tempfile.mkdtemp(prefix="closedloop-bench-"))
     try:

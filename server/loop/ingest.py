@@ -37,7 +37,15 @@ from .rules_state import RuleEngine
 
 log = structlog.get_logger(__name__)
 
-RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError)
+# Linger only when this many requests were in the last batch or are waiting now.
+LINGER_FROM = 8
+
+
+class RequestIdRace(Exception):
+    """A request_id of the batch is stored already; the batch is decided again knowing it."""
+
+
+RETRYABLE = (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError, RequestIdRace)
 
 
 @dataclass(frozen=True)
@@ -96,10 +104,10 @@ class AlertIngestor:
         while True:
             first = await self._queue.get()
             await self._writers.acquire()
-            if self._queue.qsize() or self._last_batch_size > 1:
-                # Under load, wait a moment for the RPCs being decoded right now: tens of alerts per
-                # commit instead of one or two. An idle server (nothing else waiting, last batch of
-                # one) writes at once, so a lone alert pays no delay.
+            if self._queue.qsize() >= LINGER_FROM or self._last_batch_size >= LINGER_FROM:
+                # Under heavy load, wait a moment for the RPCs being decoded right now: tens of
+                # alerts per commit instead of a few. Under light or moderate load the writer goes at
+                # once, so an alert pays no delay when there is little to gain.
                 await asyncio.sleep(self.linger)
             batch = [first]
             while len(batch) < self.max_batch and not self._queue.empty():
@@ -171,68 +179,95 @@ class AlertIngestor:
             )
             p.matches = active.ruleset.match(alert_facts, facts.get(a.model_id))
 
-    async def _transaction(self, batch: list[_Pending], version: int) -> list:
-        async with self.pool.acquire() as conn:
-            if not any(p.matches for p in batch):
-                return await self._insert_only(conn, batch, version)
-            async with conn.transaction():
-                inserted = await alert_store.insert_alerts(conn, [p.new for p in batch], version)
-                fresh = _pair_inserted(batch, inserted)
-                decisions = await self._decide(conn, batch, fresh, version)
+    async def _transaction(self, batch: list[_Pending], version: int, *, look_up_first: bool = False) -> list:
+        """Write a batch; returns per request an IngestResult or the exception for that request.
+
+        Decisions are taken before the alerts are inserted, so each alert is written once with its
+        final state (an UPDATE afterwards would rewrite every index entry of the row). Repeated
+        request_ids are rare, so the insert is optimistic: when ON CONFLICT skipped a row, a batch
+        with decisions is rolled back and decided again knowing which requests are repeats.
+        """
+        try:
+            async with self.pool.acquire() as conn:
+                fresh = await self._new_requests(conn, batch) if look_up_first else _first_occurrences(batch)
                 results: list = [None] * len(batch)
-                for i, (row, actions, state) in decisions.items():
-                    alert = {**dict(row), **_alert_fields(batch[i].new), "state": state,
-                             "rule_set_version": version, "update_time": row["create_time"]}
-                    results[i] = IngestResult(alert, actions, True)
+                if not any(batch[i].matches for i in fresh):
+                    # The common case: no rule matched. One INSERT, which commits on its own, is the
+                    # whole write: one round trip instead of BEGIN/INSERT/COMMIT. Skipped rows are
+                    # repeats, answered from what is stored.
+                    rows = await alert_store.insert_alerts(conn, [batch[i].new for i in fresh], version,
+                                                           ["OPEN"] * len(fresh))
+                    for i, row in _pair_inserted(batch, fresh, rows).items():
+                        results[i] = self._result(batch[i], row, "OPEN", [], version)
+                else:
+                    async with conn.transaction():
+                        await self._decide_and_write(conn, batch, fresh, version, results)
                 duplicates = [i for i in range(len(batch)) if results[i] is None]
                 if duplicates:
                     await self._resolve_duplicates(conn, batch, duplicates, results)
                 return results
+        except RequestIdRace:
+            if look_up_first:
+                raise  # a replica stored it between our look-up and our insert: the caller retries
+        return await self._transaction(batch, version, look_up_first=True)
 
-    async def _insert_only(self, conn, batch: list[_Pending], version: int) -> list:
-        """No rule matched any alert of the batch (the common case): one INSERT, which commits on its
-        own, is the whole write; no explicit transaction, so one round trip instead of four."""
-        inserted = await alert_store.insert_alerts(conn, [p.new for p in batch], version)
-        fresh = _pair_inserted(batch, inserted)
-        results: list = [None] * len(batch)
-        for i, row in fresh.items():
-            alert = {**dict(row), **_alert_fields(batch[i].new), "state": "OPEN",
-                     "rule_set_version": version, "update_time": row["create_time"]}
-            results[i] = IngestResult(alert, [], True)
-        duplicates = [i for i in range(len(batch)) if results[i] is None]
-        if duplicates:
-            await self._resolve_duplicates(conn, batch, duplicates, results)
-        return results
+    @staticmethod
+    async def _new_requests(conn, batch: list[_Pending]) -> list[int]:
+        """Positions of the requests to write: not a request_id already stored or earlier in the batch."""
+        request_ids = [p.new.request_id for p in batch if p.new.request_id is not None]
+        stored = await alert_store.existing_request_ids(conn, request_ids) if request_ids else set()
+        return [i for i in _first_occurrences(batch) if batch[i].new.request_id not in stored]
 
-    async def _decide(self, conn, batch, fresh: dict[int, asyncpg.Record], version: int) -> dict:
-        acting = {batch[i].new.model_id for i in fresh
-                  if any(s.kind in ("retrain", "rollback") for m in batch[i].matches for s in m.actions)}
+    @staticmethod
+    async def _insert(conn, batch, fresh: list[int], states: list[str], version: int) -> list:
+        rows = await alert_store.insert_alerts(conn, [batch[i].new for i in fresh], version, states)
+        if len(rows) != len(fresh):
+            # A request_id is stored already (a retry, or another replica's): decide again.
+            raise RequestIdRace()
+        return rows
+
+    @staticmethod
+    def _result(pending: _Pending, row, state: str, actions: list, version: int) -> IngestResult:
+        alert = {**dict(row), **_alert_fields(pending.new), "state": state, "rule_set_version": version,
+                 "update_time": row["create_time"]}
+        return IngestResult(alert, actions, True)
+
+    async def _load_states(self, conn, batch, fresh: list[int]) -> tuple[dict[str, ModelState], dt.datetime]:
+        """Lock the registry rows of the models rules want to act on and read what decisions need."""
+        acting = sorted({batch[i].new.model_id for i in fresh
+                         if any(s.kind in ("retrain", "rollback") for m in batch[i].matches for s in m.actions)})
         states: dict[str, ModelState] = {}
-        now = None
-        if acting:
-            locked = await model_store.lock_models(conn, sorted(acting))
-            registered = [r["model_id"] for r in locked]
-            for r in locked:
-                states[r["model_id"]] = ModelState(
-                    registered=True, enabled=r["enabled"], cooldown_override_s=r["cooldown_override_s"],
-                    max_retrains_per_day=r["max_retrains_per_day"], current_version=r["current_version"])
-            if registered:
-                last_by_rule, jobs = await model_store.decision_state(conn, registered)
-                for r in last_by_rule:
-                    states[r["model_id"]].last_queued_by_rule[r["rule"]] = r["create_time"]
-                for r in jobs:
-                    s = states[r["model_id"]]
-                    s.last_automated, s.automated_today, s.active_job = (
-                        r["last_automated"], r["automated_today"], r["active_job"])
-            now = await conn.fetchval("SELECT now()")
-        decider = Decider(now or dt.datetime.now(dt.timezone.utc), states)
+        if not acting:
+            return states, await conn.fetchval("SELECT now()")
+        locked = await model_store.lock_models_for_decision(conn, acting)
+        now = locked[0]["now"] if locked else await conn.fetchval("SELECT now()")
+        for r in locked:
+            states[r["model_id"]] = ModelState(
+                registered=True, enabled=r["enabled"], cooldown_override_s=r["cooldown_override_s"],
+                max_retrains_per_day=r["max_retrains_per_day"], current_version=r["current_version"],
+                last_queued_by_rule=dict(zip(r["queued_rules"] or (), r["queued_times"] or ())),
+                last_automated=r["last_automated"], automated_today=r["automated_today"],
+                active_job=r["active_job"])
+        return states, now
 
-        planned: list[tuple[int, AlertDecision]] = []
-        new_jobs: dict[int, int] = {}  # batch index -> job id it created
+    async def _decide_and_write(self, conn, batch, fresh: list[int], version: int, results: list) -> None:
+        states, now = await self._load_states(conn, batch, fresh)
+        decider = Decider(now, states)
+        # Decide in arrival order: a job queued for one alert makes the next one coalesce or wait.
+        # Job ids are not known yet; the decider only needs to know that a job now exists.
+        decisions = {}
+        for i in fresh:
+            decision = decider.decide(batch[i].new.model_id, batch[i].matches)
+            if decision.retrain is not None and decision.retrain.coalesce_into is None:
+                decider.job_started(batch[i].new.model_id, -1)
+            decisions[i] = decision
+        rows = await self._insert(conn, batch, fresh, [decisions[i].alert_state for i in fresh], version)
+        row_of = dict(zip(fresh, rows))
+
         job_of: dict[int, int] = {}
-        for i, row in fresh.items():
-            p = batch[i]
-            decision = decider.decide(p.new.model_id, p.matches)
+        new_jobs: dict[int, int] = {}
+        for i in fresh:
+            decision, row, p = decisions[i], row_of[i], batch[i]
             if decision.retrain is not None:
                 r = decision.retrain
                 job, created = await job_queue.enqueue(
@@ -244,33 +279,28 @@ class AlertIngestor:
                 job_of[i] = job["id"]
                 if created:
                     new_jobs[i] = job["id"]
-                    decider.job_started(p.new.model_id, job["id"])
                 elif r.coalesce_into is None:
                     # Another writer (a manual SubmitRetrain) got there first: report it as coalesced.
-                    decision = _as_coalesced(decision, job["id"])
+                    decisions[i] = _as_coalesced(decision, job["id"])
             if decision.rollback is not None:
                 await self._rollback(conn, p.new.model_id, row["id"], decision)
-            planned.append((i, decision))
 
-        new_actions = []
-        for i, decision in planned:
-            row = fresh[i]
-            for a in decision.actions:
-                job_id = job_of.get(i) if a.decision in ("QUEUED", "COALESCED") else None
-                new_actions.append(alert_store.NewAction(
-                    alert_id=row["id"], model_id=batch[i].new.model_id, rule=a.rule, rule_set_version=version,
-                    kind=a.kind, mode=a.mode, priority=a.priority, decision=a.decision, reason=a.reason,
-                    job_id=job_id, cooldown_until=a.cooldown_until))
-        action_rows = await alert_store.insert_actions(conn, new_actions)
+        new_actions = [
+            alert_store.NewAction(
+                alert_id=row_of[i]["id"], model_id=batch[i].new.model_id, rule=a.rule, rule_set_version=version,
+                kind=a.kind, mode=a.mode, priority=a.priority, decision=a.decision, reason=a.reason,
+                job_id=job_of.get(i) if a.decision in ("QUEUED", "COALESCED") else None,
+                cooldown_until=a.cooldown_until)
+            for i in fresh for a in decisions[i].actions]
         by_alert: dict[int, list] = {}
-        for r in action_rows:
+        for r in await alert_store.insert_actions(conn, new_actions):
             by_alert.setdefault(r["alert_id"], []).append(r)
         for i, job_id in new_jobs.items():
-            first = next(r for r in by_alert[fresh[i]["id"]] if r["job_id"] == job_id)
+            first = next(r for r in by_alert[row_of[i]["id"]] if r["job_id"] == job_id)
             await job_queue.set_trigger_action(conn, job_id, first["id"])
-        changed = [(fresh[i]["id"], d.alert_state) for i, d in planned if d.alert_state != "OPEN"]
-        await alert_store.set_alert_states(conn, [c[0] for c in changed], [c[1] for c in changed])
-        return {i: (fresh[i], by_alert.get(fresh[i]["id"], []), d.alert_state) for i, d in planned}
+        for i in fresh:
+            results[i] = self._result(batch[i], row_of[i], decisions[i].alert_state,
+                                      by_alert.get(row_of[i]["id"], []), version)
 
     async def _rollback(self, conn, model_id: str, alert_id: int, decision: AlertDecision) -> None:
         from ..store import versions as version_store
@@ -294,19 +324,29 @@ class AlertIngestor:
                 results[i] = IngestResult(row, actions.get(row["id"], []), False)
 
 
-def _pair_inserted(batch: list[_Pending], inserted: list[asyncpg.Record]) -> dict[int, asyncpg.Record]:
-    """Map batch positions to inserted rows: rows come back in input order, minus skipped duplicates."""
-    returned_ids = {r["request_id"] for r in inserted if r["request_id"] is not None}
+def _first_occurrences(batch: list[_Pending]) -> list[int]:
+    """Positions of the batch minus repeats of a request_id earlier in the same batch."""
     seen: set[str] = set()
-    rows = iter(inserted)
-    out = {}
+    out = []
     for i, p in enumerate(batch):
         rid = p.new.request_id
-        if rid is None:
-            out[i] = next(rows)
-        elif rid in returned_ids and rid not in seen:
-            seen.add(rid)
-            out[i] = next(rows)
+        if rid is None or rid not in seen:
+            out.append(i)
+            if rid is not None:
+                seen.add(rid)
+    return out
+
+
+def _pair_inserted(batch: list[_Pending], fresh: list[int], rows: list) -> dict[int, asyncpg.Record]:
+    """Map positions to inserted rows. Rows come back in input order, minus those ON CONFLICT skipped,
+    which are the ones whose request_id is missing from the returned rows."""
+    returned = {r["request_id"] for r in rows if r["request_id"] is not None}
+    out = {}
+    it = iter(rows)
+    for i in fresh:
+        rid = batch[i].new.request_id
+        if rid is None or rid in returned:
+            out[i] = next(it)
     return out
 
 

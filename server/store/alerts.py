@@ -44,29 +44,39 @@ class NewAction:
     cooldown_until: dt.datetime | None
 
 
-async def insert_alerts(conn: asyncpg.Connection, alerts: Sequence[NewAlert], rule_set_version: int) -> list[asyncpg.Record]:
-    """Insert a batch in one statement; rows whose request_id exists already are skipped.
+async def insert_alerts(conn: asyncpg.Connection, alerts: Sequence[NewAlert], rule_set_version: int,
+                        states: Sequence[str]) -> list[asyncpg.Record]:
+    """Insert a batch in one statement; returns (id, request_id, create_time) in input order.
 
-    Returns the inserted rows (id, request_id, create_time) in input order: identities are drawn
-    in the order the SELECT produces rows, so sorting by id restores it.
+    A request_id that exists already is skipped (ON CONFLICT), so the caller can tell a race with
+    another writer by the count. Identities are drawn in the order the SELECT produces rows, so
+    sorting by id restores the input order.
     """
+    if not alerts:
+        return []
     rows = await conn.fetch(
         """INSERT INTO monitoring_alert_triggers
                (request_id, request_hash, model_id, alert_type, severity, metrics, labels, source,
-                observe_time, rule_set_version)
-           SELECT r, h, m, t, s, mt, lb, src, ot, $10
+                observe_time, state, rule_set_version)
+           SELECT r, h, m, t, s, mt, lb, src, ot, st, $11
              FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $5::smallint[], $6::jsonb[],
-                         $7::jsonb[], $8::text[], $9::timestamptz[])
-                  WITH ORDINALITY AS x(r, h, m, t, s, mt, lb, src, ot, ord)
+                         $7::jsonb[], $8::text[], $9::timestamptz[], $10::text[])
+                  WITH ORDINALITY AS x(r, h, m, t, s, mt, lb, src, ot, st, ord)
             ORDER BY ord
            ON CONFLICT (request_id) WHERE request_id IS NOT NULL DO NOTHING
            RETURNING id, request_id, create_time""",
         [a.request_id for a in alerts], [a.request_hash for a in alerts], [a.model_id for a in alerts],
         [a.alert_type for a in alerts], [a.severity for a in alerts], [a.metrics for a in alerts],
         [a.labels for a in alerts], [a.source for a in alerts], [a.observe_time for a in alerts],
-        rule_set_version,
+        list(states), rule_set_version,
     )
     return sorted(rows, key=lambda r: r["id"])
+
+
+async def existing_request_ids(conn: asyncpg.Connection, request_ids: Sequence[str]) -> set[str]:
+    rows = await conn.fetch(
+        "SELECT request_id FROM monitoring_alert_triggers WHERE request_id = ANY($1::text[])", list(request_ids))
+    return {r["request_id"] for r in rows}
 
 
 async def alerts_by_request_ids(conn: asyncpg.Connection, request_ids: Sequence[str]) -> dict[str, asyncpg.Record]:
@@ -97,17 +107,6 @@ async def insert_actions(conn: asyncpg.Connection, actions: Sequence[NewAction])
         [a.job_id for a in actions], [a.cooldown_until for a in actions],
     )
     return sorted(rows, key=lambda r: r["id"])
-
-
-async def set_alert_states(conn: asyncpg.Connection, ids: Sequence[int], states: Sequence[str]) -> None:
-    if not ids:
-        return
-    await conn.execute(
-        """UPDATE monitoring_alert_triggers AS a SET state = x.s, update_time = now()
-             FROM unnest($1::bigint[], $2::text[]) AS x(i, s)
-            WHERE a.id = x.i""",
-        list(ids), list(states),
-    )
 
 
 async def get_alert(conn: asyncpg.Connection, alert_id: int) -> asyncpg.Record | None:

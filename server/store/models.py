@@ -60,42 +60,36 @@ async def model_facts(conn: asyncpg.Connection, model_ids: Sequence[str]) -> lis
     )
 
 
-async def lock_models(conn: asyncpg.Connection, model_ids: Sequence[str]) -> list[asyncpg.Record]:
-    """Row-lock the registry rows of these models, in model_id order so replicas never deadlock.
+async def lock_models_for_decision(conn: asyncpg.Connection, model_ids: Sequence[str]) -> list[asyncpg.Record]:
+    """Row-lock the registry rows of these models and read, in the same statement, what a retrain
+    decision needs: the last retrain each rule queued, the last automated job, the automated jobs of
+    the past day, the active job, and the transaction's now().
 
-    Every retrain decision for a model happens under this lock, which is what makes cooldowns and
-    budgets exact across server replicas.
+    Locks are taken in model_id order so replicas never deadlock. Every retrain decision for a model
+    happens under this lock, which is what makes cooldowns and budgets exact across server replicas.
     """
     return await conn.fetch(
-        """SELECT model_id, enabled, cooldown_override_s, max_retrains_per_day, current_version
-             FROM monitoring_retraining_integration
-            WHERE model_id = ANY($1::text[]) ORDER BY model_id FOR UPDATE""",
+        """SELECT m.model_id, m.enabled, m.cooldown_override_s, m.max_retrains_per_day, m.current_version,
+                  now() AS now, a.last_automated, a.automated_today,
+                  (SELECT j.id FROM retrain_jobs j
+                    WHERE j.model_id = m.model_id AND j.state IN ('QUEUED', 'RUNNING')) AS active_job,
+                  q.rules AS queued_rules, q.times AS queued_times
+             FROM monitoring_retraining_integration m
+             LEFT JOIN LATERAL (
+                  SELECT max(j.create_time) AS last_automated,
+                         count(*) FILTER (WHERE j.create_time > now() - interval '1 day') AS automated_today
+                    FROM retrain_jobs j WHERE j.model_id = m.model_id AND NOT j.manual) a ON true
+             LEFT JOIN LATERAL (
+                  SELECT array_agg(rule) AS rules, array_agg(t) AS times FROM (
+                      SELECT DISTINCT ON (c.rule) c.rule, c.create_time AS t
+                        FROM closed_loop_actions c
+                       WHERE c.model_id = m.model_id AND c.decision = 'QUEUED'
+                       ORDER BY c.rule, c.create_time DESC) last) q ON true
+            WHERE m.model_id = ANY($1::text[])
+            ORDER BY m.model_id
+              FOR UPDATE OF m""",
         sorted(set(model_ids)),
     )
-
-
-async def decision_state(conn: asyncpg.Connection, model_ids: Sequence[str]) -> tuple[list, list]:
-    """For locked models: (latest QUEUED action per rule, latest job + automated jobs in the last day)."""
-    last_by_rule = await conn.fetch(
-        """SELECT DISTINCT ON (model_id, rule) model_id, rule, create_time
-             FROM closed_loop_actions
-            WHERE model_id = ANY($1::text[]) AND decision = 'QUEUED'
-            ORDER BY model_id, rule, create_time DESC""",
-        list(model_ids),
-    )
-    jobs = await conn.fetch(
-        """SELECT m AS model_id,
-                  (SELECT max(create_time) FROM retrain_jobs j WHERE j.model_id = m AND NOT j.manual)
-                      AS last_automated,
-                  (SELECT count(*) FROM retrain_jobs j
-                    WHERE j.model_id = m AND NOT j.manual AND j.create_time > now() - interval '1 day')
-                      AS automated_today,
-                  (SELECT id FROM retrain_jobs j WHERE j.model_id = m AND j.state IN ('QUEUED', 'RUNNING'))
-                      AS active_job
-             FROM unnest($1::text[]) AS m""",
-        list(model_ids),
-    )
-    return last_by_rule, jobs
 
 
 async def models_older_than(conn: asyncpg.Connection, age_s: float) -> list[asyncpg.Record]:

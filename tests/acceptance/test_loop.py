@@ -284,3 +284,21 @@ async def test_promotion_drops_cached_model_facts_on_every_replica(client, serve
             break
         await asyncio.sleep(0.02)
     assert (await server.facts.get_many(["cache"]))["cache"].version == 1
+
+
+async def test_repeated_request_ids_of_acting_alerts_decide_once(client, server):
+    await client.register_model(synthetic_model("rep"))
+    first = await client.create_alert("rep", "drift", "high", metrics={"drift_score": 0.9}, request_id="rep-1")
+    again = await client.create_alert("rep", "drift", "high", metrics={"drift_score": 0.9}, request_id="rep-1")
+    assert again == first and first.actions[0].state == QUEUED
+    # A burst mixing a repeat with new alerts: the repeat is answered from the record, the others
+    # are decided as if the repeat were not there (so the new ones meet the cooldown, not a new job).
+    burst = await asyncio.gather(
+        client.create_alert("rep", "drift", "high", metrics={"drift_score": 0.9}, request_id="rep-1"),
+        *[client.create_alert("rep", "drift", "high", metrics={"drift_score": 0.8}, request_id=f"rep-{i}")
+          for i in range(2, 12)])
+    assert burst[0] == first
+    assert {a.actions[0].state for a in burst[1:]} == {SKIPPED_COOLDOWN}
+    assert len(await jobs_of(server, "rep")) == 1
+    async with server.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM monitoring_alert_triggers WHERE model_id = 'rep'") == 11
