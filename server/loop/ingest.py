@@ -8,9 +8,9 @@ waiting (up to `max_batch`) and writes them in one transaction:
   decide (cooldown, coalescing, budget) → enqueue jobs → insert actions → set alert states.
 
 All of it commits or none of it does, so a decision is never half-written. While one batch is in
-the database the next one fills (one writer: a second one would only split the batches), and under load the
-batcher lingers `linger` seconds before taking a batch, so the batch size follows the load: one row
-per commit when idle, tens to hundreds under pressure. `max_pending` bounds memory: submit() waits
+the database the next one fills (a second writer joins only when a backlog builds up; earlier, it would only
+split the batches), and under heavy load the batcher lingers `linger` seconds before taking a batch,
+so the batch size follows the load: one row per commit when idle, tens to hundreds under pressure. `max_pending` bounds memory: submit() waits
 when that many are in flight.
 """
 
@@ -64,7 +64,7 @@ class _Pending:
 
 class AlertIngestor:
     def __init__(self, pool: asyncpg.Pool, rules: RuleEngine, facts: ModelFactsCache, *,
-                 max_batch: int = 512, writers: int = 1, max_pending: int = 8192, linger: float = 0.002,
+                 max_batch: int = 512, writers: int = 2, max_pending: int = 8192, linger: float = 0.002,
                  job_max_attempts: int | None = None, job_timeout_s: float | None = None) -> None:
         self.pool = pool
         self.job_max_attempts = job_max_attempts
@@ -75,7 +75,8 @@ class AlertIngestor:
         self.linger = linger
         self._last_batch_size = 0
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._writers = asyncio.Semaphore(writers)
+        self.max_writers = writers
+        self._writer_done = asyncio.Event()
         self._capacity = asyncio.Semaphore(max_pending)
         self._batcher: asyncio.Task | None = None
         self._inflight: set[asyncio.Task] = set()
@@ -103,8 +104,16 @@ class AlertIngestor:
     async def _run(self) -> None:
         while True:
             first = await self._queue.get()
-            await self._writers.acquire()
-            if self._queue.qsize() >= LINGER_FROM or self._last_batch_size >= LINGER_FROM:
+            # A second writer only starts when a backlog builds up behind the first: two writers
+            # taking turns on a light load would just halve every batch.
+            while not (len(self._inflight) == 0 or (len(self._inflight) < self.max_writers
+                                                   and self._queue.qsize() + 1 >= LINGER_FROM)):
+                self._writer_done.clear()
+                try:
+                    await asyncio.wait_for(self._writer_done.wait(), self.linger)
+                except asyncio.TimeoutError:
+                    pass
+            if self._queue.qsize() + 1 >= LINGER_FROM or self._last_batch_size >= LINGER_FROM:
                 # Under heavy load, wait a moment for the RPCs being decoded right now: tens of
                 # alerts per commit instead of a few. Under light or moderate load the writer goes at
                 # once, so an alert pays no delay when there is little to gain.
@@ -119,7 +128,7 @@ class AlertIngestor:
 
     def _batch_done(self, task: asyncio.Task) -> None:
         self._inflight.discard(task)
-        self._writers.release()
+        self._writer_done.set()
 
     async def _write_batch(self, batch: list[_Pending]) -> None:
         started = time.perf_counter()

@@ -61,13 +61,22 @@ async def model_facts(conn: asyncpg.Connection, model_ids: Sequence[str]) -> lis
 
 
 async def lock_models_for_decision(conn: asyncpg.Connection, model_ids: Sequence[str]) -> list[asyncpg.Record]:
-    """Row-lock the registry rows of these models and read, in the same statement, what a retrain
-    decision needs: the last retrain each rule queued, the last automated job, the automated jobs of
-    the past day, the active job, and the transaction's now().
+    """Take the decision lock of each model, then read what a retrain decision needs: the registry
+    row, the last retrain each rule queued, the last automated job, the automated jobs of the past
+    day, the active job, and the transaction's now().
 
-    Locks are taken in model_id order so replicas never deadlock. Every retrain decision for a model
-    happens under this lock, which is what makes cooldowns and budgets exact across server replicas.
+    Every retrain decision for a model happens under its lock, which is what makes cooldowns and
+    budgets exact across server replicas. The locks are transaction-scoped advisory locks: they cost
+    no row writes (a FOR UPDATE would write every locked registry row), and they are taken in one
+    fixed order so two replicas never deadlock. The state is read by a second statement, so its
+    snapshot includes whatever the previous lock holder committed.
     """
+    await conn.execute(
+        """SELECT pg_advisory_xact_lock(k) FROM (
+               SELECT DISTINCT hashtextextended('closedloop.decision:' || m, 0) AS k
+                 FROM unnest($1::text[]) AS m ORDER BY k) keys""",
+        list(model_ids),
+    )
     return await conn.fetch(
         """SELECT m.model_id, m.enabled, m.cooldown_override_s, m.max_retrains_per_day, m.current_version,
                   now() AS now, a.last_automated, a.automated_today,
@@ -85,10 +94,8 @@ async def lock_models_for_decision(conn: asyncpg.Connection, model_ids: Sequence
                         FROM closed_loop_actions c
                        WHERE c.model_id = m.model_id AND c.decision = 'QUEUED'
                        ORDER BY c.rule, c.create_time DESC) last) q ON true
-            WHERE m.model_id = ANY($1::text[])
-            ORDER BY m.model_id
-              FOR UPDATE OF m""",
-        sorted(set(model_ids)),
+            WHERE m.model_id = ANY($1::text[])""",
+        list(model_ids),
     )
 
 
