@@ -58,7 +58,7 @@ _ids = itertools.count(1)
 _ID_PREFIX = f"{os.getpid():x}-"
 
 
-def _wrap(handler: grpc.RpcMethodHandler, method: str, authenticator):
+def _wrap(handler: grpc.RpcMethodHandler, method: str, authenticator) -> grpc.RpcMethodHandler:
     rpc_name = method.rsplit("/", 1)[-1]
 
     def bind(context) -> None:
@@ -70,7 +70,10 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, authenticator):
             token = next((v for k, v in metadata if k == "authorization"), None)
             authenticator.check(method, token)
 
-    async def on_error(exc: BaseException, context) -> None:
+    async def on_error(exc: Exception, context) -> None:
+        # context.abort() raises an AbortError that must propagate untouched.
+        if isinstance(exc, (grpc.aio.AbortError, grpc.RpcError)):
+            raise exc
         if isinstance(exc, ClosedLoopError):
             log.info("rpc.rejected", code=exc.code.name, error=exc.message[:500])
             await _abort(context, exc)
@@ -79,89 +82,33 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, authenticator):
         log.exception("rpc.internal_error")
         await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
 
-    def passthrough(exc: BaseException) -> bool:
-        # context.abort() raises an AbortError-ish exception that must propagate untouched.
-        return isinstance(exc, (grpc.aio.AbortError, grpc.RpcError)) or type(exc).__name__ == "AbortError"
+    def guard(inner):
+        # Streaming handlers are async generators, except those written with context.write()
+        # (grpc's health Watch), which are coroutine functions like unary ones.
+        if inspect.isasyncgenfunction(inner):
+            async def stream(request, context):
+                try:
+                    bind(context)
+                    async for item in inner(request, context):
+                        yield item
+                except Exception as exc:  # noqa: BLE001 - mapped to a status in on_error
+                    await on_error(exc, context)
+            return stream
 
-    if handler.unary_unary:
-        inner = handler.unary_unary
-
-        async def unary_unary(request, context):
+        async def call(request, context):
             try:
                 bind(context)
                 return await inner(request, context)
-            except Exception as exc:  # noqa: BLE001
-                if passthrough(exc):
-                    raise
+            except Exception as exc:  # noqa: BLE001 - mapped to a status in on_error
                 await on_error(exc, context)
+        return call
 
-        return grpc.unary_unary_rpc_method_handler(
-            unary_unary, request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer)
-
-    if handler.unary_stream and not inspect.isasyncgenfunction(handler.unary_stream):
-        # A streaming handler written with `await context.write(...)` (grpc's health Watch) is a
-        # plain coroutine function: wrap it as one.
-        inner_uw = handler.unary_stream
-
-        async def unary_stream_writer(request, context):
-            try:
-                bind(context)
-                return await inner_uw(request, context)
-            except Exception as exc:  # noqa: BLE001
-                if passthrough(exc):
-                    raise
-                await on_error(exc, context)
-
-        return grpc.unary_stream_rpc_method_handler(
-            unary_stream_writer, request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer)
-
-    if handler.unary_stream:
-        inner_us = handler.unary_stream
-
-        async def unary_stream(request, context):
-            try:
-                bind(context)
-                async for item in inner_us(request, context):
-                    yield item
-            except Exception as exc:  # noqa: BLE001
-                if passthrough(exc):
-                    raise
-                await on_error(exc, context)
-
-        return grpc.unary_stream_rpc_method_handler(
-            unary_stream, request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer)
-
-    if handler.stream_unary:
-        inner_su = handler.stream_unary
-
-        async def stream_unary(request_iterator, context):
-            try:
-                bind(context)
-                return await inner_su(request_iterator, context)
-            except Exception as exc:  # noqa: BLE001
-                if passthrough(exc):
-                    raise
-                await on_error(exc, context)
-
-        return grpc.stream_unary_rpc_method_handler(
-            stream_unary, request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer)
-
-    inner_ss = handler.stream_stream
-
-    async def stream_stream(request_iterator, context):
-        try:
-            bind(context)
-            async for item in inner_ss(request_iterator, context):
-                yield item
-        except Exception as exc:  # noqa: BLE001
-            if passthrough(exc):
-                raise
-            await on_error(exc, context)
-
-    return grpc.stream_stream_rpc_method_handler(
-        stream_stream, request_deserializer=handler.request_deserializer,
-        response_serializer=handler.response_serializer)
+    for kind, factory in (("unary_unary", grpc.unary_unary_rpc_method_handler),
+                          ("unary_stream", grpc.unary_stream_rpc_method_handler),
+                          ("stream_unary", grpc.stream_unary_rpc_method_handler),
+                          ("stream_stream", grpc.stream_stream_rpc_method_handler)):
+        inner = getattr(handler, kind)
+        if inner is not None:
+            return factory(guard(inner), request_deserializer=handler.request_deserializer,
+                           response_serializer=handler.response_serializer)
+    return handler
