@@ -97,3 +97,38 @@ async def test_server_down_is_one_line(capsys):
     err = capsys.readouterr().err
     assert code == 1
     assert err.startswith("closedloop: cannot reach the server") and len(err.strip().splitlines()) == 1
+
+
+async def test_jobs_submit_watch_and_models_rollback_with_workers(database_url, tmp_path, capsys):
+    from closedloop.server.app import create_server
+
+    from .conftest import make_settings
+    from .test_retrain_loop import MODEL
+
+    srv, port = await create_server(make_settings(database_url, tmp_path, run_workers=True, workers=1))
+    target = ["--target", f"127.0.0.1:{port}"]
+
+    async def run(*args):
+        code = await asyncio.to_thread(main, [*args, *target])
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    try:
+        spec = tmp_path / "model.json"
+        spec.write_text(json.dumps(MODEL))
+        assert (await run("models", "register", str(spec)))[0] == 0
+        for version in (1, 2):
+            code, out, _ = await run("jobs", "submit", "fx-live", "--reason", f"v{version}")
+            job_id = out.split()[1]
+            code, out, err = await run("jobs", "watch", job_id)
+            assert code == 0, err
+            assert "[##############################] 100% succeeded" in out  # the progress bar, filled
+            assert f"promoted: yes, version {version}" in out
+        code, out, _ = await run("models", "rollback", "fx-live", "--reason", "bad fills")
+        assert code == 0 and out.strip() == "fx-live is at version 1"
+        code, out, _ = await run("models", "list", "--json")
+        assert json.loads(out)["models"][0]["current_version"] == "1"
+        code, out, _ = await run("jobs", "cancel", job_id)
+        assert code == 1 and "FAILED_PRECONDITION" in out + _
+    finally:
+        await srv.stop(2)
