@@ -209,8 +209,9 @@ class AlertIngestor:
                     for i, row in _pair_inserted(batch, fresh, rows).items():
                         results[i] = self._result(batch[i], row, "OPEN", [], version)
                 else:
-                    async with conn.transaction():
-                        await self._decide_and_write(conn, batch, fresh, version, results)
+                    acting = _acting_models(batch, fresh)
+                    async with model_store.decision_transaction(conn, acting):
+                        await self._decide_and_write(conn, batch, fresh, acting, version, results)
                 duplicates = [i for i in range(len(batch)) if results[i] is None]
                 if duplicates:
                     await self._resolve_duplicates(conn, batch, duplicates, results)
@@ -241,14 +242,11 @@ class AlertIngestor:
                  "update_time": row["create_time"]}
         return IngestResult(alert, actions, True)
 
-    async def _load_states(self, conn, batch, fresh: list[int]) -> tuple[dict[str, ModelState], dt.datetime]:
-        """Lock the registry rows of the models rules want to act on and read what decisions need."""
-        acting = sorted({batch[i].new.model_id for i in fresh
-                         if any(s.kind in ("retrain", "rollback") for m in batch[i].matches for s in m.actions)})
+    @staticmethod
+    async def _load_states(conn, acting: list[str]) -> tuple[dict[str, ModelState], dt.datetime]:
+        """What decisions need about the models rules want to act on (their locks are held)."""
         states: dict[str, ModelState] = {}
-        if not acting:
-            return states, await conn.fetchval("SELECT now()")
-        locked = await model_store.lock_models_for_decision(conn, acting)
+        locked = await model_store.decision_state(conn, acting) if acting else []
         now = locked[0]["now"] if locked else await conn.fetchval("SELECT now()")
         for r in locked:
             states[r["model_id"]] = ModelState(
@@ -259,8 +257,9 @@ class AlertIngestor:
                 active_job=r["active_job"])
         return states, now
 
-    async def _decide_and_write(self, conn, batch, fresh: list[int], version: int, results: list) -> None:
-        states, now = await self._load_states(conn, batch, fresh)
+    async def _decide_and_write(self, conn, batch, fresh: list[int], acting: list[str], version: int,
+                                results: list) -> None:
+        states, now = await self._load_states(conn, acting)
         decider = Decider(now, states)
         # Decide in arrival order: a job queued for one alert makes the next one coalesce or wait.
         # Job ids are not known yet; the decider only needs to know that a job now exists.
@@ -331,6 +330,12 @@ class AlertIngestor:
                     f"request_id {new.request_id!r} was used for a different alert (id {row['id']})")
             else:
                 results[i] = IngestResult(row, actions.get(row["id"], []), False)
+
+
+def _acting_models(batch: list[_Pending], fresh: list[int]) -> list[str]:
+    """Models that a matching rule wants to retrain or roll back: the ones whose decisions lock."""
+    return sorted({batch[i].new.model_id for i in fresh
+                   if any(s.kind in ("retrain", "rollback") for m in batch[i].matches for s in m.actions)})
 
 
 def _first_occurrences(batch: list[_Pending]) -> list[int]:

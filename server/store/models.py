@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+import contextlib
+import hashlib
+from typing import AsyncIterator, Sequence
 
 import asyncpg
 
@@ -60,23 +62,39 @@ async def model_facts(conn: asyncpg.Connection, model_ids: Sequence[str]) -> lis
     )
 
 
-async def lock_models_for_decision(conn: asyncpg.Connection, model_ids: Sequence[str]) -> list[asyncpg.Record]:
-    """Take the decision lock of each model, then read what a retrain decision needs: the registry
-    row, the last retrain each rule queued, the last automated job, the automated jobs of the past
-    day, the active job, and the transaction's now().
+def _decision_lock_key(model_id: str) -> int:
+    """A signed 64-bit advisory-lock key per model, the same in every replica."""
+    digest = hashlib.blake2b(f"closedloop.decision:{model_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+@contextlib.asynccontextmanager
+async def decision_transaction(conn: asyncpg.Connection, model_ids: Sequence[str]) -> AsyncIterator[None]:
+    """A transaction holding the decision lock of each model; commits on success, rolls back on error.
 
     Every retrain decision for a model happens under its lock, which is what makes cooldowns and
     budgets exact across server replicas. The locks are transaction-scoped advisory locks: they cost
     no row writes (a FOR UPDATE would write every locked registry row), and they are taken in one
-    fixed order so two replicas never deadlock. The state is read by a second statement, so its
-    snapshot includes whatever the previous lock holder committed.
+    fixed order so two replicas never deadlock. BEGIN and the locks go in one round trip: the keys
+    are integers computed here, so the statement needs no parameters.
     """
-    await conn.execute(
-        """SELECT pg_advisory_xact_lock(k) FROM (
-               SELECT DISTINCT hashtextextended('closedloop.decision:' || m, 0) AS k
-                 FROM unnest($1::text[]) AS m ORDER BY k) keys""",
-        list(model_ids),
-    )
+    keys = sorted({_decision_lock_key(m) for m in model_ids})
+    locks = ("; SELECT pg_advisory_xact_lock(k) FROM unnest('{" + ",".join(map(str, keys)) + "}'::bigint[]) AS k"
+             if keys else "")
+    await conn.execute("BEGIN" + locks)
+    try:
+        yield
+    except BaseException:
+        with contextlib.suppress(Exception):  # a broken connection is discarded by the pool anyway
+            await conn.execute("ROLLBACK")
+        raise
+    await conn.execute("COMMIT")
+
+
+async def decision_state(conn: asyncpg.Connection, model_ids: Sequence[str]) -> list[asyncpg.Record]:
+    """What a retrain decision needs, read after the locks are held (so this statement's snapshot
+    includes whatever the previous lock holder committed): the registry row, the last retrain each
+    rule queued, the last automated job, the automated jobs of the past day, the active job, now()."""
     return await conn.fetch(
         """SELECT m.model_id, m.enabled, m.cooldown_override_s, m.max_retrains_per_day, m.current_version,
                   now() AS now, a.last_automated, a.automated_today,
