@@ -17,7 +17,6 @@ import asyncio
 import multiprocessing
 import os
 import signal
-import statistics
 import sys
 import tempfile
 import time

@@ -98,7 +98,7 @@ async def set_trigger_action(conn: asyncpg.Connection, job_id: int, action_id: i
 async def claim(conn: asyncpg.Connection, *, worker: str, lease_s: float, limit: int = 1) -> list[asyncpg.Record]:
     """Claim up to `limit` runnable jobs, critical first, then oldest. Never blocks on other claimers."""
     rows = await conn.fetch(
-        f"""UPDATE retrain_jobs j SET
+        """UPDATE retrain_jobs j SET
                 state = 'RUNNING', attempt = j.attempt + 1, lease_token = gen_random_uuid(),
                 lease_expires = now() + make_interval(secs => $2), worker = $1,
                 start_time = coalesce(j.start_time, now()), update_time = now(),
@@ -254,7 +254,7 @@ async def request_cancel(conn: asyncpg.Connection, job_id: int) -> asyncpg.Recor
     None when the job does not exist or has already ended (the caller tells which).
     """
     row = await conn.fetchrow(
-        f"""UPDATE retrain_jobs SET
+        """UPDATE retrain_jobs SET
                 cancel_requested = true, update_time = now(),
                 state = CASE WHEN state = 'QUEUED' THEN 'CANCELLED' ELSE state END,
                 end_time = CASE WHEN state = 'QUEUED' THEN now() ELSE end_time END,

@@ -9,7 +9,7 @@ import grpc
 import pytest
 
 from closedloop import AsyncClient
-from closedloop.v1 import alert_pb2, common_pb2, retrain_pb2
+from closedloop.v1 import alert_pb2, common_pb2
 
 from .helpers import start_server_process, stop_process, synthetic_model
 
