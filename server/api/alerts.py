@@ -63,8 +63,8 @@ class AlertServicer(alert_pb2_grpc.AlertServiceServicer):
                     except InvalidArgument as exc:
                         await window.put(exc)
                         return
-                    submit = self.ingestor.submit(convert.new_alert(request, dt.datetime.now(UTC)))
-                    await window.put(asyncio.ensure_future(submit))
+                    pending = await self.ingestor.submit_later(convert.new_alert(request, dt.datetime.now(UTC)))
+                    await window.put(pending)
                     index += 1
             finally:
                 await window.put(None)

@@ -96,10 +96,22 @@ class AlertIngestor:
             await asyncio.gather(self._batcher, return_exceptions=True)
 
     async def submit(self, new: alert_store.NewAlert) -> IngestResult:
-        async with self._capacity:
-            future = asyncio.get_running_loop().create_future()
-            self._queue.put_nowait(_Pending(new, future))
-            return await future
+        """Queue an alert and wait until it is committed (or failed)."""
+        return await (await self.submit_later(new))
+
+    async def submit_later(self, new: alert_store.NewAlert) -> asyncio.Future:
+        """Queue an alert once there is room; returns the future of its result without waiting for it.
+
+        Streams use this to keep many writes in flight in order without a task per message.
+        """
+        await self._capacity.acquire()
+        future = asyncio.get_running_loop().create_future()
+        future.add_done_callback(self._release_capacity)
+        self._queue.put_nowait(_Pending(new, future))
+        return future
+
+    def _release_capacity(self, _future: asyncio.Future) -> None:
+        self._capacity.release()
 
     async def _run(self) -> None:
         while True:

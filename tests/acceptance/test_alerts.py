@@ -224,14 +224,14 @@ async def test_stream_flow_control_bounds_memory_while_the_database_is_slow(clie
 
     total = 3000
     taken = 0
-    submit = server.ingestor.submit
+    submit_later = server.ingestor.submit_later
 
-    async def counting_submit(new):
+    async def counting_submit_later(new):
         nonlocal taken
         taken += 1
-        return await submit(new)
+        return await submit_later(new)
 
-    monkeypatch.setattr(server.ingestor, "submit", counting_submit)
+    monkeypatch.setattr(server.ingestor, "submit_later", counting_submit_later)
 
     def requests():
         for i in range(total):
