@@ -299,11 +299,14 @@ class AlertIngestor:
                 job_of[i] = job["id"]
                 if created:
                     new_jobs[i] = job["id"]
+                    log.info("loop.retrain_queued", model_id=p.new.model_id, job_id=job["id"], alert_id=row["id"],
+                             mode=r.mode, priority=r.priority, rules=list(r.rules))
                 elif r.coalesce_into is None:
                     # Another writer (a manual SubmitRetrain) got there first: report it as coalesced.
                     decisions[i] = _as_coalesced(decision, job["id"])
             if decision.rollback is not None:
                 await self._rollback(conn, p.new.model_id, row["id"], decision)
+                log.info("loop.rolled_back", model_id=p.new.model_id, alert_id=row["id"], rule=decision.rollback.rule)
 
         new_actions = [
             alert_store.NewAction(
