@@ -284,29 +284,13 @@ class AlertIngestor:
         rows = await self._insert(conn, batch, fresh, [decisions[i].alert_state for i in fresh], version)
         row_of = dict(zip(fresh, rows))
 
-        job_of: dict[int, int] = {}
-        new_jobs: dict[int, int] = {}
+        job_of, new_jobs = await self._write_jobs(conn, batch, fresh, decisions, row_of)
         for i in fresh:
-            decision, row, p = decisions[i], row_of[i], batch[i]
-            if decision.retrain is not None:
-                r = decision.retrain
-                job, created = await job_queue.enqueue(
-                    conn, model_id=p.new.model_id, mode=r.mode, priority=r.priority,
-                    reason=f"alert {row['id']} ({p.new.alert_type}) matched {', '.join(r.rules)}",
-                    trigger_alert_id=row["id"], trigger_rule=r.rules[0],
-                    max_attempts=self.job_max_attempts, timeout_s=self.job_timeout_s,
-                )
-                job_of[i] = job["id"]
-                if created:
-                    new_jobs[i] = job["id"]
-                    log.info("loop.retrain_queued", model_id=p.new.model_id, job_id=job["id"], alert_id=row["id"],
-                             mode=r.mode, priority=r.priority, rules=list(r.rules))
-                elif r.coalesce_into is None:
-                    # Another writer (a manual SubmitRetrain) got there first: report it as coalesced.
-                    decisions[i] = _as_coalesced(decision, job["id"])
+            decision = decisions[i]
             if decision.rollback is not None:
-                await self._rollback(conn, p.new.model_id, row["id"], decision)
-                log.info("loop.rolled_back", model_id=p.new.model_id, alert_id=row["id"], rule=decision.rollback.rule)
+                await self._rollback(conn, batch[i].new.model_id, row_of[i]["id"], decision)
+                log.info("loop.rolled_back", model_id=batch[i].new.model_id, alert_id=row_of[i]["id"],
+                         rule=decision.rollback.rule)
 
         new_actions = [
             alert_store.NewAction(
@@ -324,6 +308,62 @@ class AlertIngestor:
         for i in fresh:
             results[i] = self._result(batch[i], row_of[i], decisions[i].alert_state,
                                       by_alert.get(row_of[i]["id"], []), version)
+
+    async def _write_jobs(self, conn, batch, fresh: list[int], decisions: dict, row_of: dict
+                          ) -> tuple[dict[int, int], dict[int, int]]:
+        """Queue the batch's new jobs, then fold every coalescing trigger into its job in one statement.
+
+        Returns (job id per batch position, jobs created per batch position). `decisions` is updated
+        where the database disagrees with the snapshot (a job ended or appeared meanwhile).
+        """
+        job_of: dict[int, int] = {}
+        new_jobs: dict[int, int] = {}
+        created_for_model: dict[str, int] = {}
+        joins: dict[int, list[int]] = {}  # job id -> positions coalescing into it
+        for i in fresh:
+            r = decisions[i].retrain
+            if r is None:
+                continue
+            model_id = batch[i].new.model_id
+            if r.coalesce_into is not None:
+                # -1: a job this batch created for the model, earlier in arrival order.
+                job_id = created_for_model[model_id] if r.coalesce_into == -1 else r.coalesce_into
+                job_of[i] = job_id
+                joins.setdefault(job_id, []).append(i)
+                continue
+            job_of[i], created = await self._enqueue(conn, batch[i], row_of[i], r)
+            created_for_model[model_id] = job_of[i]
+            if created:
+                new_jobs[i] = job_of[i]
+                log.info("loop.retrain_queued", model_id=model_id, job_id=job_of[i], alert_id=row_of[i]["id"],
+                         mode=r.mode, priority=r.priority, rules=list(r.rules))
+            else:
+                # Another writer (a manual SubmitRetrain) got there first: report it as coalesced.
+                decisions[i] = _as_coalesced(decisions[i], job_of[i])
+        merged = []
+        for job_id, positions in joins.items():
+            requests = [decisions[i].retrain for i in positions]
+            mode = "FULL" if any(r.mode == "FULL" for r in requests) else "INCREMENTAL"
+            merged.append((job_id, mode, max(r.priority for r in requests), len(positions)))
+        still_active = await job_queue.coalesce_into_active(conn, merged)
+        for job_id, positions in joins.items():
+            if job_id in still_active:
+                continue
+            for i in positions:  # the job ended since the snapshot: this trigger starts a new one
+                job_of[i], created = await self._enqueue(conn, batch[i], row_of[i], decisions[i].retrain)
+                if created:
+                    new_jobs[i] = job_of[i]
+                    decisions[i] = _as_queued(decisions[i])
+        return job_of, new_jobs
+
+    async def _enqueue(self, conn, pending: _Pending, row, r) -> tuple[int, bool]:
+        job, created = await job_queue.enqueue(
+            conn, model_id=pending.new.model_id, mode=r.mode, priority=r.priority,
+            reason=f"alert {row['id']} ({pending.new.alert_type}) matched {', '.join(r.rules)}",
+            trigger_alert_id=row["id"], trigger_rule=r.rules[0],
+            max_attempts=self.job_max_attempts, timeout_s=self.job_timeout_s,
+        )
+        return job["id"], created
 
     async def _rollback(self, conn, model_id: str, alert_id: int, decision: AlertDecision) -> None:
         from ..store import versions as version_store
@@ -383,6 +423,14 @@ def _alert_fields(new: alert_store.NewAlert) -> dict:
     return {"model_id": new.model_id, "alert_type": new.alert_type, "severity": new.severity,
             "metrics": new.metrics, "labels": new.labels, "source": new.source,
             "observe_time": new.observe_time, "request_id": new.request_id}
+
+
+def _as_queued(decision: AlertDecision) -> AlertDecision:
+    from dataclasses import replace
+
+    actions = [replace(a, decision="QUEUED", reason="queued anew: the job it was to join had just ended")
+               if a.decision == "COALESCED" else a for a in decision.actions]
+    return AlertDecision(actions, decision.retrain, decision.rollback)
 
 
 def _as_coalesced(decision: AlertDecision, job_id: int) -> AlertDecision:

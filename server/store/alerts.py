@@ -87,8 +87,12 @@ async def alerts_by_request_ids(conn: asyncpg.Connection, request_ids: Sequence[
     return {r["request_id"]: r for r in rows}
 
 
-async def insert_actions(conn: asyncpg.Connection, actions: Sequence[NewAction]) -> list[asyncpg.Record]:
-    """Insert decisions in one statement; returns the rows in input order."""
+async def insert_actions(conn: asyncpg.Connection, actions: Sequence[NewAction]) -> list[dict]:
+    """Insert decisions in one statement; returns the rows (as dicts) in input order.
+
+    Only the id and create_time come back from the database; the rest is what was written, so the
+    reply does not pay for decoding every column of every action again.
+    """
     if not actions:
         return []
     rows = await conn.fetch(
@@ -100,13 +104,17 @@ async def insert_actions(conn: asyncpg.Connection, actions: Sequence[NewAction])
                           $7::smallint[], $8::text[], $9::text[], $10::bigint[], $11::timestamptz[])
                    WITH ORDINALITY AS x(a, m, r, v, k, md, p, d, rs, j, cu, ord)
              ORDER BY ord
-            RETURNING {ACTION_COLUMNS}""",
+            RETURNING id, create_time""",
         [a.alert_id for a in actions], [a.model_id for a in actions], [a.rule for a in actions],
         [a.rule_set_version for a in actions], [a.kind for a in actions], [a.mode for a in actions],
         [a.priority for a in actions], [a.decision for a in actions], [a.reason for a in actions],
         [a.job_id for a in actions], [a.cooldown_until for a in actions],
     )
-    return sorted(rows, key=lambda r: r["id"])
+    rows = sorted(rows, key=lambda r: r["id"])
+    return [{"id": r["id"], "create_time": r["create_time"], "alert_id": a.alert_id, "model_id": a.model_id,
+             "rule": a.rule, "rule_set_version": a.rule_set_version, "kind": a.kind, "mode": a.mode,
+             "priority": a.priority, "decision": a.decision, "reason": a.reason, "job_id": a.job_id,
+             "cooldown_until": a.cooldown_until} for r, a in zip(rows, actions)]
 
 
 async def get_alert(conn: asyncpg.Connection, alert_id: int) -> asyncpg.Record | None:

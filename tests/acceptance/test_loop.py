@@ -302,3 +302,25 @@ async def test_repeated_request_ids_of_acting_alerts_decide_once(client, server)
     assert len(await jobs_of(server, "rep")) == 1
     async with server.pool.acquire() as conn:
         assert await conn.fetchval("SELECT count(*) FROM monitoring_alert_triggers WHERE model_id = 'rep'") == 11
+
+
+async def test_a_job_that_ended_after_the_snapshot_gets_a_new_job_instead(client, server, monkeypatch):
+    from closedloop.server.store import models as model_store
+
+    await client.register_model(synthetic_model("late"))
+    first = await client.create_alert("late", "risk", "critical", metrics={"risk_score": 95})
+    async with server.pool.acquire() as conn:
+        await conn.execute("UPDATE retrain_jobs SET state = 'SUCCEEDED', end_time = now() WHERE model_id = 'late'")
+    read_state = model_store.decision_state
+
+    async def stale_state(conn, model_ids):  # as if read just before the job ended
+        rows = [dict(r) for r in await read_state(conn, model_ids)]
+        for r in rows:
+            r["active_job"] = int(first.actions[0].job_id)
+        return rows
+
+    monkeypatch.setattr(model_store, "decision_state", stale_state)
+    alert = await client.create_alert("late", "drift", "high", metrics={"drift_score": 0.9})
+    [action] = alert.actions
+    assert action.state == QUEUED and action.job_id != first.actions[0].job_id
+    assert len(await jobs_of(server, "late")) == 2
