@@ -1,6 +1,6 @@
 """Loop benchmark: what rules and decisions cost, and alert→decision latency under load.
 
-    python bench/loop.py [--alerts 4000] [--models 200] [--concurrency 64] [--rounds 3] [--latency-seconds 6]
+    python bench/loop.py [--alerts 4000] [--models 200] [--concurrency 64] [--rounds 4] [--latency-seconds 6]
 
 One server process (embedded PostgreSQL, no training workers: this measures the decision path),
 one run, three phases on the same alert mix (drift, performance, risk over many registered models):
@@ -87,16 +87,17 @@ async def run(target: str, args) -> dict:
         stub = alert_pb2_grpc.AlertServiceStub(client.channel)
         # Alternate the two phases and keep each one's best round: the machine is shared and noisy.
         without_runs, with_runs = [], []
+        # The order flips every round, so neither phase always runs on the bigger tables.
         for round_ in range(args.rounds):
-            await client.apply_rules("", "no-rules")
-            await closed_loop(stub, alert_mix(300, args.models, 1, f"warm0-{round_}"), args.concurrency)
-            without_runs.append(await closed_loop(
-                stub, alert_mix(args.alerts, args.models, 2, f"none-{round_}"), args.concurrency))
-            await client.apply_rules(default_rules, "default.rules")
-            await closed_loop(stub, alert_mix(300, args.models, 3, f"warm1-{round_}"), args.concurrency)
-            with_runs.append(await closed_loop(
-                stub, alert_mix(args.alerts, args.models, 2, f"rules-{round_}"), args.concurrency))
+            phases = [("", "no-rules", without_runs), (default_rules, "default.rules", with_runs)]
+            for source, name, runs in (phases if round_ % 2 == 0 else phases[::-1]):
+                await client.apply_rules(source, name)
+                await closed_loop(stub, alert_mix(300, args.models, 1, f"warm-{name}-{round_}"), args.concurrency)
+                runs.append(await closed_loop(
+                    stub, alert_mix(args.alerts, args.models, 2, f"{name}-{round_}"), args.concurrency))
         without, with_rules = max(without_runs), max(with_runs)
+        print("rounds (alerts/s): no rules " + " ".join(f"{r:.0f}" for r in without_runs)
+              + "; default rules " + " ".join(f"{r:.0f}" for r in with_runs))
         rate = with_rules / 2
         n = int(rate * args.latency_seconds)
         # Let PostgreSQL settle after the closed-loop phases (autovacuum of the fresh rows), then a
@@ -113,7 +114,7 @@ def main() -> None:
     ap.add_argument("--alerts", type=int, default=4000)
     ap.add_argument("--models", type=int, default=200)
     ap.add_argument("--concurrency", type=int, default=64)
-    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--latency-seconds", type=float, default=6.0, help="length of the open-loop phase")
     args = ap.parse_args()
     proc, port = start(run_real_server, tempfile.mkdtemp(prefix="closedloop-bench-"))

@@ -56,7 +56,8 @@ OUTPUT_ONLY = ("id", "create_time", "state", "actions", "rule_set_version", "upd
 
 def request_fingerprint(alert: alert_pb2.Alert) -> bytes:
     """What idempotency compares: the client-settable fields, serialised deterministically."""
-    if any(alert.HasField(f) if f.endswith("time") else getattr(alert, f) for f in OUTPUT_ONLY):
+    if (alert.id or alert.state or alert.rule_set_version or len(alert.actions)
+            or alert.HasField("create_time") or alert.HasField("update_time")):
         copy = alert_pb2.Alert()
         copy.CopyFrom(alert)
         for f in OUTPUT_ONLY:
