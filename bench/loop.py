@@ -98,6 +98,7 @@ async def run(target: str, args) -> dict:
         without, with_rules = max(without_runs), max(with_runs)
         print("rounds (alerts/s): no rules " + " ".join(f"{r:.0f}" for r in without_runs)
               + "; default rules " + " ".join(f"{r:.0f}" for r in with_runs))
+        await client.apply_rules(default_rules, "default.rules")  # the rounds may end on the empty set
         rate = with_rules / 2
         n = int(rate * args.latency_seconds)
         # Let PostgreSQL settle after the closed-loop phases (autovacuum of the fresh rows), then a
