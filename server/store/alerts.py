@@ -96,7 +96,7 @@ async def insert_actions(conn: asyncpg.Connection, actions: Sequence[NewAction])
     if not actions:
         return []
     rows = await conn.fetch(
-        f"""INSERT INTO closed_loop_actions
+        """INSERT INTO closed_loop_actions
                 (alert_id, model_id, rule, rule_set_version, kind, mode, priority, decision, reason,
                  job_id, cooldown_until)
             SELECT a, m, r, v, k, md, p, d, rs, j, cu
