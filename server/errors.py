@@ -85,6 +85,13 @@ class ResourceExhausted(ClosedLoopError):
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
+class InternalError(ClosedLoopError):
+    """A bug already logged where it happened (e.g. a failed alert batch), answered INTERNAL once
+    per waiting request without logging it again."""
+
+    code = grpc.StatusCode.INTERNAL
+
+
 class ConfigError(Exception):
     """Bad configuration at start-up; the CLI prints it as one line and exits 2."""
 

@@ -2,16 +2,19 @@
 
 Each request is validated by the servicer, then handed to `AlertIngestor.submit()`, which resolves
 once the alert, its decisions and its job are committed. A batcher takes whatever requests are
-waiting (up to `max_batch`) and writes them in one transaction:
+waiting (up to `max_batch`) and writes them:
 
-  insert alerts (request_id duplicates skipped) → lock the models that rules want to act on →
-  decide (cooldown, coalescing, budget) → enqueue jobs → insert actions → set alert states.
+- when no rule matched any alert of the batch (the common case): one INSERT, committing on its own;
+- otherwise, in one transaction: take the decision locks of the models rules want to act on → read
+  their state (cooldowns, active job, budget) → decide every alert in arrival order → insert the
+  alerts with their final state → queue new jobs, fold coalescing triggers into active ones →
+  insert the actions.
 
 All of it commits or none of it does, so a decision is never half-written. While one batch is in
-the database the next one fills (a second writer joins only when a backlog builds up; earlier, it would only
-split the batches), and under heavy load the batcher lingers `linger` seconds before taking a batch,
-so the batch size follows the load: one row per commit when idle, tens to hundreds under pressure. `max_pending` bounds memory: submit() waits
-when that many are in flight.
+the database the next one fills; a second writer joins only when a backlog builds up (on a light
+load it would only split the batches), and under heavy load the batcher lingers `linger` seconds
+before taking a batch. So the batch size follows the load: one alert per commit when idle, tens to
+hundreds under pressure. `max_pending` bounds memory: submit() waits when that many are in flight.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import structlog
 from closedloop.dsl import AlertFacts, RuleMatch
 
 from ..db.pool import CONNECTION_ERRORS
-from ..errors import AlreadyExists, ClosedLoopError, Unavailable
+from ..errors import AlreadyExists, ClosedLoopError, InternalError, Unavailable
 from ..executor import queue as job_queue
 from ..store import alerts as alert_store
 from ..store import models as model_store
@@ -160,11 +163,12 @@ class AlertIngestor:
         except CONNECTION_ERRORS as exc:
             self._fail(batch, Unavailable(f"database unavailable: {exc or type(exc).__name__}"))
             return
-        except BaseException as exc:  # noqa: BLE001 - every waiter must hear about it
+        except asyncio.CancelledError:
+            self._fail(batch, Unavailable("the server is stopping"))
+            raise
+        except Exception:  # noqa: BLE001 - a bug: logged once here, every waiter answered INTERNAL
             log.exception("alert.batch_failed", size=len(batch))
-            self._fail(batch, exc)
-            if isinstance(exc, asyncio.CancelledError):
-                raise
+            self._fail(batch, InternalError("internal error writing alerts; the server log has the details"))
             return
         self.batches_committed += 1
         self.requests_committed += len(batch)
@@ -181,10 +185,10 @@ class AlertIngestor:
         log.debug("alert.batch_committed", size=len(batch), ms=round((time.perf_counter() - started) * 1000, 2))
 
     @staticmethod
-    def _fail(batch: list[_Pending], exc: BaseException) -> None:
+    def _fail(batch: list[_Pending], exc: Exception) -> None:
         for p in batch:
             if not p.future.done():
-                p.future.set_exception(exc if isinstance(exc, Exception) else Unavailable("server stopping"))
+                p.future.set_exception(exc)
 
     async def _evaluate(self, batch: list[_Pending], active) -> None:
         """Rule matches per alert, outside the transaction (pure Python on cached facts)."""
