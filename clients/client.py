@@ -49,6 +49,12 @@ class _Options:
         self.channel_options = [("grpc.max_receive_message_length", max_message_bytes),
                                 ("grpc.max_send_message_length", max_message_bytes)]
 
+    def call_metadata(self, request: Any) -> tuple:
+        """The call's metadata: the token, and the request_id as x-request-id so that the server's
+        log lines of this call (and of its retries) carry the id the caller knows."""
+        request_id = getattr(request, "request_id", "")
+        return self.metadata + ((("x-request-id", request_id),) if request_id else ())
+
     def delay(self, attempt: int) -> float:
         base = min(self.max_backoff, self.backoff * (2 ** attempt))
         return base * (0.5 + random.random() / 2)
@@ -69,10 +75,11 @@ class AsyncClient(CallsMixin):
 
     async def _invoke(self, service: str, method: str, request: Any, *, idempotent: bool = True):
         call = getattr(self._stubs[service], method)
+        metadata = self._opts.call_metadata(request)
         attempt = 0
         while True:
             try:
-                return await call(request, timeout=self._opts.timeout, metadata=self._opts.metadata)
+                return await call(request, timeout=self._opts.timeout, metadata=metadata)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in RETRYABLE or not idempotent or attempt >= self._opts.retries:
                     raise
@@ -116,10 +123,11 @@ class Client(CallsMixin):
 
     def _invoke(self, service: str, method: str, request: Any, *, idempotent: bool = True):
         call = getattr(self._stubs[service], method)
+        metadata = self._opts.call_metadata(request)
         attempt = 0
         while True:
             try:
-                return call(request, timeout=self._opts.timeout, metadata=self._opts.metadata)
+                return call(request, timeout=self._opts.timeout, metadata=metadata)
             except grpc.RpcError as exc:
                 if exc.code() not in RETRYABLE or not idempotent or attempt >= self._opts.retries:
                     raise
