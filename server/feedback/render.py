@@ -15,6 +15,8 @@ def _dur(d) -> str:
     seconds = d.seconds + d.nanos / 1e9
     if seconds == 0:
         return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
     if seconds < 120:
         return f"{seconds:.1f}s"
     if seconds < 7200:
