@@ -227,7 +227,9 @@ class AlertIngestor:
                 else:
                     acting = _acting_models(batch, fresh)
                     async with model_store.decision_transaction(conn, acting):
-                        await self._decide_and_write(conn, batch, fresh, acting, version, results)
+                        events = await self._decide_and_write(conn, batch, fresh, acting, version, results)
+                    for event, fields in events:  # logged once committed, so the log never claims more
+                        log.info(event, **fields)
                 duplicates = [i for i in range(len(batch)) if results[i] is None]
                 if duplicates:
                     await self._resolve_duplicates(conn, batch, duplicates, results)
@@ -274,7 +276,8 @@ class AlertIngestor:
         return states, now
 
     async def _decide_and_write(self, conn, batch, fresh: list[int], acting: list[str], version: int,
-                                results: list) -> None:
+                                results: list) -> list[tuple[str, dict]]:
+        """Decide and write a batch with matches; returns the log events to emit after the commit."""
         states, now = await self._load_states(conn, acting)
         decider = Decider(now, states)
         # Decide in arrival order: a job queued for one alert makes the next one coalesce or wait.
@@ -288,13 +291,14 @@ class AlertIngestor:
         rows = await self._insert(conn, batch, fresh, [decisions[i].alert_state for i in fresh], version)
         row_of = dict(zip(fresh, rows))
 
-        job_of, new_jobs = await self._write_jobs(conn, batch, fresh, decisions, row_of)
+        events: list[tuple[str, dict]] = []
+        job_of, new_jobs = await self._write_jobs(conn, batch, fresh, decisions, row_of, events)
         for i in fresh:
             decision = decisions[i]
             if decision.rollback is not None:
                 await self._rollback(conn, batch[i].new.model_id, row_of[i]["id"], decision)
-                log.info("loop.rolled_back", model_id=batch[i].new.model_id, alert_id=row_of[i]["id"],
-                         rule=decision.rollback.rule)
+                events.append(("loop.rolled_back", dict(model_id=batch[i].new.model_id, alert_id=row_of[i]["id"],
+                                                         rule=decision.rollback.rule)))
 
         new_actions = [
             alert_store.NewAction(
@@ -312,9 +316,10 @@ class AlertIngestor:
         for i in fresh:
             results[i] = self._result(batch[i], row_of[i], decisions[i].alert_state,
                                       by_alert.get(row_of[i]["id"], []), version)
+        return events
 
-    async def _write_jobs(self, conn, batch, fresh: list[int], decisions: dict, row_of: dict
-                          ) -> tuple[dict[int, int], dict[int, int]]:
+    async def _write_jobs(self, conn, batch, fresh: list[int], decisions: dict, row_of: dict,
+                          events: list) -> tuple[dict[int, int], dict[int, int]]:
         """Queue the batch's new jobs, then fold every coalescing trigger into its job in one statement.
 
         Returns (job id per batch position, jobs created per batch position). `decisions` is updated
@@ -339,8 +344,9 @@ class AlertIngestor:
             created_for_model[model_id] = job_of[i]
             if created:
                 new_jobs[i] = job_of[i]
-                log.info("loop.retrain_queued", model_id=model_id, job_id=job_of[i], alert_id=row_of[i]["id"],
-                         mode=r.mode, priority=r.priority, rules=list(r.rules))
+                events.append(("loop.retrain_queued", dict(model_id=model_id, job_id=job_of[i],
+                                                           alert_id=row_of[i]["id"], mode=r.mode,
+                                                           priority=r.priority, rules=list(r.rules))))
             else:
                 # Another writer (a manual SubmitRetrain) got there first: report it as coalesced.
                 decisions[i] = _as_coalesced(decisions[i], job_of[i])
