@@ -205,9 +205,6 @@ class ClosedLoopServer:
             await self.embedded.stop()
             self.embedded = None
 
-    async def wait_for_termination(self) -> None:
-        await self._stopped.wait()
-
 
 async def create_server(settings: Settings) -> tuple[ClosedLoopServer, int]:
     """Build and start everything; returns the running server and the port it bound."""

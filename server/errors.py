@@ -81,10 +81,6 @@ class PermissionDenied(ClosedLoopError):
     code = grpc.StatusCode.PERMISSION_DENIED
 
 
-class ResourceExhausted(ClosedLoopError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
-
-
 class InternalError(ClosedLoopError):
     """A bug already logged where it happened (e.g. a failed alert batch), answered INTERNAL once
     per waiting request without logging it again."""

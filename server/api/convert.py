@@ -22,7 +22,6 @@ ACTION_STATES = {name.removeprefix("ACTION_STATE_"): value
                  for name, value in alert_pb2.ActionState.items() if value}
 ACTION_KINDS = {name.removeprefix("ACTION_KIND_"): value for name, value in alert_pb2.ActionKind.items() if value}
 MODES = {"FULL": common_pb2.RETRAIN_MODE_FULL, "INCREMENTAL": common_pb2.RETRAIN_MODE_INCREMENTAL}
-MODE_NAMES = {v: k for k, v in MODES.items()}
 
 
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=UTC)

@@ -27,7 +27,6 @@ JOBS_CHANNEL = "closedloop_retrain_jobs"
 CANCEL_CHANNEL = "closedloop_retrain_cancel"
 
 MODES = ("FULL", "INCREMENTAL")
-STATES = ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")
 TERMINAL_STATES = ("SUCCEEDED", "FAILED", "CANCELLED")
 
 # A terminal transition clears the lease so nothing can fence-match the row again.
