@@ -114,8 +114,7 @@ class CallsMixin:
 
     def rollback_model(self, model_id: str, version: int = 0, reason: str = ""):
         return self._invoke("RetrainService", "RollbackModel",
-                            retrain_pb2.RollbackModelRequest(model_id=model_id, version=version, reason=reason),
-                            idempotent=False)
+                            retrain_pb2.RollbackModelRequest(model_id=model_id, version=version, reason=reason))
 
     def list_model_versions(self, model_id: str):
         return self._invoke("RetrainService", "ListModelVersions",

@@ -197,10 +197,10 @@ async def test_mutual_tls(database_url, tmp_path):
         await srv.stop(1)
 
 
-async def test_client_retries_until_the_server_is_up_without_duplicates(database_url, tmp_path):
+async def test_client_waits_for_the_server_to_come_up_without_duplicates(database_url, tmp_path):
     port = free_port()
     settings = make_settings(database_url, tmp_path, listen=f"127.0.0.1:{port}")
-    async with AsyncClient(f"127.0.0.1:{port}", retries=30, backoff=0.05, max_backoff=0.3) as c:
+    async with AsyncClient(f"127.0.0.1:{port}", wait_for_ready=True, timeout=30) as c:
         call = asyncio.ensure_future(c.create_alert("late", "drift", "low", request_id="once"))
         await asyncio.sleep(0.5)
         assert not call.done()
