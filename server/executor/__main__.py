@@ -2,7 +2,7 @@
 
 Runs a JobRunner (no gRPC server) until SIGTERM/SIGINT, then stops gracefully: jobs it holds go back
 to the queue. Useful for a worker-only host next to ingest-only servers, and for the reliability
-tests and the benchmark, which need several runner processes they can kill, stop and continue.
+tests, which need several runner processes they can kill, stop and continue.
 Prints "READY <worker id>" on stdout once it claims jobs.
 
 Its settings come from server/config.py like the server's: the same flags, CLOSEDLOOP_* variables
