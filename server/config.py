@@ -2,6 +2,8 @@
 
 Every option has a flag `--name` and a variable `CLOSEDLOOP_NAME` (dashes become underscores); a flag
 beats the variable, the variable beats the default. Nothing reads the environment after this.
+Every process builds its settings here: `closedloop serve` and `migrate` offer every flag, the
+stand-alone worker process (executor/__main__.py) the subset it uses, with the same defaults.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import dataclasses
 import os
 import pathlib
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from .errors import ConfigError
 
@@ -92,9 +94,6 @@ class Settings:
     def auth_enabled(self) -> bool:
         return self.auth_tokens is not None
 
-    def replace(self, **changes: Any) -> "Settings":
-        return dataclasses.replace(self, **changes)
-
 
 def _convert(f: dataclasses.Field, raw: str) -> Any:
     kind = str(f.type)
@@ -116,9 +115,17 @@ def _convert(f: dataclasses.Field, raw: str) -> Any:
     return raw
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """One flag per Settings field; defaults are None so we can tell 'not given' apart."""
-    for f in dataclasses.fields(Settings):
+def add_arguments(parser: argparse.ArgumentParser, only: Iterable[str] | None = None) -> None:
+    """One flag per Settings field (or per field named in `only`); defaults are None so we can tell
+    'not given' apart."""
+    fields = dataclasses.fields(Settings)
+    if only is not None:
+        wanted = set(only)
+        unknown = wanted - {f.name for f in fields}
+        if unknown:
+            raise ValueError(f"not Settings fields: {sorted(unknown)}")
+        fields = tuple(f for f in fields if f.name in wanted)
+    for f in fields:
         flag = "--" + f.name.replace("_", "-")
         if "bool" in str(f.type):
             parser.add_argument(flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction)

@@ -2,55 +2,63 @@
 
 Runs a JobRunner (no gRPC server) until SIGTERM/SIGINT, then stops gracefully: jobs it holds go back
 to the queue. Useful for a worker-only host next to ingest-only servers, and for the reliability
-tests and the benchmark, which need several runner processes they can kill, stop and continue.
+tests, which need several runner processes they can kill, stop and continue.
 Prints "READY <worker id>" on stdout once it claims jobs.
+
+Its settings come from server/config.py like the server's: the same flags, CLOSEDLOOP_* variables
+and defaults for the options it uses (WORKER_SETTINGS), and the same logging setup. The few flags
+below them (--work, --slots, --retry-base, --poll-interval) are knobs of this process alone.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
-import pathlib
 import signal
 import sys
 
-import structlog
+from ..config import Settings, add_arguments, settings_from
+from ..errors import ConfigError, StartupError
+from ..logging_setup import configure_logging
+
+# The Settings fields a worker process uses (README, Configuration, describes each).
+WORKER_SETTINGS = ("database_url", "data_dir", "executor", "workers", "dask_scheduler", "job_lease",
+                   "job_timeout", "log_format", "log_level", "connect_timeout")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m closedloop.server.executor", description=__doc__.splitlines()[0])
-    p.add_argument("--database-url", required=True)
-    p.add_argument("--data-dir", type=pathlib.Path, default=None)
+    add_arguments(p, only=WORKER_SETTINGS)
     p.add_argument("--work", choices=("train", "noop", "probe"), default="train",
                    help="what jobs do: train (real), noop/probe (benchmark and tests)")
-    p.add_argument("--executor", choices=("local", "dask"), default="local")
-    p.add_argument("--dask-scheduler", default=None)
-    p.add_argument("--workers", type=int, default=2, help="worker processes (local) / slots")
     p.add_argument("--slots", type=int, default=None, help="concurrent jobs (default: --workers)")
-    p.add_argument("--job-lease", type=float, default=30.0)
-    p.add_argument("--job-timeout", type=float, default=3600.0)
-    p.add_argument("--retry-base", type=float, default=2.0)
-    p.add_argument("--poll-interval", type=float, default=2.0)
-    p.add_argument("--log-level", default="info")
+    p.add_argument("--retry-base", type=float, default=2.0,
+                   help="seconds: base of a failed job's retry backoff (doubles per attempt)")
+    p.add_argument("--poll-interval", type=float, default=2.0,
+                   help="longest wait in seconds between claims when no NOTIFY arrives")
     return p.parse_args(argv)
 
 
-async def _main(args: argparse.Namespace) -> None:
-    from ..config import Settings
+def worker_settings(args: argparse.Namespace) -> Settings:
+    settings = settings_from(args)
+    if settings.database_url is None:
+        # The server's embedded PostgreSQL is private to it; a worker must share a real one.
+        raise ConfigError("a worker process needs --database-url (or CLOSEDLOOP_DATABASE_URL): "
+                          "the PostgreSQL that holds the job queue")
+    return settings
+
+
+async def _main(settings: Settings, args: argparse.Namespace) -> None:
     from ..db.pool import create_pool
     from .runner import JobRunner
     from .work import work_by_name
 
-    overrides = {"data_dir": args.data_dir} if args.data_dir else {}
-    settings = Settings(database_url=args.database_url, executor=args.executor, workers=args.workers,
-                        dask_scheduler=args.dask_scheduler, job_lease=args.job_lease,
-                        job_timeout=args.job_timeout, **overrides)
-    slots = args.slots or args.workers
-    pool = await create_pool(args.database_url, min_size=1, max_size=max(4, slots + 3))
-    runner = JobRunner(settings, pool, args.database_url, slots=slots, retry_base_s=args.retry_base,
+    url = settings.database_url
+    slots = args.slots or settings.workers
+    pool = await create_pool(url, min_size=1, max_size=max(4, slots + 3), connect_timeout=settings.connect_timeout)
+    runner = JobRunner(settings, pool, url, slots=slots, retry_base_s=args.retry_base,
                        poll_interval_s=args.poll_interval,
-                       work=work_by_name(args.work, data_dir=settings.data_dir, database_url=args.database_url))
+                       work=work_by_name(args.work, data_dir=settings.data_dir, database_url=url))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -64,17 +72,17 @@ async def _main(args: argparse.Namespace) -> None:
         await pool.close()
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     args = _parse(argv)
-    level = getattr(logging, args.log_level.upper(), logging.INFO)
-    structlog.configure(
-        processors=[structlog.processors.add_log_level, structlog.processors.TimeStamper(fmt="iso"),
-                    structlog.processors.JSONRenderer()],
-        wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-    )
-    asyncio.run(_main(args))
+    try:
+        settings = worker_settings(args)
+        configure_logging(settings.log_format, settings.log_level)
+        asyncio.run(_main(settings, args))
+    except (ConfigError, StartupError) as exc:
+        print(f"closedloop worker: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, ConfigError) else 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -64,6 +64,21 @@ async def test_rules_apply_and_backtest(cli, tmp_path):
     assert code == 1 and "bad.rules:2:" in err
 
 
+async def test_rules_apply_reads_a_folder_as_the_server_does(cli, tmp_path):
+    folder = tmp_path / "rules"
+    folder.mkdir()
+    code, _, err = await cli("rules", "apply", str(folder), "--dry-run")
+    assert code == 1 and err.strip() == f"closedloop: {folder}: no *.rules files in this folder"
+    (folder / "a.rules").write_text(RULES)
+    (folder / "b.rules").write_text('rule quiet:\n    when type == "age"\n    then record\n')
+    (folder / "notes.txt").write_text("not a rule file")
+    code, out, _ = await cli("rules", "apply", str(folder), "--dry-run")
+    assert code == 0 and out.strip() == "2 rule(s) checked (dry run)"
+    (folder / "c.rules").write_text("rule c:\n    when metrics.x > 5m\n    then record\n")
+    code, _, err = await cli("rules", "apply", str(folder), "--dry-run")
+    assert code == 1 and f"{folder / 'c.rules'}:2:" in err      # the broken file's own line, not the joined text
+
+
 async def test_local_rule_tools(cli, tmp_path):
     path = tmp_path / "r.rules"
     path.write_text(RULES)

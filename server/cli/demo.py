@@ -8,6 +8,7 @@ and prints the feedback report. Everything it started is stopped and the folder 
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import shutil
 import sys
@@ -17,6 +18,8 @@ from pathlib import Path
 
 from closedloop import AsyncClient
 from closedloop.v1 import alert_pb2, common_pb2, retrain_pb2, rules_pb2
+
+from .render import enum_name, job_progress_line, print_alert_actions, render_report
 
 MODEL_ID = "fx-eurusd-demo"
 MODEL = {
@@ -46,13 +49,10 @@ class Narrator:
 
 
 async def _watch(client: AsyncClient, job_id: str, n: Narrator) -> retrain_pb2.RetrainJob:
-    from .cli_client import enum_name, progress_bar
-
     last = None
     async for job in client.watch_job(job_id):
         last = job
-        state = enum_name(retrain_pb2.JobState, job.state, "JOB_STATE_")
-        n.say(f"    job {job.id} {progress_bar(job.progress)} {state:<9} {job.progress_message}")
+        n.say(f"    {job_progress_line(job)}")
     return last
 
 
@@ -64,16 +64,11 @@ def _scores(job: retrain_pb2.RetrainJob) -> str:
 
 
 def _actions(alert: alert_pb2.Alert, n: Narrator) -> None:
-    from .cli_client import print_alert_actions
-
     if not n.quiet:
         print_alert_actions(alert, n.out)
 
 
 async def _tour(target: str, n: Narrator) -> None:
-    from .cli_client import enum_name
-    from .feedback.render import render_report
-
     async with AsyncClient(target, timeout=60) as client:
         rules = await client.get_rule_set()
         n.step(f"Active rules (version {rules.version}, the bundled defaults):")
@@ -134,9 +129,9 @@ async def _tour(target: str, n: Narrator) -> None:
 
 def run_demo(keep: bool = False, quiet: bool = False, out=None) -> int:
     """Run the tour; returns the exit code. Leaves nothing running and nothing on disk (unless keep)."""
-    from .app import create_server
-    from .config import Settings
-    from .logging_setup import configure_logging
+    from ..app import create_server
+    from ..config import Settings
+    from ..logging_setup import configure_logging
 
     out = out or sys.stdout
     n = Narrator(out, quiet)
@@ -163,3 +158,7 @@ def run_demo(keep: bool = False, quiet: bool = False, out=None) -> int:
             shutil.rmtree(folder, ignore_errors=True)
     n.step("Done." + (f" Data kept in {folder}" if keep else " Temporary data removed."))
     return 0
+
+
+def demo_command(args: argparse.Namespace) -> int:
+    return run_demo(keep=args.keep, quiet=args.quiet)

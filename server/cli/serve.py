@@ -1,0 +1,68 @@
+"""The commands that run the server or prepare for it: serve, migrate, token.
+
+The server's modules are imported inside each command, so that the client commands (which only
+talk to a server) start without loading the server, its database driver or the training stack.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+from ..config import settings_from
+from ..errors import ConfigError
+from ..logging_setup import configure_logging
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    from ..app import serve
+
+    settings = settings_from(args)
+    configure_logging(settings.log_format, settings.log_level)
+    asyncio.run(serve(settings))
+    return 0
+
+
+def migrate_command(args: argparse.Namespace) -> int:
+    from ..db.embedded import EmbeddedPostgres
+    from ..db.migrations import migrate
+    from ..db.pool import create_pool
+
+    settings = settings_from(args)
+    configure_logging(settings.log_format, settings.log_level)
+
+    async def run() -> None:
+        embedded = None
+        url = settings.database_url
+        if url is None:
+            embedded = EmbeddedPostgres(settings.data_dir)
+            url = await embedded.start()
+        try:
+            pool = await create_pool(url, min_size=1, max_size=1, connect_timeout=settings.connect_timeout)
+            try:
+                async with pool.acquire() as conn:
+                    report = await migrate(conn)
+            finally:
+                await pool.close()
+        finally:
+            if embedded is not None:
+                await embedded.stop()
+        applied = ", ".join(report.applied) or "none"
+        print(f"migrations applied: {applied}; already applied before: {report.already}; "
+              f"timescaledb: {'on' if report.timescale else 'not available (plain tables)'}")
+
+    asyncio.run(run())
+    return 0
+
+
+def token_command(args: argparse.Namespace) -> int:
+    from ..api.auth import ROLES, new_token_line
+
+    roles = args.roles.split(",")
+    unknown = [r for r in roles if r not in ROLES]
+    if unknown:
+        raise ConfigError(f"unknown role(s) {unknown}; roles are {', '.join(ROLES)}")
+    token, line = new_token_line(args.roles, args.name)
+    print(f"token (give it to the client):      {token}")
+    print(f"line for the --auth-tokens file:    {line}")
+    return 0
