@@ -40,7 +40,7 @@ async def _main(args: argparse.Namespace) -> None:
     from ..config import Settings
     from ..db.pool import create_pool
     from .runner import JobRunner
-    from .work import work_by_name
+    from .job_kinds import kind_by_name
 
     overrides = {"data_dir": args.data_dir} if args.data_dir else {}
     settings = Settings(database_url=args.database_url, executor=args.executor, workers=args.workers,
@@ -50,7 +50,7 @@ async def _main(args: argparse.Namespace) -> None:
     pool = await create_pool(args.database_url, min_size=1, max_size=max(4, slots + 3))
     runner = JobRunner(settings, pool, args.database_url, slots=slots, retry_base_s=args.retry_base,
                        poll_interval_s=args.poll_interval,
-                       work=work_by_name(args.work, data_dir=settings.data_dir, database_url=args.database_url))
+                       kind=kind_by_name(args.work, data_dir=settings.data_dir, database_url=args.database_url))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

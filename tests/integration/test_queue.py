@@ -9,7 +9,7 @@ import uuid
 import asyncpg
 import pytest
 
-from closedloop.server.executor import queue
+from closedloop.server.store import queue
 
 
 async def register(conn, model_id: str = "m1") -> str:
