@@ -114,16 +114,12 @@ def get_metric(name: str) -> Metric:
         raise ValueError(f"unknown metric {name!r}; one of {', '.join(METRICS)}") from None
 
 
-def higher_is_better(name: str) -> bool:
-    return get_metric(name).higher_is_better
-
-
 def improvement(metric: str, champion: float | None, challenger: float | None) -> float | None:
     """Challenger minus champion in the better direction (positive: the challenger is better)."""
     if champion is None or challenger is None:
         return None
     delta = challenger - champion
-    return delta if higher_is_better(metric) else -delta
+    return delta if get_metric(metric).higher_is_better else -delta
 
 
 def should_promote(metric: str, champion: float | None, challenger: float, margin: float) -> bool:

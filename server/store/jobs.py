@@ -69,7 +69,3 @@ def feedback_insert_sql(source: str) -> str:
 async def record_feedback(conn: asyncpg.Connection, job: asyncpg.Record) -> None:
     """One feedback_loop_metrics row for a job that just ended (any terminal state)."""
     await conn.execute(feedback_insert_sql("retrain_jobs") + " WHERE j.id = $1", job["id"])
-
-
-async def feedback_rows(conn: asyncpg.Connection, job_id: int) -> list[asyncpg.Record]:
-    return await conn.fetch("SELECT * FROM feedback_loop_metrics WHERE job_id = $1 ORDER BY time", job_id)
