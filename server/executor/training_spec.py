@@ -15,6 +15,7 @@ import math
 import multiprocessing
 import re
 import threading
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 from . import scoring
@@ -129,7 +130,7 @@ def _checked_estimator(name: str, params: dict | None, metric: str) -> list[tupl
     future = _estimator_checker().submit(estimator_problems, name, params, metric)
     try:
         return future.result(timeout=ESTIMATOR_CHECK_TIMEOUT_S)
-    except concurrent.futures.process.BrokenProcessPool:
+    except BrokenProcessPool:
         # The helper died (killed, out of memory): start a fresh one next time, and check this
         # spec in a fresh one now rather than refusing a spec that may be fine.
         with _checker_lock:
