@@ -33,10 +33,11 @@ import structlog
 from closedloop.server.config import Settings
 from closedloop.server.db.migrations import migrate
 from closedloop.server.db.pool import create_pool
-from closedloop.server.executor import queue, tasks
+from closedloop.server.executor import job_kinds
 from closedloop.server.executor.backends import LocalBackend
+from closedloop.server.executor.job_kinds import NoopKind
 from closedloop.server.executor.runner import JobRunner
-from closedloop.server.executor.work import NoopWork
+from closedloop.server.store import queue
 
 SLOTS = 8
 PROCESSES = 2  # the development machine has 2 cores
@@ -46,14 +47,14 @@ SYNTHETIC_SPEC = {"estimator": "linear_model.SGDClassifier", "params": {"loss": 
                   "metric": "accuracy", "holdout_fraction": 0.2, "promotion_margin": 0.0}
 
 
-class TimedNoop(NoopWork):
-    """NoopWork that reports when each job's function started and when its completion committed."""
+class TimedNoop(NoopKind):
+    """NoopKind that reports when each job's function started and when its completion committed."""
 
     def __init__(self) -> None:
         self.started: dict[int, float] = {}
         self.waiters: dict[int, asyncio.Future] = {}
 
-    async def record(self, conn, job, result):  # conn is None: NoopWork is not transactional
+    async def record(self, conn, job, result):  # conn is None: NoopKind is not transactional
         self.started[job["id"]] = result["started"]
         waiter = self.waiters.pop(job["id"], None)
         if waiter is not None and not waiter.done():
@@ -88,7 +89,7 @@ async def direct_rate(backend: LocalBackend, n: int) -> float:
 
     async def one(i: int) -> None:
         async with gate:
-            await asyncio.wrap_future(backend.submit(tasks.noop, {"job_id": i}))
+            await asyncio.wrap_future(backend.submit(job_kinds.noop, {"job_id": i}))
 
     t0 = time.perf_counter()
     await asyncio.gather(*(one(i) for i in range(n)))
@@ -118,7 +119,7 @@ async def queue_rate(pool, n: int, offset: int, quiet: bool = False) -> float:
     return n / elapsed
 
 
-async def measure_start_latency(pool, work: TimedNoop, samples: int,
+async def measure_start_latency(pool, kind: TimedNoop, samples: int,
                                 enqueue_critical: Callable[[str], Awaitable[int]], first: int = 0) -> list[float]:
     """Milliseconds from asking for a critical job (call of `enqueue_critical`) to its function
     starting in a worker. Model lat-<first> … lat-<first+samples-1> are used, one job each."""
@@ -128,9 +129,9 @@ async def measure_start_latency(pool, work: TimedNoop, samples: int,
         loop = asyncio.get_running_loop()
         t0 = time.time()
         job_id = await enqueue_critical(model_id)
-        waiter = work.waiters.setdefault(job_id, loop.create_future())
-        if job_id in work.started:  # finished before we started waiting
-            waiter.set_result(work.started[job_id])
+        waiter = kind.waiters.setdefault(job_id, loop.create_future())
+        if job_id in kind.started:  # finished before we started waiting
+            waiter.set_result(kind.started[job_id])
         started = await asyncio.wait_for(waiter, 30)
         latencies.append((started - t0) * 1000)
         await asyncio.sleep(random.uniform(0.005, 0.02))  # spread samples; no batching effects
@@ -178,8 +179,8 @@ async def main(args: argparse.Namespace) -> None:
 
         print(f"retrain benchmark: {PROCESSES} worker processes, {SLOTS} slots, {args.jobs} no-op jobs")
         backend = LocalBackend(PROCESSES)
-        work = TimedNoop()
-        runner = JobRunner(settings, pool, url, work=work, backend=backend, slots=SLOTS)
+        kind = TimedNoop()
+        runner = JobRunner(settings, pool, url, kind=kind, backend=backend, slots=SLOTS)
         await runner.start()
         await direct_rate(backend, 200)  # warm both paths
         await queue_rate(pool, 200, offset=10**6, quiet=True)
@@ -199,7 +200,7 @@ async def main(args: argparse.Namespace) -> None:
             return job["id"]
 
         half = args.samples // 2
-        lat_api = await measure_start_latency(pool, work, half, enqueue_critical, first=0)
+        lat_api = await measure_start_latency(pool, kind, half, enqueue_critical, first=0)
         print(f"2a. enqueue -> start (queue API, critical job, free worker, NOTIFY): p50 "
               f"{percentile(lat_api, 50):.1f} ms, p99 {percentile(lat_api, 99):.1f} ms over {len(lat_api)} samples")
 
@@ -219,7 +220,7 @@ async def main(args: argparse.Namespace) -> None:
             return int(alert.actions[0].job_id)
 
         await critical_alert("lat-warm")
-        lat = await measure_start_latency(pool, work, args.samples - half, critical_alert, first=half)
+        lat = await measure_start_latency(pool, kind, args.samples - half, critical_alert, first=half)
         p50, p99 = percentile(lat, 50), percentile(lat, 99)
         print(f"2b. critical alert -> job start (CreateAlert over gRPC, default rules, free worker, NOTIFY): "
               f"p50 {p50:.1f} ms, p99 {p99:.1f} ms, max {max(lat):.1f} ms over {len(lat)} samples "

@@ -38,7 +38,7 @@ from .loop.facts import ModelFactsCache
 from .loop.ingest import AlertIngestor
 from .logging_setup import configure_logging
 from .loop.rules_state import RuleEngine
-from .metrics_http import MetricsEndpoint
+from .http.prometheus import MetricsEndpoint
 from .store.models import MODELS_CHANGED_CHANNEL
 from .store.rules import RULES_CHANGED_CHANNEL
 

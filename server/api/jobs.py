@@ -13,9 +13,9 @@ from closedloop.v1 import common_pb2, retrain_pb2
 
 from ..db.pool import transaction, translate_errors
 from ..errors import FailedPrecondition, NotFound
-from ..executor import queue
 from ..store import jobs as job_store
 from ..store import models as model_store
+from ..store import queue
 from ..store import versions as version_store
 from . import convert, paging
 from .convert_jobs import MODE_FROM_PROTO, STATE_FROM_PROTO, job_message, version_message, watch_key

@@ -13,7 +13,7 @@ from .validation import Violations, check_model_id, check_page
 def check_training(v: Violations, spec: retrain_pb2.TrainingSpec, field: str = "model.training") -> None:
     """The trainer's own spec check (estimator resolvable inside sklearn, metric fits the task, source
     complete), so registration refuses exactly what a retrain would fail on."""
-    from ..executor.trainer import check_spec
+    from ..executor.training_spec import check_spec
 
     for name, description in check_spec(convert.training_json(spec)):
         v.add(f"{field}.{name}", description)

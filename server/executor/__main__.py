@@ -51,14 +51,14 @@ def worker_settings(args: argparse.Namespace) -> Settings:
 async def _main(settings: Settings, args: argparse.Namespace) -> None:
     from ..db.pool import create_pool
     from .runner import JobRunner
-    from .work import work_by_name
+    from .job_kinds import kind_by_name
 
     url = settings.database_url
     slots = args.slots or settings.workers
     pool = await create_pool(url, min_size=1, max_size=max(4, slots + 3), connect_timeout=settings.connect_timeout)
     runner = JobRunner(settings, pool, url, slots=slots, retry_base_s=args.retry_base,
                        poll_interval_s=args.poll_interval,
-                       work=work_by_name(args.work, data_dir=settings.data_dir, database_url=url))
+                       kind=kind_by_name(args.work, data_dir=settings.data_dir, database_url=url))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -17,7 +17,7 @@ import pathlib
 import tempfile
 from typing import Any
 
-from .tasks import PermanentJobError
+from .errors import PermanentJobError
 
 TRUSTED_PREFIXES = ("sklearn.", "numpy.")
 

@@ -11,7 +11,7 @@ CancelJob, timeouts and a shutdown that hands jobs back) and `shutdown()`.
 - DaskBackend: `distributed.Client(address).get_executor(pure=False)`; pure=False because two jobs
   with identical arguments must both run, never be deduplicated into one result.
 
-Job functions must be top-level and picklable (see tasks.py).
+Job functions must be top-level and picklable (see job_kinds.py).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ log = structlog.get_logger(__name__)
 # Imported once in the forkserver so each new worker process starts with them loaded: a rebuilt
 # slot (after a kill) is ready in milliseconds instead of re-importing scikit-learn.
 PRELOAD = ["numpy", "pandas", "sklearn", "sklearn.linear_model", "sklearn.ensemble", "sklearn.metrics", "skops.io",
-           "closedloop.server.executor.tasks", "closedloop.server.executor.trainer"]
+           "closedloop.server.executor.job_kinds", "closedloop.server.executor.trainer"]
 
 
 class WorkerLost(Exception):
@@ -168,7 +168,7 @@ class DaskBackend:
 
     def abort(self, future: concurrent.futures.Future) -> None:
         # Dask cannot interrupt a running task; cancel it at the scheduler, and the task itself
-        # stops at its next progress report, which the lease fencing refuses (tasks.Reporter).
+        # stops at its next progress report, which the lease fencing refuses (job_kinds.Reporter).
         future.cancel()
 
     def shutdown(self) -> None:

@@ -20,7 +20,8 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from .tasks import PermanentJobError
+from .errors import PermanentJobError
+from .training_spec import normalize_numbers, source_kind
 
 ENTRY_POINT_GROUP = "closedloop.data_sources"
 _ENTRY_POINT = re.compile(r"^[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*:[A-Za-z_][\w]*$")
@@ -35,27 +36,6 @@ def data_source(fn: Callable[..., pd.DataFrame]) -> Callable[..., pd.DataFrame]:
     """Mark a function `module:function` as usable as a TrainingSpec entry_point source."""
     fn.__closedloop_data_source__ = True
     return fn
-
-
-def normalize_numbers(value: Any) -> Any:
-    """JSON from a protobuf Struct has only floats: make integral ones ints, recursively.
-
-    Estimator params like n_estimators=100 arrive as 100.0, which scikit-learn rejects.
-    """
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, dict):
-        return {k: normalize_numbers(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [normalize_numbers(v) for v in value]
-    return value
-
-
-def source_kind(spec: dict) -> str | None:
-    for kind in ("sql", "file", "entry_point", "synthetic"):
-        if kind in spec:
-            return kind
-    return None
 
 
 def load_frame(spec: dict, *, epoch: int = 0) -> pd.DataFrame:

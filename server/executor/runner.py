@@ -10,7 +10,7 @@ Around them:
   the cancel channel makes CancelJob reach the running job without waiting for the next beat;
 - a rescuer requeues (or fails) jobs whose lease expired because their worker or server died.
 
-Everything the runner writes goes through executor/queue.py; what a job does is a `Work` (work.py).
+Everything the runner writes goes through store/queue.py; what a job does is a `JobKind` (job_kinds.py).
 """
 
 from __future__ import annotations
@@ -27,16 +27,18 @@ from typing import Any
 import asyncpg
 import structlog
 
-from ..db.pool import transaction
+from ..db.pool import CONNECTION_ERRORS, transaction
 from ..store import jobs as job_store
-from . import queue
+from ..store import queue
 from .backends import Backend, create_backend, is_worker_lost
-from .tasks import JobAbandoned, PermanentJobError, warm_up
-from .work import TrainingWork, Work
+from .errors import JobAbandoned, PermanentJobError
+from .job_kinds import JobKind, TrainingKind, warm_up
 
 log = structlog.get_logger("closedloop.executor")
 
-DB_ERRORS = (asyncpg.PostgresError, asyncpg.InterfaceError, OSError, asyncio.TimeoutError)
+# What a loop of the runner survives and retries: the database unreachable, or a statement of it
+# failing (a timeout, a conflict); either way the next round tries again.
+DB_ERRORS = (*CONNECTION_ERRORS, asyncpg.PostgresError)
 
 
 @dataclass
@@ -86,14 +88,14 @@ class _OwnConnection:
 
 
 class JobRunner:
-    def __init__(self, settings: Any, pool: asyncpg.Pool, database_url: str, *, work: Work | None = None,
+    def __init__(self, settings: Any, pool: asyncpg.Pool, database_url: str, *, kind: JobKind | None = None,
                  backend: Backend | None = None, slots: int | None = None, worker_id: str | None = None,
                  retry_base_s: float = 2.0, retry_cap_s: float = 300.0, poll_interval_s: float = 2.0,
                  warm_up: bool = True) -> None:
         self.settings = settings
         self.pool = pool
         self.database_url = database_url
-        self.work: Work = work or TrainingWork(settings.data_dir, database_url)
+        self.kind: JobKind = kind or TrainingKind(settings.data_dir, database_url)
         self._backend = backend
         self._owns_backend = backend is None
         self.slots = slots or (backend.slots if backend is not None else max(1, settings.workers))
@@ -114,7 +116,7 @@ class JobRunner:
         self._listener: asyncpg.Connection | None = None
         self._claim_conn = _OwnConnection(database_url)
         self._complete_conn = _OwnConnection(database_url)
-        # Completions of non-transactional work, batched into one statement by _complete_batches.
+        # Completions of non-transactional job kinds, batched into one statement by _complete_batches.
         self._pending_completions: list[tuple[int, str, str, asyncio.Future]] = []
         self._completions_ready = asyncio.Event()
         self.log = log.bind(worker=self.worker_id)
@@ -145,7 +147,7 @@ class JobRunner:
                        loop.create_task(self._rescue(), name="retrain-rescue"),
                        loop.create_task(self._complete_batches(), name="retrain-complete")]
         self.log.info("retrain.runner_started", backend=self._backend.name, slots=self.slots,
-                      work=self.work.name, lease_s=self.lease_s)
+                      kind=self.kind.name, lease_s=self.lease_s)
 
     def _warmed_up(self, future: concurrent.futures.Future) -> None:
         if not future.cancelled() and future.exception() is not None:
@@ -259,11 +261,11 @@ class JobRunner:
         jlog.info("retrain.job_claimed", mode=job["mode"], priority=job["priority"])
         try:
             try:
-                if getattr(self.work, "transactional", True):
+                if getattr(self.kind, "transactional", True):
                     async with self.pool.acquire() as conn:
-                        fn, payload = await self.work.prepare(conn, job)
+                        fn, payload = await self.kind.prepare(conn, job)
                 else:
-                    fn, payload = await self.work.prepare(None, job)
+                    fn, payload = await self.kind.prepare(None, job)
                 entry.future = self.backend.submit(fn, payload)
             except Exception as exc:  # noqa: BLE001 - every failure of an attempt is recorded on the job
                 await self._fail(entry, exc, jlog)
@@ -325,7 +327,7 @@ class JobRunner:
         return "lease_lost"
 
     async def _complete(self, entry: _Running, result: dict, jlog: Any) -> None:
-        if not getattr(self.work, "transactional", True):
+        if not getattr(self.kind, "transactional", True):
             await self._complete_light(entry, result, jlog)
             return
         try:
@@ -339,7 +341,7 @@ class JobRunner:
                     await job_store.record_feedback(conn, row)
                     jlog.info("retrain.job_cancelled", when="finished as cancellation arrived")
                     return
-                fields = await self.work.record(conn, owned, result)
+                fields = await self.kind.record(conn, owned, result)
                 row = await queue.complete(conn, entry.id, entry.token, **fields)
                 await job_store.record_feedback(conn, row)
         except Exception as exc:  # noqa: BLE001 - recording failed: the attempt failed
@@ -351,7 +353,7 @@ class JobRunner:
 
     async def _complete_light(self, entry: _Running, result: dict, jlog: Any) -> None:
         try:
-            fields = await self.work.record(None, entry.job, result)
+            fields = await self.kind.record(None, entry.job, result)
             done = asyncio.get_running_loop().create_future()
             self._pending_completions.append((entry.id, entry.token, fields.get("message", "done"), done))
             self._completions_ready.set()

@@ -1,6 +1,6 @@
 """The built-in scikit-learn trainer: one retraining attempt, from a model's TrainingSpec.
 
-Runs in a worker process (tasks.train). Input is a plain payload built by the runner:
+Runs in a worker process (job_kinds.train). Input is a plain payload built by the runner:
   model_id, mode ("FULL" | "INCREMENTAL"), spec (TrainingSpec as protobuf JSON), epoch (versions
   trained so far), champion (None or {version, artifact: bytes, sha256, data_end}), job_id, token.
 Output is a plain dict: scores, the promotion decision and the challenger's skops bytes; the runner
@@ -17,128 +17,21 @@ so only the attempt that still holds the lease ever produces a version.
 
 from __future__ import annotations
 
-import importlib
 import math
-import re
 from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
-from . import artifacts, metrics
-from .datasources import DataSourceError, load_frame, normalize_numbers, source_kind
-from .tasks import PermanentJobError
-
-DEFAULT_HOLDOUT = 0.2
-_MODULE_PART = re.compile(r"^[a-z][a-z0-9_]*$")
-_CLASS_NAME = re.compile(r"^[A-Z][A-Za-z0-9]*$")
+from . import artifacts, scoring
+from .datasources import DataSourceError, load_frame
+from .training_spec import DEFAULT_HOLDOUT, SpecError, build_estimator, time_column_of
 
 Report = Callable[[float, str], None]
 
 
-class SpecError(PermanentJobError):
-    """The training spec cannot work as written (estimator, params, columns, metric)."""
-
-
-def resolve_estimator(name: str) -> type:
-    """The estimator class for "module.Class" (or "sklearn.module.Class") inside scikit-learn only."""
-    from sklearn.base import BaseEstimator
-
-    bare = name[len("sklearn."):] if name.startswith("sklearn.") else name
-    module_path, _, class_name = bare.rpartition(".")
-    parts = module_path.split(".") if module_path else []
-    if not parts or not all(_MODULE_PART.match(p) for p in parts) or not _CLASS_NAME.match(class_name):
-        raise SpecError(f"estimator must name a scikit-learn class like linear_model.SGDClassifier, not {name!r}")
-    try:
-        module = importlib.import_module("sklearn." + module_path)
-    except ImportError:
-        raise SpecError(f"estimator {name!r}: scikit-learn has no module {module_path!r}") from None
-    cls = getattr(module, class_name, None)
-    if not (isinstance(cls, type) and issubclass(cls, BaseEstimator)):
-        raise SpecError(f"estimator {name!r} is not a scikit-learn estimator class")
-    return cls
-
-
-def build_estimator(name: str, params: dict | None) -> Any:
-    from sklearn.base import is_classifier, is_regressor
-
-    cls = resolve_estimator(name)
-    try:
-        est = cls(**normalize_numbers(params or {}))
-    except TypeError as exc:
-        raise SpecError(f"estimator {name} params: {exc}") from None
-    if not (is_classifier(est) or is_regressor(est)):
-        raise SpecError(f"estimator {name} is neither a classifier nor a regressor")
-    return est
-
-
-def check_spec(spec: dict) -> list[tuple[str, str]]:
-    """Problems of a TrainingSpec (protobuf JSON) as (field, description); for RegisterModel.
-
-    Cheap and side-effect free: resolves the estimator and builds it, but loads no data.
-    """
-    problems: list[tuple[str, str]] = []
-    est = None
-    if not spec.get("estimator"):
-        problems.append(("estimator", "required"))
-    else:
-        try:
-            est = build_estimator(spec["estimator"], spec.get("params"))
-        except SpecError as exc:
-            problems.append(("params" if "params" in str(exc) else "estimator", str(exc)))
-    metric = spec.get("metric", "")
-    if metric not in metrics.METRICS:
-        problems.append(("metric", f"must be one of {', '.join(metrics.METRICS)}"))
-    elif est is not None:
-        from sklearn.base import is_classifier
-
-        task = "classification" if is_classifier(est) else "regression"
-        if metrics.METRICS[metric].task != task:
-            problems.append(("metric", f"{metric} is a {metrics.METRICS[metric].task} metric; "
-                                       f"{spec['estimator']} is a {task} estimator"))
-    if not spec.get("target"):
-        problems.append(("target", "required"))
-    holdout = float(spec.get("holdout_fraction", 0) or 0)
-    if not (holdout == 0 or 0 < holdout <= 0.9) or math.isnan(holdout):
-        problems.append(("holdout_fraction", "must be in (0, 0.9] (0: default 0.2)"))
-    margin = float(spec.get("promotion_margin", 0) or 0)
-    if margin < 0 or math.isnan(margin) or math.isinf(margin):
-        problems.append(("promotion_margin", "must be a finite number >= 0"))
-    kind = source_kind(spec)
-    if kind is None:
-        problems.append(("source", "one of sql, file, entry_point, synthetic is required"))
-    elif kind == "sql":
-        if not str(spec["sql"].get("dsn", "")).startswith(("postgresql://", "postgres://")):
-            problems.append(("sql.dsn", "must be a postgresql:// URL"))
-        if not str(spec["sql"].get("query", "")).strip():
-            problems.append(("sql.query", "required"))
-    elif kind == "file":
-        path = str(spec["file"].get("path", ""))
-        fmt = str(spec["file"].get("format", "") or path.rpartition(".")[2]).lower()
-        if not path:
-            problems.append(("file.path", "required"))
-        if fmt not in ("csv", "parquet", "pq", "txt"):
-            problems.append(("file.format", "must be csv or parquet (or inferable from the extension)"))
-    elif kind == "entry_point":
-        if not re.match(r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$", str(spec["entry_point"].get("entry_point", ""))):
-            problems.append(("entry_point.entry_point", "must look like package.module:function"))
-    elif kind == "synthetic":
-        syn = spec["synthetic"]
-        if not 0 <= float(syn.get("drift", 0) or 0) <= 1:
-            problems.append(("synthetic.drift", "must be in [0, 1]"))
-        if not 0 <= int(syn.get("rows", 0) or 0) <= 1_000_000:
-            problems.append(("synthetic.rows", "must be in 0..1000000 (0: default 4000)"))
-    return problems
-
-
-def time_column_of(spec: dict) -> str:
-    if spec.get("time_column"):
-        return spec["time_column"]
-    return "time" if source_kind(spec) == "synthetic" else ""
-
-
-def prepare_frame(frame: pd.DataFrame, spec: dict) -> tuple[pd.DataFrame, pd.Series, pd.Series | None, list[str]]:
-    """(X, y, time or None, features): columns checked, rows in time order, incomplete rows dropped."""
+def prepare_frame(frame: pd.DataFrame, spec: dict) -> tuple[pd.DataFrame, pd.Series, pd.Series | None]:
+    """(X, y, time or None): columns checked, rows in time order, incomplete rows dropped."""
     target = spec.get("target", "")
     time_col = time_column_of(spec)
     if target not in frame.columns:
@@ -169,7 +62,7 @@ def prepare_frame(frame: pd.DataFrame, spec: dict) -> tuple[pd.DataFrame, pd.Ser
         frame = frame.sort_values(time_col, kind="stable")
     frame = frame.reset_index(drop=True)
     times = frame[time_col] if time_col else None
-    return frame[features], frame[target], times, features
+    return frame[features], frame[target], times
 
 
 def _fmt_point(value: Any) -> str:
@@ -200,7 +93,7 @@ def _after(times: pd.Series | None, data_end: str | None, n: int) -> np.ndarray:
     return (times.astype(str) > data_end).to_numpy()
 
 
-def _score(metric: metrics.Metric, est: Any, X: pd.DataFrame, y: pd.Series) -> float:
+def _score(metric: scoring.Metric, est: Any, X: pd.DataFrame, y: pd.Series) -> float:
     value = metric.score(est, X, y)
     if math.isnan(value) or math.isinf(value):
         raise ValueError(f"{metric.name} is not finite ({value})")
@@ -210,7 +103,7 @@ def _score(metric: metrics.Metric, est: Any, X: pd.DataFrame, y: pd.Series) -> f
 def run_training(payload: dict, report: Report) -> dict:
     spec = payload["spec"]
     mode = payload["mode"]
-    metric = metrics.get_metric(payload.get("metric") or spec.get("metric", ""))
+    metric = scoring.get_metric(payload.get("metric") or spec.get("metric", ""))
     margin = float(payload.get("margin", spec.get("promotion_margin", 0.0)) or 0.0)
     champion_info = payload.get("champion")
     notes: list[str] = []
@@ -220,7 +113,7 @@ def run_training(payload: dict, report: Report) -> dict:
         frame = load_frame(spec, epoch=int(payload.get("epoch", 0)))
     except (FileNotFoundError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise DataSourceError(str(exc)) from None
-    X, y, times, features = prepare_frame(frame, spec)
+    X, y, times = prepare_frame(frame, spec)
     holdout_fraction = float(spec.get("holdout_fraction") or DEFAULT_HOLDOUT)
     n = len(X)
     n_hold = max(1, int(math.ceil(n * holdout_fraction)))
@@ -281,7 +174,7 @@ def run_training(payload: dict, report: Report) -> dict:
             champion_score = _score(metric, champion, X_hold, y_hold)
         except Exception as exc:  # noqa: BLE001 - a champion unusable on today's data cannot defend its title
             notes.append(f"champion cannot score the holdout ({type(exc).__name__}: {exc}); not compared")
-    promote = metrics.should_promote(metric.name, champion_score, challenger_score, margin)
+    promote = scoring.should_promote(metric.name, champion_score, challenger_score, margin)
 
     report(0.9, "saving")
     data = artifacts.dumps(challenger)
@@ -290,14 +183,13 @@ def run_training(payload: dict, report: Report) -> dict:
         "challenger_metric": challenger_score,
         "champion_metric": champion_score,
         "champion_version": champion_info["version"] if champion_info else 0,
-        "improvement": metrics.improvement(metric.name, champion_score, challenger_score),
+        "improvement": scoring.improvement(metric.name, champion_score, challenger_score),
         "promote": promote,
         "refit_fallback": refit_fallback,
         "train_rows": rows_used,
         "holdout_rows": n_hold,
         "data_window": data_window,
         "data_end": data_end,
-        "features": features,
         "artifact": data,
         "sha256": artifacts.digest(data),
         "notes": notes,

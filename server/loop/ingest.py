@@ -31,9 +31,10 @@ from closedloop.dsl import AlertFacts, RuleMatch
 
 from ..db.pool import CONNECTION_ERRORS
 from ..errors import AlreadyExists, ClosedLoopError, InternalError, Unavailable
-from ..executor import queue as job_queue
 from ..store import alerts as alert_store
+from ..store import clock
 from ..store import models as model_store
+from ..store import queue as job_queue
 from .decide import AlertDecision, Decider, ModelState
 from .facts import ModelFactsCache
 from .rules_state import RuleEngine
@@ -265,7 +266,7 @@ class AlertIngestor:
         """What decisions need about the models rules want to act on (their locks are held)."""
         states: dict[str, ModelState] = {}
         locked = await model_store.decision_state(conn, acting) if acting else []
-        now = locked[0]["now"] if locked else await conn.fetchval("SELECT now()")
+        now = locked[0]["now"] if locked else await clock.db_now(conn)
         for r in locked:
             states[r["model_id"]] = ModelState(
                 registered=True, enabled=r["enabled"], cooldown_override_s=r["cooldown_override_s"],

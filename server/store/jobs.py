@@ -1,7 +1,7 @@
 """SQL around retraining jobs that is not the queue itself: the model's spec as the executor reads
 it, and the feedback_loop_metrics row every finished job writes.
 
-(The queue's own statements are in executor/queue.py; versions and promotions in store/versions.py.)
+(The queue's own statements are in store/queue.py; versions and promotions in store/versions.py.)
 """
 
 from __future__ import annotations
@@ -9,8 +9,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import asyncpg
-
-from ..executor import metrics
 
 
 @dataclass(frozen=True)
@@ -43,17 +41,14 @@ async def model_exists(conn: asyncpg.Connection, model_id: str) -> bool:
     ))
 
 
-# Metrics where lower is better: improvement is champion - challenger for them.
-LOWER_IS_BETTER = sorted(name for name, m in metrics.METRICS.items() if not m.higher_is_better)
-
-
-def feedback_insert_sql(source: str, lower_param: str) -> str:
+def feedback_insert_sql(source: str) -> str:
     """INSERT of one feedback_loop_metrics row per ended job in `source` (a table or CTE name
-    with retrain_jobs' columns); `lower_param` is the placeholder bound to LOWER_IS_BETTER.
+    with retrain_jobs' columns).
 
-    improvement is challenger minus champion in the metric's better direction (NULL for a first
-    version: no champion). alert_to_promotion_s runs from the trigger alert's observe_time (when
-    the trading service saw the problem) to now, for promoted jobs started by an alert.
+    improvement is the job's own, stored as the trainer computed it (challenger minus champion in
+    the metric's better direction; NULL for a first version: no champion). alert_to_promotion_s
+    runs from the trigger alert's observe_time (when the trading service saw the problem) to now,
+    for promoted jobs started by an alert.
     """
     return f"""INSERT INTO feedback_loop_metrics
                (time, model_id, job_id, alert_id, action_id, rule, manual, mode, outcome, metric,
@@ -61,8 +56,7 @@ def feedback_insert_sql(source: str, lower_param: str) -> str:
                 queue_wait_s, run_s, alert_to_promotion_s)
            SELECT now(), j.model_id, j.id, j.trigger_alert_id, j.trigger_action_id, j.trigger_rule, j.manual,
                   j.mode, j.state, j.metric, j.champion_metric, j.challenger_metric,
-                  CASE WHEN j.metric = ANY({lower_param}::text[]) THEN j.champion_metric - j.challenger_metric
-                       ELSE j.challenger_metric - j.champion_metric END,
+                  j.improvement,
                   m.promotion_margin, j.promoted, nullif(j.new_version, 0),
                   extract(epoch FROM j.start_time - j.create_time),
                   extract(epoch FROM coalesce(j.end_time, now()) - j.start_time),
@@ -74,8 +68,4 @@ def feedback_insert_sql(source: str, lower_param: str) -> str:
 
 async def record_feedback(conn: asyncpg.Connection, job: asyncpg.Record) -> None:
     """One feedback_loop_metrics row for a job that just ended (any terminal state)."""
-    await conn.execute(feedback_insert_sql("retrain_jobs", "$2") + " WHERE j.id = $1", job["id"], LOWER_IS_BETTER)
-
-
-async def feedback_rows(conn: asyncpg.Connection, job_id: int) -> list[asyncpg.Record]:
-    return await conn.fetch("SELECT * FROM feedback_loop_metrics WHERE job_id = $1 ORDER BY time", job_id)
+    await conn.execute(feedback_insert_sql("retrain_jobs") + " WHERE j.id = $1", job["id"])

@@ -12,10 +12,10 @@ import pytest
 import structlog
 
 from closedloop.server.config import Settings
-from closedloop.server.executor import queue
 from closedloop.server.executor.backends import LocalBackend
+from closedloop.server.executor.job_kinds import ProbeKind
 from closedloop.server.executor.runner import JobRunner
-from closedloop.server.executor.work import ProbeWork
+from closedloop.server.store import queue
 
 from .test_executor_helpers import wait_for
 
@@ -62,9 +62,9 @@ def settings(tmp_path, database_url):
 async def start_runner(pool, database_url, settings, backend):
     runners: list[JobRunner] = []
 
-    async def start(work=None, **kw) -> JobRunner:
+    async def start(kind=None, **kw) -> JobRunner:
         kw.setdefault("retry_base_s", 0.1)
-        r = JobRunner(settings, pool, database_url, backend=backend, work=work, **kw)
+        r = JobRunner(settings, pool, database_url, backend=backend, kind=kind, **kw)
         await r.start()
         runners.append(r)
         return r
@@ -160,7 +160,7 @@ async def test_failing_jobs_retry_with_growing_gaps_then_fail(pool, start_runner
         await register(conn, "bad")
         await register(conn, "spec")
     with structlog.testing.capture_logs() as logs:
-        await start_runner(ProbeWork(database_url), retry_base_s=0.1)
+        await start_runner(ProbeKind(database_url), retry_base_s=0.1)
         job = await enqueue(pool, "bad", max_attempts=4,
                             reason=json.dumps({"fail": "boom", "log": str(log_path), "report": False}))
         permanent = await enqueue(pool, "spec", reason=json.dumps({"fail": "bad spec", "permanent": True}))
@@ -180,7 +180,7 @@ async def test_failing_jobs_retry_with_growing_gaps_then_fail(pool, start_runner
 async def test_timeout_ends_the_attempt(pool, start_runner, database_url):
     async with pool.acquire() as conn:
         await register(conn, "hang")
-    runner = await start_runner(ProbeWork(database_url))
+    runner = await start_runner(ProbeKind(database_url))
     job = await enqueue(pool, "hang", max_attempts=1, timeout_s=0.5,
                         reason=json.dumps({"sleep": 60, "report": False}))
     done = await wait_for(job_in(pool, job["id"], "FAILED"))
@@ -197,7 +197,7 @@ async def test_cancel_running_job_kills_it_and_queued_job_never_runs(pool, start
     log_path = tmp_path / "runs.log"
     async with pool.acquire() as conn:
         await register(conn, "long")
-    await start_runner(ProbeWork(database_url), slots=1)
+    await start_runner(ProbeKind(database_url), slots=1)
     job = await enqueue(pool, "long", reason=json.dumps({"sleep": 60, "report": False, "log": str(log_path)}))
     await wait_for(lambda: asyncio.sleep(0, log_path.exists()))
     pids_before = set(backend.pids())
@@ -215,7 +215,7 @@ async def test_graceful_shutdown_returns_claimed_jobs(pool, start_runner, databa
     async with pool.acquire() as conn:
         await register(conn, "a")
         await register(conn, "b")
-    runner = await start_runner(ProbeWork(database_url))
+    runner = await start_runner(ProbeKind(database_url))
     jobs = [await enqueue(pool, m, reason=json.dumps({"sleep": 60, "report": False})) for m in ("a", "b")]
     for j in jobs:
         await wait_for(job_in(pool, j["id"], "RUNNING"))
@@ -227,7 +227,7 @@ async def test_graceful_shutdown_returns_claimed_jobs(pool, start_runner, databa
     # Another runner picks them up (made quick first, so the test does not wait a minute).
     async with pool.acquire() as conn:
         await conn.execute("""UPDATE retrain_jobs SET reason = '{"report": false}'""")
-    await start_runner(ProbeWork(database_url))
+    await start_runner(ProbeKind(database_url))
     for j in jobs:
         assert (await wait_for(job_in(pool, j["id"], "SUCCEEDED")))["attempt"] == 1
 

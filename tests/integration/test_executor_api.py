@@ -12,8 +12,8 @@ from closedloop.server.api.jobs import JobsMixin
 from closedloop.server.config import Settings
 from closedloop.server.errors import FailedPrecondition, InvalidArgument, NotFound
 from closedloop.server.executor.backends import LocalBackend
+from closedloop.server.executor.job_kinds import ProbeKind
 from closedloop.server.executor.runner import JobRunner
-from closedloop.server.executor.work import ProbeWork
 from closedloop.server.store import versions as version_store
 from closedloop.v1 import common_pb2, retrain_pb2 as pb
 
@@ -123,8 +123,8 @@ async def test_cancel_queued_then_ended(api, pool):
 
 @pytest.fixture
 async def runner(pool, database_url, settings):
-    backend = LocalBackend(1, preload=["closedloop.server.executor.tasks"])
-    r = JobRunner(settings, pool, database_url, backend=backend, work=ProbeWork(database_url), poll_interval_s=0.5)
+    backend = LocalBackend(1, preload=["closedloop.server.executor.job_kinds"])
+    r = JobRunner(settings, pool, database_url, backend=backend, kind=ProbeKind(database_url), poll_interval_s=0.5)
     await r.start()
     yield r
     await r.stop()

@@ -11,9 +11,9 @@ import pytest
 import structlog
 
 from closedloop.server.config import Settings
-from closedloop.server.executor import queue
 from closedloop.server.executor.backends import DaskBackend
 from closedloop.server.executor.runner import JobRunner
+from closedloop.server.store import queue
 
 from .test_executor_helpers import wait_for
 

@@ -14,10 +14,10 @@ from collections import Counter
 import pytest
 
 from closedloop.server.config import Settings
-from closedloop.server.executor import queue
 from closedloop.server.executor.backends import LocalBackend
+from closedloop.server.executor.job_kinds import ProbeKind
 from closedloop.server.executor.runner import JobRunner
-from closedloop.server.executor.work import ProbeWork
+from closedloop.server.store import queue
 
 from .test_executor_helpers import wait_for
 
@@ -130,8 +130,8 @@ async def test_paused_worker_past_its_lease_cannot_complete(pool, database_url, 
     os.kill(paused.proc.pid, signal.SIGSTOP)  # the runner freezes; its worker process sleeps on
 
     settings = Settings(database_url=database_url, data_dir=tmp_path, workers=1, job_lease=1.0)
-    backend = LocalBackend(1, preload=["closedloop.server.executor.tasks"])
-    other = JobRunner(settings, pool, database_url, backend=backend, work=ProbeWork(database_url),
+    backend = LocalBackend(1, preload=["closedloop.server.executor.job_kinds"])
+    other = JobRunner(settings, pool, database_url, backend=backend, kind=ProbeKind(database_url),
                       worker_id="other", retry_base_s=0.1, poll_interval_s=0.2)
     await other.start()
     try:

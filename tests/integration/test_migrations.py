@@ -92,3 +92,23 @@ async def test_failed_migration_leaves_nothing_half_applied(empty_database_url):
         assert await conn.fetchval("SELECT max(version) FROM schema_migrations") == good[-1].version
     finally:
         await conn.close()
+
+
+async def test_stored_improvement_is_backfilled_with_the_formula_sql_used(empty_database_url):
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        every = bundled_migrations()
+        await migrate(conn, every[:[m.name for m in every].index("job_improvement")])
+        await conn.execute("""INSERT INTO monitoring_retraining_integration (model_id, training, metric)
+                              VALUES ('m', '{}'::jsonb, 'accuracy')""")
+        await conn.execute(
+            """INSERT INTO retrain_jobs (model_id, mode, priority, state, metric, champion_metric, challenger_metric)
+               VALUES ('m', 'FULL', 2, 'SUCCEEDED', 'accuracy', 0.6, 0.7),
+                      ('m', 'FULL', 2, 'SUCCEEDED', 'rmse', 0.5, 0.4),
+                      ('m', 'FULL', 2, 'SUCCEEDED', 'log_loss', 0.3, 0.35),
+                      ('m', 'FULL', 2, 'SUCCEEDED', 'accuracy', NULL, 0.7)""")
+        await migrate(conn)
+        got = [r["improvement"] for r in await conn.fetch("SELECT improvement FROM retrain_jobs ORDER BY id")]
+        assert got[:3] == [pytest.approx(0.1), pytest.approx(0.1), pytest.approx(-0.05)] and got[3] is None
+    finally:
+        await conn.close()

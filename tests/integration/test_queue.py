@@ -9,7 +9,7 @@ import uuid
 import asyncpg
 import pytest
 
-from closedloop.server.executor import queue
+from closedloop.server.store import queue
 
 
 async def register(conn, model_id: str = "m1") -> str:
@@ -260,3 +260,19 @@ async def test_unknown_model_is_a_foreign_key_error(pool):
     async with pool.acquire() as conn:
         with pytest.raises(asyncpg.ForeignKeyViolationError):
             await queue.enqueue(conn, model_id=uuid.uuid4().hex, mode="FULL", priority=2)
+
+
+async def test_completion_stores_the_improvement_and_the_feedback_row_copies_it(pool):
+    from closedloop.server.store import jobs as job_store
+
+    async with pool.acquire() as conn:
+        await register(conn)
+        await queue.enqueue(conn, model_id="m1", mode="FULL", priority=2)
+        [job] = await queue.claim(conn, worker="w", lease_s=30)
+        # rmse: lower is better, so 0.5 -> 0.4 is +0.1; the stored figure is the caller's, as given.
+        done = await queue.complete(conn, job["id"], str(job["lease_token"]), metric="rmse", champion_metric=0.5,
+                                    challenger_metric=0.4, improvement=0.1, new_version=2)
+        assert done["improvement"] == pytest.approx(0.1)
+        await job_store.record_feedback(conn, done)
+        row = await conn.fetchrow("SELECT improvement FROM feedback_loop_metrics WHERE job_id = $1", job["id"])
+        assert row["improvement"] == pytest.approx(0.1)

@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from closedloop.server.executor import datasources, synthetic
+from closedloop.server.executor import datasources, synthetic, training_spec
 from closedloop.server.executor.datasources import DataSourceError, data_source, load_frame
 
 
@@ -83,7 +83,7 @@ def test_entry_point_must_be_marked():
 
 
 def test_normalize_numbers():
-    assert datasources.normalize_numbers({"a": 3.0, "b": [1.0, 2.5], "c": {"d": 0.0}, "e": "x", "f": True}) == \
+    assert training_spec.normalize_numbers({"a": 3.0, "b": [1.0, 2.5], "c": {"d": 0.0}, "e": "x", "f": True}) == \
         {"a": 3, "b": [1, 2.5], "c": {"d": 0}, "e": "x", "f": True}
 
 

@@ -10,10 +10,9 @@ import pandas as pd
 import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 
-from closedloop.server.executor import artifacts, metrics, synthetic
-from closedloop.server.executor.trainer import (
-    SpecError, build_estimator, check_spec, resolve_estimator, run_training,
-)
+from closedloop.server.executor import artifacts, scoring, synthetic
+from closedloop.server.executor.trainer import run_training
+from closedloop.server.executor.training_spec import SpecError, build_estimator, check_spec, resolve_estimator
 
 SGD = {"estimator": "linear_model.SGDClassifier", "params": {"loss": "log_loss", "random_state": 7.0},
        "synthetic": {"seed": 11, "drift": 0.7, "rows": 2000}, "target": "direction", "metric": "accuracy"}
@@ -63,7 +62,7 @@ def test_classification_metrics_match_sklearn(name, classification):
         "roc_auc": lambda: skm.roc_auc_score(y, est.predict_proba(X)[:, 1]),
         "log_loss": lambda: skm.log_loss(y, est.predict_proba(X)),
     }[name]()
-    assert metrics.get_metric(name).score(est, X, y) == pytest.approx(expected)
+    assert scoring.get_metric(name).score(est, X, y) == pytest.approx(expected)
 
 
 @pytest.mark.parametrize("name", ["rmse", "mae", "r2"])
@@ -74,7 +73,7 @@ def test_regression_metrics_match_sklearn(name, regression):
     pred = est.predict(X)
     expected = {"rmse": math.sqrt(skm.mean_squared_error(y, pred)), "mae": skm.mean_absolute_error(y, pred),
                 "r2": skm.r2_score(y, pred)}[name]
-    assert metrics.get_metric(name).score(est, X, y) == pytest.approx(expected)
+    assert scoring.get_metric(name).score(est, X, y) == pytest.approx(expected)
 
 
 def test_roc_auc_uses_decision_function_without_probabilities(classification):
@@ -82,9 +81,9 @@ def test_roc_auc_uses_decision_function_without_probabilities(classification):
 
     _, X, y = classification
     est = LinearSVC().fit(X, y)
-    assert 0.5 < metrics.get_metric("roc_auc").score(est, X, y) <= 1.0
+    assert 0.5 < scoring.get_metric("roc_auc").score(est, X, y) <= 1.0
     with pytest.raises(ValueError, match="predict_proba"):
-        metrics.get_metric("log_loss").score(est, X, y)
+        scoring.get_metric("log_loss").score(est, X, y)
 
 
 def test_multiclass_metrics():
@@ -95,7 +94,7 @@ def test_multiclass_metrics():
     y = np.argmax(X, axis=1)
     est = LogisticRegression(max_iter=500).fit(X, y)
     for name in ("accuracy", "f1", "roc_auc", "log_loss"):
-        assert math.isfinite(metrics.get_metric(name).score(est, X, y))
+        assert math.isfinite(scoring.get_metric(name).score(est, X, y))
 
 
 @pytest.mark.parametrize("name,champion,challenger,gain", [
@@ -103,19 +102,19 @@ def test_multiclass_metrics():
     ("rmse", 2.0, 1.5, 0.5), ("mae", 1.0, 1.2, -0.2), ("log_loss", 0.69, 0.6, 0.09),
 ])
 def test_improvement_is_in_the_better_direction(name, champion, challenger, gain):
-    assert metrics.improvement(name, champion, challenger) == pytest.approx(gain)
-    assert metrics.should_promote(name, champion, challenger, 0.0) is (gain > 0)
+    assert scoring.improvement(name, champion, challenger) == pytest.approx(gain)
+    assert scoring.should_promote(name, champion, challenger, 0.0) is (gain > 0)
 
 
 def test_should_promote_by_margin():
-    assert metrics.should_promote("accuracy", None, 0.1, 5.0)  # first version
-    assert metrics.should_promote("accuracy", 0.60, 0.62, 0.02)
-    assert not metrics.should_promote("accuracy", 0.60, 0.615, 0.02)
-    assert not metrics.should_promote("accuracy", 0.60, 0.60, 0.0)  # a tie is not better
-    assert metrics.should_promote("rmse", 1.0, 0.9, 0.1)
-    assert not metrics.should_promote("rmse", 1.0, 0.95, 0.1)
+    assert scoring.should_promote("accuracy", None, 0.1, 5.0)  # first version
+    assert scoring.should_promote("accuracy", 0.60, 0.62, 0.02)
+    assert not scoring.should_promote("accuracy", 0.60, 0.615, 0.02)
+    assert not scoring.should_promote("accuracy", 0.60, 0.60, 0.0)  # a tie is not better
+    assert scoring.should_promote("rmse", 1.0, 0.9, 0.1)
+    assert not scoring.should_promote("rmse", 1.0, 0.95, 0.1)
     with pytest.raises(ValueError):
-        metrics.get_metric("precision")
+        scoring.get_metric("precision")
 
 
 # -- estimators and specs -------------------------------------------------------------------------

@@ -1,5 +1,8 @@
 """The retrain_jobs queue: every SQL statement that moves a job, as named async functions.
 
+The executor's runner (executor/runner.py) and the API call these; this module holds the SQL and the
+state machine, the runner holds the loops (claim, heartbeat, rescue) that drive it.
+
 State machine (one row per job):
 
     QUEUED --claim--> RUNNING --complete--> SUCCEEDED
@@ -22,6 +25,8 @@ from __future__ import annotations
 from typing import Sequence
 
 import asyncpg
+
+from .jobs import feedback_insert_sql
 
 JOBS_CHANNEL = "closedloop_retrain_jobs"
 CANCEL_CHANNEL = "closedloop_retrain_cancel"
@@ -177,16 +182,22 @@ async def lock_owned(conn: asyncpg.Connection, job_id: int, token: str) -> async
 
 async def complete(conn: asyncpg.Connection, job_id: int, token: str, *, metric: str | None = None,
                    champion_metric: float | None = None, challenger_metric: float | None = None,
-                   promoted: bool = False, new_version: int = 0, refit_fallback: bool = False,
-                   message: str = "done") -> asyncpg.Record | None:
-    """SUCCEEDED with the attempt's results; None (nothing written) when the lease was lost."""
+                   improvement: float | None = None, promoted: bool = False, new_version: int = 0,
+                   refit_fallback: bool = False, message: str = "done") -> asyncpg.Record | None:
+    """SUCCEEDED with the attempt's results; None (nothing written) when the lease was lost.
+
+    `improvement` is the trainer's (challenger minus champion, signed so that positive is better),
+    stored as computed so every reader sees the same figure.
+    """
     return await conn.fetchrow(
         f"""UPDATE retrain_jobs SET state = 'SUCCEEDED', {_END_LEASE}, end_time = now(), update_time = now(),
                    progress = 1, progress_message = $9, metric = $3, champion_metric = $4,
-                   challenger_metric = $5, promoted = $6, new_version = $7, refit_fallback = $8, error = ''
+                   challenger_metric = $5, promoted = $6, new_version = $7, refit_fallback = $8, error = '',
+                   improvement = $10
              WHERE id = $1 AND lease_token = $2 AND state = 'RUNNING'
          RETURNING *""",
         job_id, token, metric, champion_metric, challenger_metric, promoted, new_version, refit_fallback, message,
+        improvement,
     )
 
 
@@ -197,8 +208,6 @@ async def complete_many_and_record(conn: asyncpg.Connection, jobs: Sequence[tupl
     `jobs` holds (job_id, lease_token, message). Each ends SUCCEEDED, or CANCELLED when that was
     requested meanwhile. Returns {job_id: state} for those completed; a missing id lost its lease.
     """
-    from ..store.jobs import LOWER_IS_BETTER, feedback_insert_sql
-
     if not jobs:
         return {}
     rows = await conn.fetch(
@@ -213,9 +222,9 @@ async def complete_many_and_record(conn: asyncpg.Connection, jobs: Sequence[tupl
                   FROM input
                  WHERE j.id = input.id AND j.lease_token = input.token AND j.state = 'RUNNING'
              RETURNING j.*)
-            {feedback_insert_sql("done", "$4")}
+            {feedback_insert_sql("done")}
             RETURNING job_id, outcome""",
-        [j[0] for j in jobs], [j[1] for j in jobs], [j[2] for j in jobs], LOWER_IS_BETTER,
+        [j[0] for j in jobs], [j[1] for j in jobs], [j[2] for j in jobs],
     )
     return {r["job_id"]: r["outcome"] for r in rows}
 

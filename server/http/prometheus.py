@@ -1,7 +1,7 @@
-"""A tiny Prometheus text endpoint (--metrics-listen): ingest and queue figures, read from PostgreSQL.
+"""The Prometheus exporter: a tiny text endpoint (--metrics-listen) with ingest and queue figures.
 
-Figures come from the database rather than process counters, so every replica reports the same
-truth and a restart loses nothing.
+Figures come from the database (store/stats.py) rather than process counters, so every replica
+reports the same truth and a restart loses nothing.
 """
 
 from __future__ import annotations
@@ -10,17 +10,9 @@ import asyncio
 
 import structlog
 
+from ..store import stats
+
 log = structlog.get_logger(__name__)
-
-QUERY = """SELECT
-    (SELECT count(*) FROM monitoring_alert_triggers) AS alerts_total,
-    (SELECT count(*) FROM closed_loop_actions) AS actions_total,
-    (SELECT count(*) FROM retrain_jobs WHERE state = 'QUEUED') AS jobs_queued,
-    (SELECT count(*) FROM retrain_jobs WHERE state = 'RUNNING') AS jobs_running,
-    (SELECT count(*) FROM retrain_jobs WHERE state = 'SUCCEEDED') AS jobs_succeeded,
-    (SELECT count(*) FROM retrain_jobs WHERE state = 'FAILED') AS jobs_failed,
-    (SELECT count(*) FROM retrain_jobs WHERE promoted) AS promotions_total"""
-
 
 class MetricsEndpoint:
     def __init__(self, listen: str, server) -> None:
@@ -41,9 +33,9 @@ class MetricsEndpoint:
 
     async def render(self) -> str:
         async with self.server.pool.acquire() as conn:
-            row = await conn.fetchrow(QUERY)
+            counts = await stats.service_counts(conn)
         lines = []
-        for key, value in row.items():
+        for key, value in counts.items():
             kind = "counter" if key.endswith("_total") or key in ("jobs_succeeded", "jobs_failed") else "gauge"
             lines += [f"# TYPE closedloop_{key} {kind}", f"closedloop_{key} {value}"]
         active = self.server.rules.active if self.server.rules else None

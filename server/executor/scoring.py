@@ -1,7 +1,10 @@
-"""Evaluation metrics by name, with the direction that counts as better.
+"""Scoring of models: evaluation metrics by name, with the direction that counts as better.
 
 Champion and challenger are scored by the same function on the same holdout; `improvement` turns
 a pair of scores into "how much better the challenger is" whatever the metric's direction.
+
+numpy and scikit-learn are imported inside the scoring functions: the spec check reads the metric
+table (names, directions, tasks) on the RegisterModel path, which must not load the training stack.
 """
 
 from __future__ import annotations
@@ -9,8 +12,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
-
-import numpy as np
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ def _accuracy(est, X, y) -> float:
 
 
 def _f1(est, X, y) -> float:
+    import numpy as np
     from sklearn.metrics import f1_score
 
     labels = np.unique(y)
@@ -50,6 +52,7 @@ def _scores(est, X):
 
 
 def _roc_auc(est, X, y) -> float:
+    import numpy as np
     from sklearn.metrics import roc_auc_score
 
     if len(np.unique(y)) < 2:
@@ -111,16 +114,12 @@ def get_metric(name: str) -> Metric:
         raise ValueError(f"unknown metric {name!r}; one of {', '.join(METRICS)}") from None
 
 
-def higher_is_better(name: str) -> bool:
-    return get_metric(name).higher_is_better
-
-
 def improvement(metric: str, champion: float | None, challenger: float | None) -> float | None:
     """Challenger minus champion in the better direction (positive: the challenger is better)."""
     if champion is None or challenger is None:
         return None
     delta = challenger - champion
-    return delta if higher_is_better(metric) else -delta
+    return delta if get_metric(metric).higher_is_better else -delta
 
 
 def should_promote(metric: str, champion: float | None, challenger: float, margin: float) -> bool:
