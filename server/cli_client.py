@@ -240,7 +240,7 @@ def jobs_submit(args) -> int:
 
 # --- rules (server side) --------------------------------------------------------------------------
 def _read_rules(path: str) -> tuple[str, str]:
-    from .loop.rules_state import read_rules_path
+    from .loop.rule_engine import read_rules_path
 
     try:
         return read_rules_path(pathlib.Path(path))

@@ -7,9 +7,9 @@ import asyncpg
 from closedloop.v1 import retrain_pb2_grpc
 
 from ..config import Settings
-from ..loop.facts import ModelFactsCache
-from ..loop.rules_state import RuleEngine
-from .feedback import FeedbackMixin
+from ..loop.model_cache import ModelFactsCache
+from ..loop.rule_engine import RuleEngine
+from .feedback_report import FeedbackMixin
 from .jobs import JobsMixin
 from .models import ModelsMixin
 

@@ -13,8 +13,8 @@ from ..db.pool import translate_errors
 from ..errors import NotFound, RuleSetInvalid
 from ..loop.backtest import run_backtest
 from ..loop.decide import merge_mode
-from ..loop.facts import ModelFactsCache
-from ..loop.rules_state import RuleEngine
+from ..loop.model_cache import ModelFactsCache
+from ..loop.rule_engine import RuleEngine
 from ..store import rules as rule_store
 from . import convert
 from .validation import Violations, check_alert

@@ -21,7 +21,7 @@ from closedloop.v1 import alert_pb2, common_pb2
 from ..api import convert
 from ..store import models as model_store
 from .ingest import AlertIngestor
-from .rules_state import RuleEngine
+from .rule_engine import RuleEngine
 
 log = structlog.get_logger(__name__)
 SOURCE = "closedloop.age_sweep"

@@ -35,8 +35,8 @@ from ..executor import queue as job_queue
 from ..store import alerts as alert_store
 from ..store import models as model_store
 from .decide import AlertDecision, Decider, ModelState
-from .facts import ModelFactsCache
-from .rules_state import RuleEngine
+from .model_cache import ModelFactsCache
+from .rule_engine import RuleEngine
 
 log = structlog.get_logger(__name__)
 
