@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-
 from typing import Iterable
 
 from closedloop.dsl import ActionSpec, RuleMatch
@@ -115,7 +114,7 @@ class Decider:
         for match in matches:
             for spec in match.actions:
                 kind = KIND_NAMES[spec.kind]
-                mode = retrain_mode(spec) if spec.mode else None
+                mode = spec.mode.upper() if spec.mode else None
                 if spec.kind in ("record", "notify"):
                     actions.append(PlannedAction(match.rule, kind, None, None, "RECORDED",
                                                  f"{spec.kind}: rule matched"))
