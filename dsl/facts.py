@@ -8,6 +8,7 @@ read their attributes directly.
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass, field
 from typing import Mapping
 
@@ -24,7 +25,7 @@ class AlertFacts:
     metrics: Mapping[str, float]
     labels: Mapping[str, str]
     source: str = ""
-    age_seconds: float = 0.0  # now - observe_time
+    age_seconds: float = 0.0  # create_time - observe_time: see alert_facts()
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +38,37 @@ class ModelFacts:
     version: int
     age_seconds: float | None  # since the current version was trained; None: no version yet
     last_retrained_seconds: float | None  # since the last retrain; None: never retrained
+
+
+def _seconds_between(earlier: dt.datetime | None, later: dt.datetime) -> float | None:
+    return None if earlier is None else max(0.0, (later - earlier).total_seconds())
+
+
+def alert_facts(*, type: str, model_id: str, severity: int, metrics: Mapping[str, float],
+                labels: Mapping[str, str], source: str, observe_time: dt.datetime,
+                received: dt.datetime) -> AlertFacts:
+    """The one way the server builds what a rule sees of an alert: live ingest, backtests,
+    EvaluateRules and the feedback report's replay all call this, so a rule decides the same
+    way on the same alert wherever it is evaluated.
+
+    ``received`` is the reference time of every time-relative fact: when the server received
+    the alert (its create_time; for an alert not stored, as in EvaluateRules, the time of the
+    call). ``age`` is therefore the alert's age on arrival, ``received - observe_time``
+    (never negative: a clock ahead of the server's counts as 0), and does not grow while the
+    alert is replayed later.
+    """
+    return AlertFacts(type=type, model_id=model_id, severity=severity, metrics=metrics, labels=labels,
+                      source=source, age_seconds=_seconds_between(observe_time, received) or 0.0)
+
+
+def model_facts(*, enabled: bool, version: int, version_time: dt.datetime | None,
+                retrained_time: dt.datetime | None, received: dt.datetime) -> ModelFacts:
+    """Registry facts of a registered model, relative to the same reference time as alert_facts():
+    ``model.age`` is how old the current version (promoted at ``version_time``) was when the alert
+    arrived, ``model.last_retrained`` the time since ``retrained_time``."""
+    return ModelFacts(registered=True, enabled=enabled, version=version,
+                      age_seconds=_seconds_between(version_time, received),
+                      last_retrained_seconds=_seconds_between(retrained_time, received))
 
 
 class _Unregistered:

@@ -34,10 +34,10 @@ from .db.migrations import migrate
 from .db.pool import create_pool
 from .errors import ConfigError
 from .loop.age_sweep import AgeSweep
-from .loop.facts import ModelFactsCache
+from .loop.model_cache import ModelFactsCache
 from .loop.ingest import AlertIngestor
 from .logging_setup import configure_logging
-from .loop.rules_state import RuleEngine
+from .loop.rule_engine import RuleEngine
 from .http.prometheus import MetricsEndpoint
 from .store.models import MODELS_CHANGED_CHANNEL
 from .store.rules import RULES_CHANGED_CHANNEL

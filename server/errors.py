@@ -1,8 +1,13 @@
-"""Exception roots of the server and the one map from them to gRPC status codes.
+"""The server's own exceptions and the one map from them to gRPC status codes.
 
-Expected failures (bad input, missing things, conflicts, an unreachable database) are raised as
-`ClosedLoopError` subclasses anywhere in the server and turned into a status here, by the
-interceptor in `api/interceptors.py`. Anything else is a bug: logged once and answered INTERNAL.
+`ServerError` is the root of every error the server raises on purpose; a process's entry point
+(the CLI) reports any of them as one line. Below it:
+- `ClosedLoopError`: expected failures of an RPC (bad input, missing things, conflicts, an
+  unreachable database), raised anywhere in the server and turned into a status by the interceptor
+  in `api/interceptors.py` (driver errors nobody handled are translated first, by
+  `db.pool.database_error`). Anything else an RPC raises is a bug: logged once, answered INTERNAL.
+- `ConfigError`, `StartupError` and `db.migrations.MigrationError`: a process that cannot start.
+The DSL keeps its own root (closedloop.dsl.RuleCompileError): it is a library of its own.
 """
 
 from __future__ import annotations
@@ -20,8 +25,12 @@ class FieldViolation:
     description: str
 
 
-class ClosedLoopError(Exception):
-    """Root of every expected error; `code` is the gRPC status it maps to."""
+class ServerError(Exception):
+    """Root of the server's own errors (see the module docstring)."""
+
+
+class ClosedLoopError(ServerError):
+    """Root of every expected RPC error; `code` is the gRPC status it maps to."""
 
     code = grpc.StatusCode.UNKNOWN
 
@@ -88,11 +97,11 @@ class InternalError(ClosedLoopError):
     code = grpc.StatusCode.INTERNAL
 
 
-class ConfigError(Exception):
+class ConfigError(ServerError):
     """Bad configuration at start-up; the CLI prints it as one line and exits 2."""
 
 
-class StartupError(Exception):
+class StartupError(ServerError):
     """The server cannot start (e.g. the database stays unreachable); printed as one line."""
 
 

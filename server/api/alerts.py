@@ -9,7 +9,6 @@ import asyncpg
 
 from closedloop.v1 import alert_pb2, alert_pb2_grpc
 
-from ..db.pool import translate_errors
 from ..errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
 from ..loop.ingest import AlertIngestor, IngestResult
 from ..store import alerts as alert_store
@@ -47,7 +46,8 @@ class AlertServicer(alert_pb2_grpc.AlertServiceServicer):
 
     async def CreateAlert(self, request, context):
         _validated(request)
-        result = await self.ingestor.submit(convert.new_alert(request, dt.datetime.now(UTC)))
+        received = dt.datetime.now(UTC)
+        result = await self.ingestor.submit(convert.new_alert(request, received), received)
         return _reply(result)
 
     async def StreamAlerts(self, request_iterator, context):
@@ -63,7 +63,8 @@ class AlertServicer(alert_pb2_grpc.AlertServiceServicer):
                     except InvalidArgument as exc:
                         await window.put(exc)
                         return
-                    pending = await self.ingestor.submit_later(convert.new_alert(request, dt.datetime.now(UTC)))
+                    received = dt.datetime.now(UTC)
+                    pending = await self.ingestor.submit_later(convert.new_alert(request, received), received)
                     await window.put(pending)
                     index += 1
             finally:
@@ -93,12 +94,11 @@ class AlertServicer(alert_pb2_grpc.AlertServiceServicer):
         v = Violations()
         alert_id = check_id(v, request.id, "id")
         v.raise_if_any()
-        with translate_errors():
-            async with self.pool.acquire() as conn:
-                row = await alert_store.get_alert(conn, alert_id)
-                if row is None:
-                    raise NotFound(f"alert {request.id} not found")
-                actions = await alert_store.actions_for(conn, [alert_id])
+        async with self.pool.acquire() as conn:
+            row = await alert_store.get_alert(conn, alert_id)
+            if row is None:
+                raise NotFound(f"alert {request.id} not found")
+            actions = await alert_store.actions_for(conn, [alert_id])
         return convert.alert_message(row, actions.get(alert_id, []))
 
     async def ListAlerts(self, request, context):
@@ -119,17 +119,16 @@ class AlertServicer(alert_pb2_grpc.AlertServiceServicer):
                 after = (dt.datetime.fromisoformat(cursor["t"]), int(cursor["id"]))
             except (KeyError, ValueError, TypeError):
                 raise InvalidArgument(FieldViolation("page_token", "not a token this server issued")) from None
-        with translate_errors():
-            async with self.pool.acquire() as conn:
-                rows = await alert_store.list_alerts(
-                    conn, model_id=request.model_id or None, alert_type=request.type or None,
-                    state=convert.ALERT_STATE_NAMES.get(request.state) if request.state else None,
-                    start=convert.from_timestamp(request.start_time) if request.HasField("start_time") else None,
-                    end=convert.from_timestamp(request.end_time) if request.HasField("end_time") else None,
-                    after=after, limit=limit + 1,
-                )
-                page = rows[:limit]
-                actions = await alert_store.actions_for(conn, [r["id"] for r in page])
+        async with self.pool.acquire() as conn:
+            rows = await alert_store.list_alerts(
+                conn, model_id=request.model_id or None, alert_type=request.type or None,
+                state=convert.ALERT_STATE_NAMES.get(request.state) if request.state else None,
+                start=convert.from_timestamp(request.start_time) if request.HasField("start_time") else None,
+                end=convert.from_timestamp(request.end_time) if request.HasField("end_time") else None,
+                after=after, limit=limit + 1,
+            )
+            page = rows[:limit]
+            actions = await alert_store.actions_for(conn, [r["id"] for r in page])
         token = ""
         if len(rows) > limit:
             last = page[-1]
@@ -144,17 +143,16 @@ class AlertServicer(alert_pb2_grpc.AlertServiceServicer):
         if target not in TRANSITIONS:
             v.add("state", "must be ALERT_STATE_ACKNOWLEDGED or ALERT_STATE_RESOLVED")
         v.raise_if_any()
-        with translate_errors():
-            async with self.pool.acquire() as conn:
-                async with conn.transaction():
-                    row = await alert_store.lock_alert(conn, alert_id)
-                    if row is None:
-                        raise NotFound(f"alert {request.id} not found")
-                    if row["state"] == target:
-                        updated = row  # idempotent: acknowledging twice is not an error
-                    elif row["state"] not in TRANSITIONS[target]:
-                        raise FailedPrecondition(f"alert {request.id} is {row['state']}; cannot move it to {target}")
-                    else:
-                        updated = await alert_store.update_state(conn, alert_id, target)
-                actions = await alert_store.actions_for(conn, [alert_id])
+        async with self.pool.acquire() as conn:
+            async with conn.transaction():
+                row = await alert_store.lock_alert(conn, alert_id)
+                if row is None:
+                    raise NotFound(f"alert {request.id} not found")
+                if row["state"] == target:
+                    updated = row  # idempotent: acknowledging twice is not an error
+                elif row["state"] not in TRANSITIONS[target]:
+                    raise FailedPrecondition(f"alert {request.id} is {row['state']}; cannot move it to {target}")
+                else:
+                    updated = await alert_store.update_state(conn, alert_id, target)
+            actions = await alert_store.actions_for(conn, [alert_id])
         return convert.alert_message(updated, actions.get(alert_id, []))

@@ -6,9 +6,9 @@ from typing import Any, Mapping
 
 from closedloop.v1 import common_pb2, retrain_pb2
 
+from .convert import MODES as MODE_TO_PROTO
 from .convert import timestamp
 
-MODE_TO_PROTO = {"FULL": common_pb2.RETRAIN_MODE_FULL, "INCREMENTAL": common_pb2.RETRAIN_MODE_INCREMENTAL}
 MODE_FROM_PROTO = {v: k for k, v in MODE_TO_PROTO.items()}
 STATE_TO_PROTO = {name: retrain_pb2.JobState.Value(f"JOB_STATE_{name}")
                   for name in ("QUEUED", "RUNNING", "SUCCEEDED", "FAILED", "CANCELLED")}

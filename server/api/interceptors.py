@@ -3,6 +3,7 @@
 Every handler is wrapped so that:
 - a request id is bound into structlog's context for the whole RPC (from `x-request-id` metadata, or new);
 - bearer tokens are checked against the method's role when auth is on (auth.py);
+- a database driver error is translated once, here (db.pool.database_error: UNAVAILABLE etc.);
 - a `ClosedLoopError` becomes its status code, with google.rpc.BadRequest details for bad input;
 - anything else is a bug: logged once with its traceback and answered INTERNAL, never leaked.
 """
@@ -17,6 +18,7 @@ import grpc
 import structlog
 from grpc_status import rpc_status
 
+from ..db.pool import database_error
 from ..errors import ClosedLoopError, to_status
 from .auth import Authenticator
 
@@ -74,6 +76,7 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, authenticator) -> grpc.Rp
         # context.abort() raises an AbortError that must propagate untouched.
         if isinstance(exc, (grpc.aio.AbortError, grpc.RpcError)):
             raise exc
+        exc = database_error(exc) or exc
         if isinstance(exc, ClosedLoopError):
             log.info("rpc.rejected", code=exc.code.name, error=exc.message[:500])
             await _abort(context, exc)

@@ -1,6 +1,6 @@
 """RetrainService, jobs and versions part: SubmitRetrain, GetJob, ListJobs, CancelJob, WatchJob,
-RollbackModel, ListModelVersions (mixed into RetrainServicer, which provides self.pool and
-self.settings). Validation here; SQL in executor/queue.py and store/; messages in convert_jobs.py.
+RollbackModel, ListModelVersions (RetrainServicer delegates them here). Validation here; SQL in
+store/queue.py and store/; messages in convert_jobs.py.
 """
 
 from __future__ import annotations
@@ -9,9 +9,12 @@ import asyncio
 
 import structlog
 
+import asyncpg
+
 from closedloop.v1 import common_pb2, retrain_pb2
 
-from ..db.pool import transaction, translate_errors
+from ..config import Settings
+from ..db.pool import transaction
 from ..errors import FailedPrecondition, NotFound
 from ..store import jobs as job_store
 from ..store import models as model_store
@@ -27,9 +30,10 @@ log = structlog.get_logger(__name__)
 WATCH_INTERVAL_S = 0.25
 
 
-class JobsMixin:
-    pool = None
-    settings = None
+class JobHandlers:
+    def __init__(self, pool: asyncpg.Pool, settings: Settings | None) -> None:
+        self.pool = pool
+        self.settings = settings  # None: the queue's defaults for attempts and timeout
 
     async def SubmitRetrain(self, request, context):
         v = Violations()
@@ -58,9 +62,8 @@ class JobsMixin:
 
     async def GetJob(self, request, context):
         job_id = self._job_id(request.job_id)
-        with translate_errors():
-            async with self.pool.acquire() as conn:
-                row = await queue.get(conn, job_id)
+        async with self.pool.acquire() as conn:
+            row = await queue.get(conn, job_id)
         if row is None:
             raise NotFound(f"job {request.job_id} does not exist")
         return job_message(row)
@@ -79,11 +82,10 @@ class JobsMixin:
         if before is not None and not isinstance(before, int):
             v.add("page_token", "not a token this server issued")
             v.raise_if_any()
-        with translate_errors():
-            async with self.pool.acquire() as conn:
-                rows = await queue.list_jobs(conn, model_id=request.model_id or None,
-                                             state=STATE_FROM_PROTO.get(request.state), before_id=before,
-                                             limit=limit + 1)
+        async with self.pool.acquire() as conn:
+            rows = await queue.list_jobs(conn, model_id=request.model_id or None,
+                                         state=STATE_FROM_PROTO.get(request.state), before_id=before,
+                                         limit=limit + 1)
         page = rows[:limit]
         token = paging.encode({"id": page[-1]["id"]}, filters) if len(rows) > limit else ""
         return retrain_pb2.ListJobsResponse(jobs=[job_message(r) for r in page], next_page_token=token)
@@ -106,9 +108,8 @@ class JobsMixin:
         job_id = self._job_id(request.job_id)
         last = None
         while True:
-            with translate_errors():
-                async with self.pool.acquire() as conn:
-                    row = await queue.get(conn, job_id)
+            async with self.pool.acquire() as conn:
+                row = await queue.get(conn, job_id)
             if row is None:
                 raise NotFound(f"job {request.job_id} does not exist")
             key = watch_key(row)
@@ -151,11 +152,10 @@ class JobsMixin:
         v = Violations()
         check_model_id(v, request.model_id)
         v.raise_if_any()
-        with translate_errors():
-            async with self.pool.acquire() as conn:
-                if not await job_store.model_exists(conn, request.model_id):
-                    raise NotFound(f"model {request.model_id!r} is not registered")
-                rows = await version_store.list_versions(conn, request.model_id)
+        async with self.pool.acquire() as conn:
+            if not await job_store.model_exists(conn, request.model_id):
+                raise NotFound(f"model {request.model_id!r} is not registered")
+            rows = await version_store.list_versions(conn, request.model_id)
         return retrain_pb2.ListModelVersionsResponse(versions=[version_message(r) for r in rows])
 
     @staticmethod

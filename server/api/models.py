@@ -1,11 +1,13 @@
-"""RetrainService, model registry part: RegisterModel, GetModel, ListModels (mixed into RetrainServicer)."""
+"""RetrainService, model registry part: RegisterModel, GetModel, ListModels (RetrainServicer delegates them here)."""
 
 from __future__ import annotations
 
+import asyncpg
+
 from closedloop.v1 import retrain_pb2
 
-from ..db.pool import translate_errors
 from ..errors import NotFound
+from ..loop.model_cache import ModelFactsCache
 from ..store import models as model_store
 from . import convert, paging
 from .validation import Violations, check_model_id, check_page
@@ -19,8 +21,10 @@ def check_training(v: Violations, spec: retrain_pb2.TrainingSpec, field: str = "
         v.add(f"{field}.{name}", description)
 
 
-class ModelsMixin:
-    pool = None
+class ModelHandlers:
+    def __init__(self, pool: asyncpg.Pool, facts: ModelFactsCache) -> None:
+        self.pool = pool
+        self.facts = facts  # dropped entries on registration, so rules see the change at once
 
     async def RegisterModel(self, request, context):
         v = Violations()
@@ -42,16 +46,15 @@ class ModelsMixin:
         spec.CopyFrom(m.training)
         if spec.holdout_fraction == 0:
             spec.holdout_fraction = 0.2
-        with translate_errors():
-            async with self.pool.acquire() as conn:
-                async with conn.transaction():
-                    row = await model_store.upsert_model(
-                        conn, model_id=m.model_id, training=convert.training_json(spec), metric=spec.metric,
-                        promotion_margin=spec.promotion_margin, enabled=m.enabled,
-                        cooldown_override_s=(m.cooldown_override.ToNanoseconds() / 1e9
-                                             if m.HasField("cooldown_override") else None),
-                        max_retrains_per_day=m.max_retrains_per_day or None,
-                    )
+        async with self.pool.acquire() as conn:
+            async with conn.transaction():
+                row = await model_store.upsert_model(
+                    conn, model_id=m.model_id, training=convert.training_json(spec), metric=spec.metric,
+                    promotion_margin=spec.promotion_margin, enabled=m.enabled,
+                    cooldown_override_s=(m.cooldown_override.ToNanoseconds() / 1e9
+                                         if m.HasField("cooldown_override") else None),
+                    max_retrains_per_day=m.max_retrains_per_day or None,
+                )
         self.facts.invalidate(m.model_id)
         return convert.model_message(row)
 
@@ -59,9 +62,8 @@ class ModelsMixin:
         v = Violations()
         check_model_id(v, request.model_id)
         v.raise_if_any()
-        with translate_errors():
-            async with self.pool.acquire() as conn:
-                row = await model_store.get_model(conn, request.model_id)
+        async with self.pool.acquire() as conn:
+            row = await model_store.get_model(conn, request.model_id)
         if row is None:
             raise NotFound(f"model {request.model_id!r} is not registered")
         return convert.model_message(row)
@@ -71,9 +73,8 @@ class ModelsMixin:
         limit = check_page(v, request.page_size, request.page_token)
         v.raise_if_any()
         cursor = paging.decode(request.page_token, {})
-        with translate_errors():
-            async with self.pool.acquire() as conn:
-                rows = await model_store.list_models(conn, after=(cursor or {}).get("m"), limit=limit + 1)
+        async with self.pool.acquire() as conn:
+            rows = await model_store.list_models(conn, after=(cursor or {}).get("m"), limit=limit + 1)
         page = rows[:limit]
         token = paging.encode({"m": page[-1]["model_id"]}, {}) if len(rows) > limit else ""
         return retrain_pb2.ListModelsResponse(models=[convert.model_message(r) for r in page], next_page_token=token)

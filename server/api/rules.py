@@ -6,15 +6,15 @@ import datetime as dt
 
 import asyncpg
 
-from closedloop.dsl import AlertFacts, RuleCompileError, check, compile_rules
+from closedloop.dsl import RuleCompileError, check, compile_rules
+from closedloop.dsl.facts import alert_facts
 from closedloop.v1 import rules_pb2, rules_pb2_grpc
 
-from ..db.pool import translate_errors
 from ..errors import NotFound, RuleSetInvalid
-from ..loop.backtest import run_backtest
-from ..loop.decide import merge_mode
-from ..loop.facts import ModelFactsCache
-from ..loop.rules_state import RuleEngine
+from ..loop.backtest import BacktestReport, BacktestSide, run_backtest
+from ..loop.decide import merge_retrains
+from ..loop.model_cache import ModelFactsCache
+from ..loop.rule_engine import RuleEngine
 from ..store import rules as rule_store
 from . import convert
 from .validation import Violations, check_alert
@@ -47,6 +47,24 @@ def ruleset_message(version: int, compiled, create_time=None, diagnostics=()) ->
     )
 
 
+def _side_message(side: BacktestSide) -> rules_pb2.BacktestSide:
+    return rules_pb2.BacktestSide(
+        rule_set_version=side.rule_set_version,
+        rules=[rules_pb2.RuleTriggerCount(rule=r.rule, matches=r.matches, retrains=r.retrains) for r in side.rules],
+        models=[rules_pb2.ModelJobCount(model_id=m, jobs=n) for m, n in side.jobs_by_model.items()],
+        jobs=side.jobs)
+
+
+def backtest_message(report: BacktestReport) -> rules_pb2.BacktestReport:
+    return rules_pb2.BacktestReport(
+        alerts=report.alerts, active=_side_message(report.active), candidate=_side_message(report.candidate),
+        differences=[rules_pb2.BacktestDifference(alert_id=str(d.alert_id), model_id=d.model_id,
+                                                  active_outcome=d.active_outcome,
+                                                  candidate_outcome=d.candidate_outcome)
+                     for d in report.differences],
+        differences_total=report.differences_total)
+
+
 class RuleServicer(rules_pb2_grpc.RuleServiceServicer):
     def __init__(self, pool: asyncpg.Pool, engine: RuleEngine, facts: ModelFactsCache) -> None:
         self.pool = pool
@@ -73,10 +91,9 @@ class RuleServicer(rules_pb2_grpc.RuleServiceServicer):
         warnings = [d for d in check(request.source, filename).diagnostics if d.severity == "warning"]
         if request.dry_run:
             return ruleset_message(0, compiled, diagnostics=warnings)
-        with translate_errors():
-            active = await self.engine.apply(compiled)
-            async with self.pool.acquire() as conn:
-                row = await rule_store.get_version(conn, active.version)
+        active = await self.engine.apply(compiled)
+        async with self.pool.acquire() as conn:
+            row = await rule_store.get_version(conn, active.version)
         return ruleset_message(active.version, compiled, row["create_time"], warnings)
 
     async def GetRuleSet(self, request, context):
@@ -84,10 +101,9 @@ class RuleServicer(rules_pb2_grpc.RuleServiceServicer):
         if request.version < 0:
             v.add("version", "must not be negative")
         v.raise_if_any()
-        with translate_errors():
-            async with self.pool.acquire() as conn:
-                row = (await rule_store.get_version(conn, request.version) if request.version
-                       else await rule_store.active(conn))
+        async with self.pool.acquire() as conn:
+            row = (await rule_store.get_version(conn, request.version) if request.version
+                   else await rule_store.active(conn))
         if row is None:
             raise NotFound(f"rule set version {request.version} not found" if request.version
                            else "no rule set is active")
@@ -109,26 +125,24 @@ class RuleServicer(rules_pb2_grpc.RuleServiceServicer):
                 raise NotFound("no rule set is active")
             ruleset, version = active.ruleset, active.version
         a = request.alert
-        now = dt.datetime.now(dt.timezone.utc)
-        observe = convert.from_timestamp(a.observe_time) if a.HasField("observe_time") else now
-        facts = AlertFacts(type=a.type, model_id=a.model_id, severity=a.severity, metrics=dict(a.metrics),
-                           labels=dict(a.labels), source=a.source,
-                           age_seconds=max(0.0, (now - observe).total_seconds()))
-        with translate_errors():
-            model = (await self.facts.get_many([a.model_id]))[a.model_id]
+        # The alert as if it arrived now; a stored alert (create_time set, e.g. from GetAlert) is
+        # evaluated as of its arrival, so it sees the facts live ingest saw.
+        received = (convert.from_timestamp(a.create_time) if a.HasField("create_time")
+                    else dt.datetime.now(dt.timezone.utc))
+        observe = convert.from_timestamp(a.observe_time) if a.HasField("observe_time") else received
+        facts = alert_facts(type=a.type, model_id=a.model_id, severity=a.severity, metrics=dict(a.metrics),
+                            labels=dict(a.labels), source=a.source, observe_time=observe, received=received)
+        model = (await self.facts.get_many([a.model_id], received))[a.model_id]
         evaluations = []
-        merged = None
+        matched_actions = []
         for ex in ruleset.explain(facts, model):
             evaluations.append(rules_pb2.RuleEvaluation(
                 rule=ex.rule, matched=bool(ex.matched),
                 clauses=[rules_pb2.Clause(text=t, value=CLAUSE_VALUES[val]) for t, val in ex.clauses],
                 actions=[convert.rule_action_message(s) for s in ex.actions] if ex.matched else []))
             if ex.matched:
-                for s in ex.actions:
-                    if s.kind == "retrain":
-                        mode = (s.mode or "full").upper()
-                        merged = (mode, s.priority or 2) if merged is None else (
-                            merge_mode(merged[0], mode), max(merged[1], s.priority or 2))
+                matched_actions.extend(ex.actions)
+        merged = merge_retrains(matched_actions)
         merged_actions = []
         if merged is not None:
             merged_actions.append(rules_pb2.RuleAction(
@@ -148,6 +162,6 @@ class RuleServicer(rules_pb2_grpc.RuleServiceServicer):
             v.add("end_time", "must be after start_time")
         v.raise_if_any()
         candidate = _compile(request.source, request.filename or "<candidate>")
-        with translate_errors():
-            return await run_backtest(self.pool, candidate, convert.from_timestamp(request.start_time),
-                                      convert.from_timestamp(request.end_time))
+        report = await run_backtest(self.pool, candidate, convert.from_timestamp(request.start_time),
+                                    convert.from_timestamp(request.end_time))
+        return backtest_message(report)

@@ -199,7 +199,7 @@ def jobs_submit(args) -> int:
 def _read_rules(path: str) -> tuple[str, str]:
     """(source, filename) to send: a rule file, or a folder's *.rules files joined in name order.
 
-    The folder is joined as the server joins its --rules folder (loop/rules_state.py), each file
+    The folder is joined as the server joins its --rules folder (loop/rule_engine.py), each file
     checked on its own first so that an error names its own file and line, not a line of the
     joined text. (Both are to call the dsl package's folder loader once it has one.)
     """

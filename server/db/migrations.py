@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import asyncpg
 import structlog
 
+from ..errors import ServerError
+
 log = structlog.get_logger(__name__)
 
 # Arbitrary constant shared by every closedloop process: the key of the migration lock.
@@ -24,7 +26,7 @@ FILE_PATTERN = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
 HYPERTABLES = {"feedback_loop_metrics": "time"}
 
 
-class MigrationError(Exception):
+class MigrationError(ServerError):
     """A migration cannot be applied or an applied one was edited; the message says which."""
 
 

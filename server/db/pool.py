@@ -11,7 +11,7 @@ from typing import AsyncIterator
 import asyncpg
 import structlog
 
-from ..errors import AlreadyExists, FailedPrecondition, StartupError, Unavailable
+from ..errors import AlreadyExists, ClosedLoopError, FailedPrecondition, StartupError, Unavailable
 
 log = structlog.get_logger(__name__)
 
@@ -77,23 +77,21 @@ async def create_pool(url: str, *, min_size: int = 2, max_size: int = 16, connec
     raise StartupError(f"cannot connect to the database at {mask_password(url)}: {reason}")
 
 
-@contextlib.contextmanager
-def translate_errors() -> "contextlib.AbstractContextManager[None]":
-    """Turn driver errors the caller did not handle into our exceptions (UNAVAILABLE etc.)."""
-    try:
-        yield
-    except CONNECTION_ERRORS as exc:
-        raise Unavailable(f"database unavailable: {exc or type(exc).__name__}") from exc
-    except asyncpg.exceptions.UniqueViolationError as exc:
-        raise AlreadyExists(f"already exists: {exc.detail or exc}") from exc
-    except asyncpg.exceptions.ForeignKeyViolationError as exc:
-        raise FailedPrecondition(f"refers to something that does not exist: {exc.detail or exc}") from exc
+def database_error(exc: BaseException) -> ClosedLoopError | None:
+    """Our error for a driver error nobody handled (UNAVAILABLE etc.), or None when `exc` is not one
+    we can name. The server interceptor calls this once for every RPC, so handlers need not."""
+    if isinstance(exc, CONNECTION_ERRORS):
+        return Unavailable(f"database unavailable: {exc or type(exc).__name__}")
+    if isinstance(exc, asyncpg.exceptions.UniqueViolationError):
+        return AlreadyExists(f"already exists: {exc.detail or exc}")
+    if isinstance(exc, asyncpg.exceptions.ForeignKeyViolationError):
+        return FailedPrecondition(f"refers to something that does not exist: {exc.detail or exc}")
+    return None
 
 
 @contextlib.asynccontextmanager
 async def transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
-    """A connection inside a transaction, with driver errors translated."""
-    with translate_errors():
-        async with pool.acquire() as conn:
-            async with conn.transaction():
-                yield conn
+    """A connection inside a transaction."""
+    async with pool.acquire() as conn:
+        async with conn.transaction():
+            yield conn

@@ -1,4 +1,5 @@
-"""What each figure of the feedback report means; sent with every report and printed by the CLI."""
+"""What each figure of the feedback report means: in words (sent with every report, printed by the
+CLI) and in code (the verdict functions below, the only place a job or an alert is judged)."""
 
 DEFINITIONS = [
     ("triggers", "alerts on which the rule matched (per model: the model's alerts that drew any action)"),
@@ -24,3 +25,47 @@ DEFINITIONS = [
                    "helped (or caught false negatives), with the counts behind it; never applied by itself: "
                    "check it with `closedloop rules backtest`"),
 ]
+
+
+# --- The verdicts in code: report.py and suggest.py judge every job and alert with these. -------
+
+HELPED, NO_EFFECT, HARMED, PENDING = "HELPED", "NO_EFFECT", "HARMED", "PENDING"
+
+
+def judged(outcome) -> bool:
+    """A finished job whose challenger was compared with a champion (first versions have none)."""
+    return outcome is not None and outcome["outcome"] == "SUCCEEDED" and outcome["improvement"] is not None
+
+
+def beat_champion(outcome) -> bool:
+    """A helpful retrain: promoted, and its challenger beat the champion by the promotion margin."""
+    return (outcome is not None and bool(outcome["promoted"]) and outcome["improvement"] is not None
+            and outcome["improvement"] >= (outcome["promotion_margin"] or 0.0))
+
+
+def false_positive(outcome) -> bool:
+    """A judged retrain that was not a helpful one: the rule fired for nothing."""
+    return judged(outcome) and not beat_champion(outcome)
+
+
+def missed(observe_time, helpful_times, window) -> bool:
+    """A false negative: a quiet alert followed within `window` by a helpful retrain of its model."""
+    return any(observe_time <= t <= observe_time + window for t in helpful_times)
+
+
+def performance_value(alert) -> float:
+    """How bad a performance alert is: its performance_drop, else its severity."""
+    return float(alert["metrics"].get("performance_drop", alert["severity"]))
+
+
+def verdict(action, outcome, perf_alerts: list) -> str:
+    """One retrain action's verdict: PENDING, NO_EFFECT, HARMED or HELPED (see DEFINITIONS)."""
+    if outcome is None:
+        return PENDING
+    if outcome["outcome"] != "SUCCEEDED" or not outcome["promoted"]:
+        return NO_EFFECT
+    before = [a for a in perf_alerts if a["observe_time"] <= action["observe_time"]]
+    after = [a for a in perf_alerts if a["observe_time"] > outcome["time"]]
+    if before and after and performance_value(after[0]) > performance_value(before[-1]):
+        return HARMED
+    return HELPED

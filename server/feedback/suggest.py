@@ -9,20 +9,26 @@ negatives) with X just under v argue for lowering it to the smallest such X. `<`
 
 from __future__ import annotations
 
-from closedloop.v1 import retrain_pb2
+from dataclasses import dataclass
+
+from .definitions import beat_champion, judged
 
 
-def _helped(outcome) -> bool:
-    return (outcome is not None and outcome["promoted"] and outcome["improvement"] is not None
-            and outcome["improvement"] >= (outcome["promotion_margin"] or 0.0))
-
-
-def _judged(outcome) -> bool:
-    return outcome is not None and outcome["outcome"] == "SUCCEEDED" and outcome["improvement"] is not None
+@dataclass(frozen=True)
+class ThresholdSuggestion:
+    rule: str
+    field: str            # e.g. metrics.drift_score
+    operator: str
+    current_value: float
+    suggested_value: float
+    false_positives_removed: int
+    helpful_retrains_kept: int
+    helpful_retrains_lost: int
+    explanation: str
 
 
 def suggest_thresholds(ruleset, actions, outcomes: dict, quiet_alerts: dict,
-                       only_rule: str | None) -> list[retrain_pb2.ThresholdSuggestion]:
+                       only_rule: str | None) -> list[ThresholdSuggestion]:
     """`actions`: action rows with their alert's metrics (`alert_metrics`); `outcomes`: job_id -> feedback
     row; `quiet_alerts`: rule -> [(alert row, followed by a helpful retrain)]."""
     out = []
@@ -38,12 +44,12 @@ def suggest_thresholds(ruleset, actions, outcomes: dict, quiet_alerts: dict,
             if act["rule"] != t.rule or act["decision"] != "QUEUED" or act["job_id"] is None:
                 continue
             outcome = outcomes.get(act["job_id"])
-            if not _judged(outcome):
+            if not judged(outcome):
                 continue
             value = act["alert_metrics"].get(key)
             if value is None:
                 continue
-            (helpful if _helped(outcome) else false_pos).append(float(value))
+            (helpful if beat_champion(outcome) else false_pos).append(float(value))
         if false_pos:
             if upward:
                 limit = min(helpful) if helpful else float("inf")
@@ -74,7 +80,7 @@ def suggest_thresholds(ruleset, actions, outcomes: dict, quiet_alerts: dict,
     return out
 
 
-def _suggestion(t, new: float, removed: int, kept: int, lost: int, why: str) -> retrain_pb2.ThresholdSuggestion:
-    return retrain_pb2.ThresholdSuggestion(
+def _suggestion(t, new: float, removed: int, kept: int, lost: int, why: str) -> ThresholdSuggestion:
+    return ThresholdSuggestion(
         rule=t.rule, field=t.field, operator=t.op, current_value=t.value, suggested_value=new,
         false_positives_removed=removed, helpful_retrains_kept=kept, helpful_retrains_lost=lost, explanation=why)

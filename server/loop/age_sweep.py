@@ -5,26 +5,39 @@ enabled models whose current version is older than the smallest `model.age` thre
 rule tests, and sends each an alert through the normal ingest path (so rules, cooldowns and
 feedback treat it like any other). The request_id names the model, version and day, so replicas
 sweeping at once, or a sweep every few minutes, raise one alert per model version per day.
+
+The alert's severity grows with how far past that threshold the model is (`age_severity`): under
+1.5x low, under 2x medium, under 4x high, from 4x on critical; so a `severity >= medium` rule
+sees a model once it is half again as old as the youngest age any rule cares about.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import datetime as dt
+import hashlib
 
 import asyncpg
 import structlog
 
-from closedloop.v1 import alert_pb2, common_pb2
+from closedloop.dsl.schema import LEVELS
 
-from ..api import convert
+from ..errors import AlreadyExists
 from ..store import models as model_store
+from ..store.alerts import NewAlert
 from .ingest import AlertIngestor
-from .rules_state import RuleEngine
+from .rule_engine import RuleEngine
 
 log = structlog.get_logger(__name__)
 SOURCE = "closedloop.age_sweep"
+# (how many times the threshold age, at most; severity). Past the last bound: critical.
+SEVERITY_BY_AGE_RATIO = ((1.5, LEVELS["low"]), (2.0, LEVELS["medium"]), (4.0, LEVELS["high"]))
+
+
+def age_severity(age_s: float, threshold_s: float) -> int:
+    """The severity of an age alert: how far past the smallest `model.age` threshold the model is."""
+    ratio = age_s / threshold_s if threshold_s > 0 else float("inf")
+    return next((level for bound, level in SEVERITY_BY_AGE_RATIO if ratio < bound), LEVELS["critical"])
 
 
 class AgeSweep:
@@ -64,21 +77,21 @@ class AgeSweep:
         now = dt.datetime.now(dt.timezone.utc)
         sent = 0
         for row in old:
-            age_days = float(row["age_s"]) / 86400
-            request = alert_pb2.CreateAlertRequest(
-                alert=alert_pb2.Alert(
-                    model_id=row["model_id"], type="age", severity=common_pb2.SEVERITY_LOW,
-                    metrics={"model_age_days": round(age_days, 4)}, source=SOURCE,
-                    labels={"version": str(row["current_version"])}),
+            age_s = float(row["age_s"])
+            age_days = age_s / 86400
+            new = NewAlert(
                 request_id=f"age:{row['model_id']}:v{row['current_version']}:{now.date().isoformat()}",
-            )
-            new = convert.new_alert(request, now)
-            # Same id and day but a different age value: not a conflict, the earlier alert stands.
-            new = dataclasses.replace(new, request_hash=convert.request_fingerprint(
-                alert_pb2.Alert(model_id=row["model_id"], type="age", source=SOURCE)))
-            result = await self.ingestor.submit(new)
+                # Same id and day but a different age value: not a conflict, the earlier alert stands.
+                request_hash=hashlib.sha256(f"{SOURCE}\0{row['model_id']}".encode()).digest(),
+                model_id=row["model_id"], alert_type="age", severity=age_severity(age_s, threshold),
+                metrics={"model_age_days": round(age_days, 4)}, labels={"version": str(row["current_version"])},
+                source=SOURCE, observe_time=now)
+            try:
+                result = await self.ingestor.submit(new, now)
+            except AlreadyExists:  # raised today by an older closedloop with another fingerprint
+                continue
             if result.created:
                 sent += 1
                 log.info("age_sweep.alert_raised", model_id=row["model_id"], age_days=round(age_days, 2),
-                         version=row["current_version"])
+                         version=row["current_version"], severity=new.severity)
         return sent

@@ -3,8 +3,9 @@
 The candidate side is simulated with the same `Decider` the live loop uses, in observe_time order,
 starting from no cooldowns at the window's start. A simulated job stays active (so later triggers
 coalesce into it) for the model's median real job duration, or DEFAULT_JOB_SECONDS when the model
-has no finished job yet. Model facts come from the registry and the promotion history (the model's
-age at each alert is measured from the version current at that time).
+has no finished job yet. Facts are built as live ingest builds them (closedloop.dsl.facts), relative
+to each alert's create_time: model facts come from the registry and the promotion history (the
+model's age at each alert is measured from the version current when the alert arrived).
 """
 
 from __future__ import annotations
@@ -12,25 +13,61 @@ from __future__ import annotations
 import bisect
 import datetime as dt
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 
 import asyncpg
 
-from closedloop.dsl import AlertFacts, CompiledRuleSet, ModelFacts
-from closedloop.v1 import rules_pb2
+from closedloop.dsl import CompiledRuleSet
+from closedloop.dsl.facts import alert_facts, model_facts
+from closedloop.dsl.schema import LEVEL_NAMES
 
 from ..store import alerts as alert_store
 from ..store import history
-from .decide import Decider, ModelState, PRIORITY_NAMES
+from .decide import Decider, ModelState
 
 DEFAULT_JOB_SECONDS = 600.0
 MAX_DIFFERENCES = 1000
+
+
+@dataclass(frozen=True)
+class RuleCount:
+    rule: str
+    matches: int   # alerts the rule matched
+    retrains: int  # its QUEUED decisions
+
+
+@dataclass(frozen=True)
+class BacktestSide:
+    """What one rule set did (active: from the record) or would have done (candidate: simulated)."""
+
+    rule_set_version: int  # 0 for the candidate
+    rules: list[RuleCount]
+    jobs_by_model: dict[str, int]
+    jobs: int
+
+
+@dataclass(frozen=True)
+class BacktestDifference:
+    alert_id: int
+    model_id: str
+    active_outcome: str
+    candidate_outcome: str
+
+
+@dataclass(frozen=True)
+class BacktestReport:
+    alerts: int
+    active: BacktestSide
+    candidate: BacktestSide
+    differences: list[BacktestDifference]  # the first MAX_DIFFERENCES
+    differences_total: int
 
 
 def _outcome(decisions: list[tuple[str, str, str | None, int | None]]) -> str:
     """Readable summary of an alert's decisions: 'QUEUED full/high by drift_auto_retrain; ...'."""
     parts = []
     for rule, decision, mode, priority in decisions:
-        detail = f" {mode.lower()}/{PRIORITY_NAMES.get(priority, '?')}" if mode else ""
+        detail = f" {mode.lower()}/{LEVEL_NAMES.get(priority, '?')}" if mode else ""
         parts.append(f"{decision}{detail} by {rule}")
     return "; ".join(sorted(parts)) or "nothing"
 
@@ -52,7 +89,7 @@ class _VersionClock:
 
 
 async def run_backtest(pool: asyncpg.Pool, candidate: CompiledRuleSet, start: dt.datetime,
-                       end: dt.datetime) -> rules_pb2.BacktestReport:
+                       end: dt.datetime) -> BacktestReport:
     async with pool.acquire() as conn:
         alerts = await alert_store.alerts_in_window(conn, start, end)
         actions = await history.actions_for_alerts(conn, [a["id"] for a in alerts])
@@ -102,16 +139,15 @@ async def run_backtest(pool: asyncpg.Pool, candidate: CompiledRuleSet, start: dt
             recent = [t for t in day_jobs[model_id] if now - t < dt.timedelta(days=1)]
             day_jobs[model_id] = recent
             state.automated_today = len(recent)
-            version, since = clock.at(model_id, now)
-            facts = ModelFacts(registered=True, enabled=state.enabled, version=version,
-                               age_seconds=(now - since).total_seconds() if since else None,
-                               last_retrained_seconds=(now - since).total_seconds() if since else None)
+            # Facts as of the alert's arrival, like live ingest; the simulation's clock is observe_time.
+            version, since = clock.at(model_id, al["create_time"])
+            model = model_facts(enabled=state.enabled, version=version, version_time=since, retrained_time=since,
+                                received=al["create_time"])
         else:
-            facts = None
-        alert_facts = AlertFacts(type=al["alert_type"], model_id=model_id, severity=al["severity"],
-                                 metrics=al["metrics"], labels=al["labels"], source=al["source"],
-                                 age_seconds=max(0.0, (al["create_time"] - now).total_seconds()))
-        matches = candidate.match(alert_facts, facts)
+            model = None
+        alert = alert_facts(type=al["alert_type"], model_id=model_id, severity=al["severity"], metrics=al["metrics"],
+                            labels=al["labels"], source=al["source"], observe_time=now, received=al["create_time"])
+        matches = candidate.match(alert, model)
         decision = decider.decide(model_id, matches)
         for m in matches:
             cand_rules[m.rule]["matches"] += 1
@@ -129,19 +165,16 @@ async def run_backtest(pool: asyncpg.Pool, candidate: CompiledRuleSet, start: dt
         if cand != act:
             total_diff += 1
             if len(differences) < MAX_DIFFERENCES:
-                differences.append(rules_pb2.BacktestDifference(
-                    alert_id=str(al["id"]), model_id=model_id, active_outcome=act, candidate_outcome=cand))
+                differences.append(BacktestDifference(al["id"], model_id, act, cand))
 
-    def side(rules: dict[str, Counter], jobs: dict, version: int) -> rules_pb2.BacktestSide:
-        return rules_pb2.BacktestSide(
+    def side(rules: dict[str, Counter], jobs: dict, version: int) -> BacktestSide:
+        return BacktestSide(
             rule_set_version=version,
-            rules=[rules_pb2.RuleTriggerCount(rule=r, matches=c["matches"], retrains=c["retrains"])
-                   for r, c in sorted(rules.items())],
-            models=[rules_pb2.ModelJobCount(model_id=m, jobs=n) for m, n in sorted(jobs.items())],
-            jobs=sum(jobs.values()))
+            rules=[RuleCount(r, c["matches"], c["retrains"]) for r, c in sorted(rules.items())],
+            jobs_by_model=dict(sorted(jobs.items())), jobs=sum(jobs.values()))
 
     active_version = versions.most_common(1)[0][0] if versions else 0
-    return rules_pb2.BacktestReport(
+    return BacktestReport(
         alerts=len(alerts),
         active=side(active_rules, {m: len(j) for m, j in active_jobs.items()}, active_version),
         candidate=side(cand_rules, dict(cand_jobs), 0),

@@ -15,10 +15,13 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import Iterable
 
 from closedloop.dsl import ActionSpec, RuleMatch
+from closedloop.dsl.schema import LEVEL_NAMES, format_duration
 
-PRIORITY_NAMES = {1: "low", 2: "medium", 3: "high", 4: "critical"}
+DEFAULT_MODE = "FULL"    # a `retrain` without a mode
+DEFAULT_PRIORITY = 2     # a `retrain` without a priority: medium
 KIND_NAMES = {"retrain": "RETRAIN", "record": "RECORD", "notify": "NOTIFY", "rollback": "ROLLBACK"}
 
 
@@ -78,15 +81,24 @@ class AlertDecision:
         return "OPEN"
 
 
-def _fmt_duration(seconds: float) -> str:
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size and seconds % size == 0:
-            return f"{int(seconds // size)}{unit}"
-    return f"{seconds:g}s"
+def retrain_mode(spec: ActionSpec) -> str:
+    """FULL or INCREMENTAL: what a retrain action asks for."""
+    return (spec.mode or DEFAULT_MODE).upper()
 
 
-def merge_mode(a: str, b: str) -> str:
-    return "FULL" if "FULL" in (a, b) else "INCREMENTAL"
+def merge_retrains(specs: Iterable[ActionSpec]) -> tuple[str, int] | None:
+    """The one retrain several retrain actions of an alert add up to: full beats incremental, the
+    highest priority wins. None when there is no retrain action among `specs`."""
+    merged = None
+    for spec in specs:
+        if spec.kind != "retrain":
+            continue
+        mode, priority = retrain_mode(spec), spec.priority or DEFAULT_PRIORITY
+        if merged is not None:
+            mode = "FULL" if "FULL" in (mode, merged[0]) else "INCREMENTAL"
+            priority = max(priority, merged[1])
+        merged = (mode, priority)
+    return merged
 
 
 class Decider:
@@ -132,11 +144,7 @@ class Decider:
                 wanting.append((match.rule, spec))
         retrain = None
         if wanting:
-            mode = "INCREMENTAL"
-            priority = 0
-            for _, spec in wanting:
-                mode = merge_mode(mode, (spec.mode or "full").upper())
-                priority = max(priority, spec.priority or 2)
+            mode, priority = merge_retrains(spec for _, spec in wanting)
             rules = tuple(rule for rule, _ in wanting)
             if state.active_job is not None:
                 retrain = RetrainRequest(mode, priority, rules, state.active_job)
@@ -148,14 +156,14 @@ class Decider:
                 decision = "SKIPPED_BUDGET"
             else:
                 retrain = RetrainRequest(mode, priority, rules, None)
-                reason = f"retrain {mode.lower()} at priority {PRIORITY_NAMES[priority]} (merged from {len(rules)} rule(s))"
+                reason = f"retrain {mode.lower()} at priority {LEVEL_NAMES[priority]} (merged from {len(rules)} rule(s))"
                 decision = "QUEUED"
                 state.automated_today += 1
                 state.last_automated = self.now
                 for rule in rules:
                     state.last_queued_by_rule[rule] = self.now
             for rule, spec in wanting:
-                actions.append(PlannedAction(rule, "RETRAIN", (spec.mode or "full").upper(), spec.priority,
+                actions.append(PlannedAction(rule, "RETRAIN", retrain_mode(spec), spec.priority,
                                              decision, reason))
         return AlertDecision(actions, retrain, rollback)
 
@@ -181,7 +189,7 @@ class Decider:
         seconds = self._cooldown_seconds(state, spec) or 0
         scope = "the model" if spec.cooldown_per_model else "the rule"
         source = "model override" if state.cooldown_override_s is not None else scope
-        return f"{_fmt_duration(seconds)} ({source})"
+        return f"{format_duration(seconds)} ({source})"
 
     def _cooldown_until(self, state: ModelState, rule: str, spec: ActionSpec) -> dt.datetime | None:
         seconds = self._cooldown_seconds(state, spec)

@@ -1,8 +1,9 @@
-"""Alert ingest with group commit: many CreateAlert/StreamAlerts requests share one transaction.
+"""Alert ingest: the decision transaction, fed by a group commit (group_commit.py).
 
 Each request is validated by the servicer, then handed to `AlertIngestor.submit()`, which resolves
-once the alert, its decisions and its job are committed. A batcher takes whatever requests are
-waiting (up to `max_batch`) and writes them:
+once the alert, its decisions and its job are committed. The group commit hands whatever requests
+are waiting to `AlertIngestor._write_batch`, which evaluates the rules outside any transaction and
+writes the batch:
 
 - when no rule matched any alert of the batch (the common case): one INSERT, committing on its own;
 - otherwise, in one transaction: take the decision locks of the models rules want to act on → read
@@ -10,11 +11,7 @@ waiting (up to `max_batch`) and writes them:
   alerts with their final state → queue new jobs, fold coalescing triggers into active ones →
   insert the actions.
 
-All of it commits or none of it does, so a decision is never half-written. While one batch is in
-the database the next one fills; a second writer joins only when a backlog builds up (on a light
-load it would only split the batches), and under heavy load the batcher lingers `linger` seconds
-before taking a batch. So the batch size follows the load: one alert per commit when idle, tens to
-hundreds under pressure. `max_pending` bounds memory: submit() waits when that many are in flight.
+All of it commits or none of it does, so a decision is never half-written.
 """
 
 from __future__ import annotations
@@ -27,7 +24,8 @@ from dataclasses import dataclass, field
 import asyncpg
 import structlog
 
-from closedloop.dsl import AlertFacts, RuleMatch
+from closedloop.dsl import RuleMatch
+from closedloop.dsl.facts import alert_facts
 
 from ..db.pool import CONNECTION_ERRORS
 from ..errors import AlreadyExists, ClosedLoopError, InternalError, Unavailable
@@ -36,13 +34,11 @@ from ..store import clock
 from ..store import models as model_store
 from ..store import queue as job_queue
 from .decide import AlertDecision, Decider, ModelState
-from .facts import ModelFactsCache
-from .rules_state import RuleEngine
+from .group_commit import GroupCommit
+from .model_cache import ModelFactsCache
+from .rule_engine import RuleEngine
 
 log = structlog.get_logger(__name__)
-
-# Linger only when this many requests were in the last batch or are waiting now.
-LINGER_FROM = 8
 
 
 class RequestIdRace(Exception):
@@ -62,11 +58,14 @@ class IngestResult:
 @dataclass
 class _Pending:
     new: alert_store.NewAlert
-    future: asyncio.Future
+    received: dt.datetime  # the reference time of the alert's facts
     matches: list[RuleMatch] = field(default_factory=list)
 
 
 class AlertIngestor:
+    """The decision transaction behind a `GroupCommit`: evaluates a batch's rules, then writes its
+    alerts, decisions and jobs in one transaction."""
+
     def __init__(self, pool: asyncpg.Pool, rules: RuleEngine, facts: ModelFactsCache, *,
                  max_batch: int = 512, writers: int = 2, max_pending: int = 8192, linger: float = 0.002,
                  job_max_attempts: int | None = None, job_timeout_s: float | None = None) -> None:
@@ -75,78 +74,37 @@ class AlertIngestor:
         self.job_timeout_s = job_timeout_s
         self.rules = rules
         self.facts = facts
-        self.max_batch = max_batch
-        self.linger = linger
-        self._last_batch_size = 0
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self.max_writers = writers
-        self._writer_done = asyncio.Event()
-        self._capacity = asyncio.Semaphore(max_pending)
-        self._batcher: asyncio.Task | None = None
-        self._inflight: set[asyncio.Task] = set()
-        # Committed batches and alerts, for the metrics endpoint and to show group commit at work.
-        self.batches_committed = 0
-        self.requests_committed = 0
+        self._batcher: GroupCommit[_Pending, IngestResult] = GroupCommit(
+            self._write_batch, max_batch=max_batch, writers=writers, max_pending=max_pending, linger=linger,
+            name="alert-batcher")
+
+    @property
+    def batches_committed(self) -> int:
+        """Committed batches, for the metrics endpoint and to show group commit at work."""
+        return self._batcher.batches_committed
 
     async def start(self) -> None:
-        self._batcher = asyncio.create_task(self._run(), name="alert-batcher")
+        await self._batcher.start()
 
     async def stop(self) -> None:
         """Finish what was submitted, then stop."""
-        while not self._queue.empty() or self._inflight:
-            await asyncio.sleep(0.01)
-        if self._batcher is not None:
-            self._batcher.cancel()
-            await asyncio.gather(self._batcher, return_exceptions=True)
+        await self._batcher.stop()
 
-    async def submit(self, new: alert_store.NewAlert) -> IngestResult:
+    async def submit(self, new: alert_store.NewAlert, received: dt.datetime | None = None) -> IngestResult:
         """Queue an alert and wait until it is committed (or failed)."""
-        return await (await self.submit_later(new))
+        return await (await self.submit_later(new, received))
 
-    async def submit_later(self, new: alert_store.NewAlert) -> asyncio.Future:
+    async def submit_later(self, new: alert_store.NewAlert, received: dt.datetime | None = None) -> asyncio.Future:
         """Queue an alert once there is room; returns the future of its result without waiting for it.
 
-        Streams use this to keep many writes in flight in order without a task per message.
+        `received`: when the server received the alert (default: now), the reference time of its
+        facts (see closedloop.dsl.facts.alert_facts). Streams use this to keep many writes in flight
+        in order without a task per message.
         """
-        await self._capacity.acquire()
-        future = asyncio.get_running_loop().create_future()
-        future.add_done_callback(self._release_capacity)
-        self._queue.put_nowait(_Pending(new, future))
-        return future
+        return await self._batcher.submit_later(_Pending(new, received or dt.datetime.now(dt.timezone.utc)))
 
-    def _release_capacity(self, _future: asyncio.Future) -> None:
-        self._capacity.release()
-
-    async def _run(self) -> None:
-        while True:
-            first = await self._queue.get()
-            # A second writer only starts when a backlog builds up behind the first: two writers
-            # taking turns on a light load would just halve every batch.
-            while not (len(self._inflight) == 0 or (len(self._inflight) < self.max_writers
-                                                   and self._queue.qsize() + 1 >= LINGER_FROM)):
-                self._writer_done.clear()
-                try:
-                    await asyncio.wait_for(self._writer_done.wait(), self.linger)
-                except asyncio.TimeoutError:
-                    pass
-            if self._queue.qsize() + 1 >= LINGER_FROM or self._last_batch_size >= LINGER_FROM:
-                # Under heavy load, wait a moment for the RPCs being decoded right now: tens of
-                # alerts per commit instead of a few. Under light or moderate load the writer goes at
-                # once, so an alert pays no delay when there is little to gain.
-                await asyncio.sleep(self.linger)
-            batch = [first]
-            while len(batch) < self.max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            self._last_batch_size = len(batch)
-            task = asyncio.create_task(self._write_batch(batch))
-            self._inflight.add(task)
-            task.add_done_callback(self._batch_done)
-
-    def _batch_done(self, task: asyncio.Task) -> None:
-        self._inflight.discard(task)
-        self._writer_done.set()
-
-    async def _write_batch(self, batch: list[_Pending]) -> None:
+    async def _write_batch(self, batch: list[_Pending]) -> list:
+        """The write function of the group commit: one result (or exception) per request."""
         started = time.perf_counter()
         try:
             active = self.rules.active
@@ -162,48 +120,27 @@ class AlertIngestor:
                     log.warning("alert.batch_retry", error=type(exc).__name__, size=len(batch))
                     await asyncio.sleep(0.005 * (attempt + 1))
         except CONNECTION_ERRORS as exc:
-            self._fail(batch, Unavailable(f"database unavailable: {exc or type(exc).__name__}"))
-            return
-        except asyncio.CancelledError:
-            self._fail(batch, Unavailable("the server is stopping"))
-            raise
-        except Exception:  # noqa: BLE001 - a bug: logged once here, every waiter answered INTERNAL
+            raise Unavailable(f"database unavailable: {exc or type(exc).__name__}") from exc
+        except Exception as exc:  # noqa: BLE001 - a bug: logged once here, every waiter answered INTERNAL
             log.exception("alert.batch_failed", size=len(batch))
-            self._fail(batch, InternalError("internal error writing alerts; the server log has the details"))
-            return
-        self.batches_committed += 1
-        self.requests_committed += len(batch)
+            raise InternalError("internal error writing alerts; the server log has the details") from exc
         rolled_back = {p.new.model_id for p in batch if any(s.kind == "rollback" for m in p.matches for s in m.actions)}
         for model_id in rolled_back:
             self.facts.invalidate(model_id)
-        for pending, result in zip(batch, results):
-            if pending.future.done():
-                continue
-            if isinstance(result, Exception):
-                pending.future.set_exception(result)
-            else:
-                pending.future.set_result(result)
         log.debug("alert.batch_committed", size=len(batch), ms=round((time.perf_counter() - started) * 1000, 2))
-
-    @staticmethod
-    def _fail(batch: list[_Pending], exc: Exception) -> None:
-        for p in batch:
-            if not p.future.done():
-                p.future.set_exception(exc)
+        return results
 
     async def _evaluate(self, batch: list[_Pending], active) -> None:
         """Rule matches per alert, outside the transaction (pure Python on cached facts)."""
         if active is None:
             return
-        facts = await self.facts.get_many({p.new.model_id for p in batch})
-        now = dt.datetime.now(dt.timezone.utc)
+        models = await self.facts.entries({p.new.model_id for p in batch})
         for p in batch:
             a = p.new
-            alert_facts = AlertFacts(
-                type=a.alert_type, model_id=a.model_id, severity=a.severity, metrics=a.metrics,
-                labels=a.labels, source=a.source, age_seconds=max(0.0, (now - a.observe_time).total_seconds()),
-            )
-            p.matches = active.ruleset.match(alert_facts, facts.get(a.model_id))
+            alert = alert_facts(type=a.alert_type, model_id=a.model_id, severity=a.severity, metrics=a.metrics,
+                                labels=a.labels, source=a.source, observe_time=a.observe_time, received=p.received)
+            entry = models.get(a.model_id)
+            p.matches = active.ruleset.match(alert, entry.facts_at(p.received) if entry is not None else None)
 
     async def _transaction(self, batch: list[_Pending], version: int, *, look_up_first: bool = False) -> list:
         """Write a batch; returns per request an IngestResult or the exception for that request.

@@ -226,10 +226,10 @@ async def test_stream_flow_control_bounds_memory_while_the_database_is_slow(clie
     taken = 0
     submit_later = server.ingestor.submit_later
 
-    async def counting_submit_later(new):
+    async def counting_submit_later(new, received):
         nonlocal taken
         taken += 1
-        return await submit_later(new)
+        return await submit_later(new, received)
 
     monkeypatch.setattr(server.ingestor, "submit_later", counting_submit_later)
 

@@ -250,6 +250,15 @@ async def test_age_sweep_raises_age_alerts_for_old_models(server, client):
     assert alert.model_id == "old" and alert.metrics["model_age_days"] > 39
     assert [(a.rule, a.state, a.mode) for a in alert.actions] == [
         ("model_age_auto_retrain", QUEUED, common_pb2.RETRAIN_MODE_INCREMENTAL)]
+    # 40 days against the default rules' 30d threshold: under 1.5x, low. Severity grows with the ratio.
+    assert alert.severity == common_pb2.SEVERITY_LOW
+    await client.register_model(synthetic_model("ancient"))
+    async with server.pool.acquire() as conn:
+        await conn.execute("""UPDATE monitoring_retraining_integration SET current_version = 1,
+                              current_version_time = now() - interval '130 days' WHERE model_id = 'ancient'""")
+    assert await sweep.sweep_once() == 1
+    [ancient] = (await client.list_alerts(type="age", model_id="ancient")).alerts
+    assert ancient.severity == common_pb2.SEVERITY_CRITICAL
 
 
 async def test_rule_jobs_take_attempts_and_timeout_from_settings(database_url, tmp_path):

@@ -1,4 +1,4 @@
-"""The RetrainService jobs handlers (JobsMixin) over a real database: validation, idempotency,
+"""The RetrainService jobs handlers (JobHandlers) over a real database: validation, idempotency,
 paging, cancel, WatchJob against a running JobRunner, rollback and versions."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from closedloop.server.api.jobs import JobsMixin
+from closedloop.server.api.jobs import JobHandlers
 from closedloop.server.config import Settings
 from closedloop.server.errors import FailedPrecondition, InvalidArgument, NotFound
 from closedloop.server.executor.backends import LocalBackend
@@ -16,12 +16,6 @@ from closedloop.server.executor.job_kinds import ProbeKind
 from closedloop.server.executor.runner import JobRunner
 from closedloop.server.store import versions as version_store
 from closedloop.v1 import common_pb2, retrain_pb2 as pb
-
-
-class Servicer(JobsMixin):
-    def __init__(self, pool, settings):
-        self.pool = pool
-        self.settings = settings
 
 
 @pytest.fixture
@@ -35,7 +29,7 @@ async def api(pool, settings):
         for m in ("a", "b", "c"):
             await conn.execute("INSERT INTO monitoring_retraining_integration (model_id, training, metric) "
                                "VALUES ($1, '{}'::jsonb, 'accuracy')", m)
-    return Servicer(pool, settings)
+    return JobHandlers(pool, settings)
 
 
 def fields(exc_info) -> set[str]:

@@ -7,6 +7,7 @@ import datetime as dt
 import pytest
 
 from closedloop.dsl import compile_rules
+from closedloop.server.api.feedback_report import feedback_message
 from closedloop.server.feedback.report import build_report
 from closedloop.v1 import retrain_pb2
 
@@ -76,8 +77,10 @@ async def _history(conn) -> dict:
 async def report(pool):
     async with pool.acquire() as conn:
         await _history(conn)
-    return await build_report(pool, model_id=None, rule=None, start=NOW - dt.timedelta(days=1), end=NOW,
-                              fn_window=dt.timedelta(hours=24), active_ruleset=compile_rules(RULES, "fb.rules"))
+    # As the client receives it: build_report's dataclasses converted by the API.
+    return feedback_message(await build_report(
+        pool, model_id=None, rule=None, start=NOW - dt.timedelta(days=1), end=NOW,
+        fn_window=dt.timedelta(hours=24), active_ruleset=compile_rules(RULES, "fb.rules")))
 
 
 def _rule(report, name):
@@ -123,6 +126,6 @@ async def test_threshold_suggestion_removes_false_positives_and_keeps_what_helpe
 
 async def test_filters_and_definitions(pool, report):
     assert {d.term for d in report.definitions} >= {"false positive rate", "false negative rate", "verdict"}
-    only = await build_report(pool, model_id="fb2", rule=None, start=NOW - dt.timedelta(days=1), end=NOW,
-                              fn_window=None, active_ruleset=None)
+    only = feedback_message(await build_report(pool, model_id="fb2", rule=None, start=NOW - dt.timedelta(days=1),
+                                               end=NOW, fn_window=None, active_ruleset=None))
     assert [m.model_id for m in only.models] == ["fb2"] and [r.rule for r in only.rules] == ["perf_r"]

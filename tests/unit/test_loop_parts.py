@@ -1,0 +1,70 @@
+"""Small pure parts of the loop: the retrain merge, age-alert grading, the group commit, driver errors."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+import pytest
+
+from closedloop.dsl import ActionSpec
+from closedloop.server.db.pool import database_error
+from closedloop.server.errors import AlreadyExists, ServerError, Unavailable
+from closedloop.server.loop.age_sweep import age_severity
+from closedloop.server.loop.decide import merge_retrains
+from closedloop.server.loop.group_commit import GroupCommit
+
+
+def test_merge_retrains_full_beats_incremental_highest_priority_wins():
+    specs = [ActionSpec("retrain", "incremental", 1), ActionSpec("record"), ActionSpec("retrain", "full", None),
+             ActionSpec("retrain", "incremental", 4)]
+    assert merge_retrains(specs) == ("FULL", 4)
+    assert merge_retrains([ActionSpec("retrain", "incremental", None)]) == ("INCREMENTAL", 2)
+    assert merge_retrains([ActionSpec("notify")]) is None
+
+
+@pytest.mark.parametrize("ratio, severity", [(1.0, 1), (1.49, 1), (1.5, 2), (1.99, 2), (2.0, 3), (3.9, 3),
+                                             (4.0, 4), (40.0, 4)])
+def test_age_alerts_are_graded_by_how_far_past_the_threshold(ratio, severity):
+    assert age_severity(ratio * 86400 * 30, 86400 * 30) == severity
+
+
+async def test_group_commit_batches_waiting_requests_and_resolves_each():
+    batches = []
+
+    async def write(items):
+        batches.append(list(items))
+        await asyncio.sleep(0)
+        return [ValueError(i) if i == 3 else i * 10 for i in items]
+
+    gc = GroupCommit(write, max_batch=64, linger=0.001)
+    await gc.start()
+    try:
+        results = await asyncio.gather(*[gc.submit(i) for i in range(20)], return_exceptions=True)
+    finally:
+        await gc.stop()
+    assert [r for i, r in enumerate(results) if i != 3] == [i * 10 for i in range(20) if i != 3]
+    assert isinstance(results[3], ValueError)
+    assert sorted(i for b in batches for i in b) == list(range(20))
+    assert len(batches) < 20 and gc.batches_committed == len(batches)
+
+
+async def test_group_commit_fails_the_whole_batch_with_what_write_raised():
+    async def write(items):
+        raise Unavailable("down")
+
+    gc = GroupCommit(write)
+    await gc.start()
+    try:
+        with pytest.raises(Unavailable):
+            await gc.submit(1)
+    finally:
+        await gc.stop()
+    assert gc.batches_committed == 0
+
+
+def test_driver_errors_are_translated_in_one_place():
+    assert isinstance(database_error(ConnectionRefusedError()), Unavailable)
+    assert isinstance(database_error(asyncpg.exceptions.UniqueViolationError("dup")), AlreadyExists)
+    assert database_error(ValueError("a bug")) is None
+    assert issubclass(Unavailable, ServerError)
