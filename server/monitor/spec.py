@@ -34,7 +34,7 @@ class MonitoringSpec:
     psi_bins: int = 10
     js_threshold: float = 0.1  # Jensen-Shannon distance, base 2, in [0, 1]
     drift_share: float = 0.2  # share of watched features drifted that raises a drift alert
-    sketch_k: int = 200  # window sketch size: rank error ~1.3%, ~2.5 KB per feature
+    sketch_k: int = 200  # window sketch size: rank error ~1.3%, ~2.5 KB per feature (see window_sketch_k)
     # Relative drop of the model's metric vs its holdout value -> alert severity (the largest reached).
     performance_severity: tuple[tuple[str, float], ...] = (
         ("LOW", 0.05), ("MEDIUM", 0.10), ("HIGH", 0.20), ("CRITICAL", 0.35))
@@ -75,6 +75,15 @@ class MonitoringSpec:
         if bad:
             raise InvalidArgument(bad)
         return self
+
+    @property
+    def window_sketch_k(self) -> int:
+        """The k of a window's sketches: `sketch_k`, except that windows of at most 2 x large_sample_rows
+        rows (the only ones `auto` may judge by a KS p-value) keep every value, since KLL is exact up to k
+        values: the p-value is then not blurred by sketch error, at <= 4 bytes a row."""
+        if self.window_rows is not None and self.window_rows <= 2 * self.large_sample_rows:
+            return max(self.sketch_k, self.window_rows)
+        return self.sketch_k
 
     def severity_for(self, drop: float) -> str | None:
         """The most severe level whose drop is reached, or None below the lowest (no alert)."""

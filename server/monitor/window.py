@@ -37,7 +37,8 @@ class WindowAccumulator:
     @classmethod
     def for_profile(cls, model_id: str, version: int, profile: ReferenceProfile,
                     watched: tuple[str, ...] = (), sketch_k: int = 200) -> "WindowAccumulator":
-        """An empty window for `profile`'s features (only `watched` ones when given)."""
+        """An empty window for `profile`'s features (only `watched` ones when given); pass the spec's
+        `features` and `window_sketch_k`."""
         unknown = [name for name in watched if name not in profile.features]
         if unknown:
             raise InvalidArgument(FieldViolation(
