@@ -7,6 +7,7 @@ import asyncpg
 from closedloop.v1 import retrain_pb2
 
 from ..errors import NotFound
+from ..executor.training_spec import DEFAULT_HOLDOUT
 from ..loop.model_cache import ModelFactsCache
 from ..store import models as model_store
 from . import convert, paging
@@ -45,7 +46,7 @@ class ModelHandlers:
         spec = retrain_pb2.TrainingSpec()
         spec.CopyFrom(m.training)
         if spec.holdout_fraction == 0:
-            spec.holdout_fraction = 0.2
+            spec.holdout_fraction = DEFAULT_HOLDOUT
         async with self.pool.acquire() as conn:
             async with conn.transaction():
                 row = await model_store.upsert_model(

@@ -18,8 +18,7 @@ import sys
 from closedloop.dsl import RuleCompileError
 
 from ..config import add_arguments
-from ..db.migrations import MigrationError
-from ..errors import ConfigError, StartupError
+from ..errors import ConfigError, ServerError
 from . import client_commands, serve
 from .demo import demo_command
 
@@ -149,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, StartupError, client_commands.CliError, MigrationError, RuleCompileError) as exc:
+    except (ServerError, RuleCompileError) as exc:  # the server's own errors and the DSL's: one line each
         print(f"closedloop: {exc}", file=sys.stderr)
         return 2 if isinstance(exc, ConfigError) else 1
     except KeyboardInterrupt:

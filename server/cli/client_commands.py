@@ -23,10 +23,11 @@ from closedloop.dsl import RuleCompileError, check
 from closedloop.dsl import tools as rule_tools
 from closedloop.v1 import alert_pb2, common_pb2, retrain_pb2
 
+from ..errors import ServerError
 from .render import as_json, enum_name, fmt_metric, job_progress_line, print_alert_actions, render_report, table, ts
 
 
-class CliError(Exception):
+class CliError(ServerError):
     """A problem to report as one line (exit 1)."""
 
 
