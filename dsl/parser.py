@@ -75,9 +75,11 @@ _TOKENS = re.compile(
     r'"[^"\\\n]*(?:\\.[^"\\\n]*)*"|(#[^\n]*)|[A-Za-z_][A-Za-z0-9_]*|[0-9][0-9A-Za-z_.%]*|[=!<>]=|\S'
 )
 _STRING_OR_COMMENT = re.compile(STRING_OR_COMMENT)
-# Rules parsed together in one Lark call; a batch with a syntax error is parsed again rule by
-# rule, so a broken rule costs a re-parse of its batch only, never of the file.
-_BATCH = 64
+# Rules parsed together in one Lark call (up to this many, or this many characters, whichever
+# comes first): a batch with a syntax error is parsed again rule by rule, so a broken rule costs
+# a re-parse of its batch only, and only one batch's parse trees are alive at a time.
+_BATCH_RULES = 64
+_BATCH_CHARS = 16_384
 
 
 @lru_cache(maxsize=1)
@@ -170,11 +172,15 @@ def parse_source(source: str, filename: str, limits: Limits = DEFAULT_LIMITS) ->
         starts.insert(0, 0)
     bounds = starts + [len(text)]
     with gc_paused():
-        for first in range(0, len(starts), _BATCH):
-            last = min(first + _BATCH, len(starts))
+        first = 0
+        while first < len(starts):
+            last = first + 1
+            while last < len(starts) and last - first < _BATCH_RULES and bounds[last + 1] - bounds[first] <= _BATCH_CHARS:
+                last += 1
             if not _parse_piece(text, bounds[first], bounds[last], lines, filename, limits, result, alone=last - first == 1):
                 for i in range(first, last):
                     _parse_piece(text, bounds[i], bounds[i + 1], lines, filename, limits, result, alone=True)
+            first = last
     _check_count(result, limits, filename)
     _bidi_warnings(text, lines, filename, result)
     return result
