@@ -189,7 +189,7 @@ def format_source(source: str, filename: str = "<rules>", limits: Limits = DEFAU
         if not parsed.ok:
             raise RuleCompileError(parsed.diagnostics, source)
         formatted = format_rules(parsed.rules, source)
-    over = check_limits(formatted, filename, limits)
+        over = check_limits(formatted, filename, limits)
     if over:
         message = f"the formatted file would break a limit, so it is not written: {over[0].message}"
         raise RuleCompileError([Diagnostic.at("error", over[0].code, message, filename, Span.point(1, 1))], source)

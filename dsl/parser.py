@@ -162,28 +162,30 @@ def parse_source(source: str, filename: str, limits: Limits = DEFAULT_LIMITS) ->
     The file is parsed in batches of rules (cut where a line starts with ``rule``), so the
     parse trees of one batch at a time are alive, and a syntax error costs a re-parse of its
     batch only, rule by rule, reporting the first error of every broken rule."""
-    result = ParseResult(diagnostics=check_limits(source, filename, limits))
-    if result.diagnostics:
-        return result
-    text = normalize_newlines(source)
+    with gc_paused():
+        result = ParseResult(diagnostics=check_limits(source, filename, limits))
+        if not result.diagnostics:
+            _parse_batches(normalize_newlines(source), filename, limits, result)
+    return result
+
+
+def _parse_batches(text: str, filename: str, limits: Limits, result: ParseResult) -> None:
     lines = Lines(text)
     starts = [m.start() for m in _RULE_START.finditer(text)]
     if not starts or starts[0] != 0:
         starts.insert(0, 0)
     bounds = starts + [len(text)]
-    with gc_paused():
-        first = 0
-        while first < len(starts):
-            last = first + 1
-            while last < len(starts) and last - first < _BATCH_RULES and bounds[last + 1] - bounds[first] <= _BATCH_CHARS:
-                last += 1
-            if not _parse_piece(text, bounds[first], bounds[last], lines, filename, limits, result, alone=last - first == 1):
-                for i in range(first, last):
-                    _parse_piece(text, bounds[i], bounds[i + 1], lines, filename, limits, result, alone=True)
-            first = last
+    first = 0
+    while first < len(starts):
+        last = first + 1
+        while last < len(starts) and last - first < _BATCH_RULES and bounds[last + 1] - bounds[first] <= _BATCH_CHARS:
+            last += 1
+        if not _parse_piece(text, bounds[first], bounds[last], lines, filename, limits, result, alone=last - first == 1):
+            for i in range(first, last):
+                _parse_piece(text, bounds[i], bounds[i + 1], lines, filename, limits, result, alone=True)
+        first = last
     _check_count(result, limits, filename)
     _bidi_warnings(text, lines, filename, result)
-    return result
 
 
 def _parse_piece(
