@@ -498,8 +498,10 @@ def _hint(left: t.Node, right: t.Node) -> str:
     return ""
 
 
-# How many alternatives the never-true lint follows through and/or before it stops looking.
+# How many alternatives the never-true lint follows through and/or, and how many constraints it
+# copies for one `and`, before it stops looking (and assumes the condition can be true).
 _MAX_ALTERNATIVES = 64
+_MAX_WORK = 100_000
 # Values a field never takes: severities are low (1) to critical (4); ages are never negative.
 _DOMAIN: dict[str, list[tuple[str, object]]] = {
     "severity": [(">=", 1), ("<=", 4)],
@@ -527,11 +529,15 @@ def _possible(conjunction: dict) -> bool:
 def _conjunction(parts: list[list[dict] | None]) -> list[dict] | None:
     """The alternatives of an `and` of terms with alternatives ``parts`` (their product)."""
     acc: list[dict] = [{}]
+    work = 0
     for alts in (p for p in parts if p is not None):
         if len(acc) == 1 and len(alts) == 1:  # the common case, kept linear in the terms
             for path, cs in alts[0].items():
                 acc[0].setdefault(path, []).extend(cs)
             continue
+        work += sum(len(cs) for a in acc for cs in a.values()) * len(alts)
+        if work > _MAX_WORK:
+            return None
         acc = [{**a, **{p: a.get(p, []) + cs for p, cs in b.items()}} for a in acc for b in alts]
         acc = [a for a in acc if _possible(a)]
         if len(acc) > _MAX_ALTERNATIVES:

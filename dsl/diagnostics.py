@@ -92,7 +92,8 @@ class Diagnostic:
             last = min(len(text), first + SNIPPET_WIDTH)
             lead = "..." if first > 0 else ""
             tail = "..." if last < len(text) else ""
-            text, start, stop = lead + text[first:last] + tail, start - first + len(lead), min(stop, last) - first + len(lead)
+            shift = first - len(lead)
+            text, start, stop = lead + text[first:last] + tail, start - shift, min(stop, last) - shift
         pad = "".join("\t" if ch == "\t" else " " for ch in text[:start])
         marks = "^" + "~" * max(stop - start - 1, 0)
         return f"{head}\n    {text}\n    {pad}{marks}"

@@ -134,7 +134,8 @@ def check_rule_tree(tree: RuleTree, limits: Limits = DEFAULT_LIMITS) -> CheckRes
             out.diagnostics.append(Diagnostic.at("error", d.code, message, filename, Span.point(line, d.column)))
         if out.ok and len(located) > limits.max_rules:  # rules not starting a line escape check_limits
             filename, span = located[limits.max_rules]
-            message = f"too many rules: {len(located)} (the limit is {limits.max_rules}), counting all files of {tree.path}"
+            message = f"too many rules: {len(located)} (the limit is {limits.max_rules})"
+            message += f", counting all files of {tree.path}"
             out.diagnostics.append(Diagnostic.at("error", "limit-rules", message, filename, span))
     order = {f.filename: i for i, f in enumerate(tree.files)}
     out.diagnostics.sort(key=lambda d: (order.get(d.filename, -1), *sort_key(d)))

@@ -137,7 +137,8 @@ def parse_numeric(text: str) -> NumericLiteral:
     exactly the float of 0.123 (not 12.3 / 100, which is 0.12300000000000001). A literal a float
     cannot hold (``1e400``, ``1e-400``, an integer above 2^53 that would be rounded) is "bad"."""
     if len(text) > MAX_LITERAL_CHARS:
-        return NumericLiteral("bad", 0.0, f"numeric literal is too long: {len(text)} characters (the limit is {MAX_LITERAL_CHARS})")
+        message = f"numeric literal is too long: {len(text)} characters (the limit is {MAX_LITERAL_CHARS})"
+        return NumericLiteral("bad", 0.0, message)
     if _NUMBER.fullmatch(text):
         value = float(text)  # correctly rounded from the decimal text
         if text.isdigit() and math.isfinite(value) and int(text) != int(value):

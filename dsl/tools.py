@@ -20,7 +20,15 @@ from .diagnostics import RuleCompileError, render_all
 from .formatter import format_source
 from .loader import check_rule_tree, load_rule_tree, read_rule_tree, read_source
 from .ruleset import CompiledRuleSet, compile_rules
-from .ruletest import FactsError, alert_from_mapping, compare, describe_match, load_test_file, model_from_mapping, read_data
+from .ruletest import (
+    FactsError,
+    alert_from_mapping,
+    compare,
+    describe_match,
+    load_test_file,
+    model_from_mapping,
+    read_data,
+)
 
 
 def expand(paths: list[str], pattern: str = "*.rules") -> tuple[list[Path], list[str]]:
