@@ -33,6 +33,9 @@ P] [cooldown D [per model]]``, ``record``, ``notify``.
 
 Passes: parser.py (Lark LALR) -> ast.py (typed syntax tree) -> checker.py (types, diagnostics)
 -> compiler.py (Python predicates); ruleset.py drives them and indexes the compiled rules.
+text.py holds the one rule for line breaks and decodes files; loader.py reads a rule file or
+folder exactly as the server runs it (``load_rule_tree``; ``check_rule_tree`` for `rules check`).
+``check_limits`` is the cheap pre-parse bound on size, tokens and rules that RPCs call first.
 Nothing here imports the server or the generated protobuf stubs.
 """
 
@@ -43,8 +46,10 @@ from importlib import resources
 from .diagnostics import Diagnostic, RuleCompileError, Span
 from .facts import ActionSpec, AlertFacts, ModelFacts, RuleExplanation, RuleInfo, RuleMatch, Threshold
 from .formatter import format_source
-from .parser import DEFAULT_LIMITS, Limits
+from .loader import RuleTree, check_rule_tree, load_rule_tree, read_rule_tree, read_source
+from .parser import DEFAULT_LIMITS, Limits, check_limits
 from .ruleset import CheckResult, CompiledRuleSet, check, compile_rules
+from .text import decode_source
 
 DEFAULT_RULES_FILE = "default.rules"
 
@@ -68,10 +73,17 @@ __all__ = [
     "RuleExplanation",
     "RuleInfo",
     "RuleMatch",
+    "RuleTree",
     "Span",
     "Threshold",
     "check",
+    "check_limits",
+    "check_rule_tree",
     "compile_rules",
+    "decode_source",
     "format_source",
     "load_default_rules",
+    "load_rule_tree",
+    "read_rule_tree",
+    "read_source",
 ]

@@ -4,8 +4,8 @@ The builder turns Lark's parse tree into these dataclasses after ``parse()`` ret
 explicit-stack post-order walk rather than a ``lark.Transformer``: rule files may nest
 expressions thousands deep (a hostile or generated file), and a recursive walk would hit Python's
 recursion limit before the depth limit could be reported. It raises nothing: literal problems are
-kept on the nodes (``error``) for the checker, and only the depth limit is reported here, because
-no later (recursive) pass may see a tree deeper than the limit.
+kept on the nodes (``error``) for the checker, and only the depth and list-length limits are
+reported here: no later (recursive) pass may see a tree deeper than the limit.
 
 No types are decided here; that is checker.py's job.
 """
@@ -36,6 +36,7 @@ class StrLit:
     text: str  # as written, with quotes
     value: str
     error: str | None = None
+    error_span: Span | None = None  # the bad escape
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,7 @@ class Name:
     parts: tuple[str, ...]
     bracket: bool = False
     error: str | None = None
+    error_span: Span | None = None  # the bad escape in the key
 
     @property
     def dotted(self) -> str:
@@ -161,11 +163,19 @@ def _tok_span(tok: Token, offset: int) -> Span:
     return Span(tok.line + offset, tok.column, tok.end_line + offset, tok.end_column)
 
 
+def _string(tok: Token, offset: int) -> StrLit:
+    """A string token, its error (if any) pointing at the bad escape (strings are one line)."""
+    value, error, at = decode_string(str(tok))
+    error_span = Span.point(tok.line + offset, tok.column + at, 2) if error else None
+    return StrLit(_tok_span(tok, offset), str(tok), value, error, error_span)
+
+
 class _Builder:
-    def __init__(self, filename: str, line_offset: int, max_depth: int):
+    def __init__(self, filename: str, line_offset: int, max_depth: int, max_list: int):
         self.filename = filename
         self.offset = line_offset
         self.max_depth = max_depth
+        self.max_list = max_list
         self.diagnostics: list[Diagnostic] = []
 
     def span(self, tree: Tree) -> Span:
@@ -200,8 +210,7 @@ class _Builder:
         return (NumLit(self.span(tree), str(tok), lit.kind, lit.value, lit.error), 1)
 
     def b_string(self, tree, args):
-        value, error = decode_string(str(args[0]))
-        return (StrLit(self.span(tree), str(args[0]), value, error), 1)
+        return (_string(args[0], self.offset), 1)
 
     def b_true(self, tree, args):
         return (BoolLit(self.span(tree), True), 1)
@@ -213,8 +222,8 @@ class _Builder:
         return (Name(self.span(tree), tuple(str(t) for t in args)), 1)
 
     def b_index(self, tree, args):
-        key, error = decode_string(str(args[1]))
-        return (Name(self.span(tree), (str(args[0]), key), True, error), 1)
+        key = _string(args[1], self.offset)
+        return (Name(self.span(tree), (str(args[0]), key.value), True, key.error, key.error_span), 1)
 
     # --- operators ----------------------------------------------------------------------------
     def b_neg(self, tree, args):
@@ -246,7 +255,18 @@ class _Builder:
 
     def b_list(self, tree, args):
         depth = max((d for _, d in args), default=0)
-        return (_Items(self.span(tree), tuple(e for e, _ in args)), depth)
+        span = self.span(tree)
+        if len(args) > self.max_list:
+            self.diagnostics.append(
+                Diagnostic.at(
+                    "error",
+                    "limit-list",
+                    f"list is too long: {len(args)} items (the limit is {self.max_list})",
+                    self.filename,
+                    span.start(),
+                )
+            )
+        return (_Items(span, tuple(e for e, _ in args)), depth)
 
     def b_call(self, tree, args):
         name, rest = args[0], args[1:]
@@ -285,8 +305,7 @@ class _Builder:
         i = 1
         title = None
         if isinstance(args[1], Token):  # the optional title string
-            value, error = decode_string(str(args[1]))
-            title = StrLit(_tok_span(args[1], self.offset), str(args[1]), value, error)
+            title = _string(args[1], self.offset)
             i = 2
         condition, depth = args[i]
         actions = tuple(a for a, _ in args[i + 1 :])
@@ -308,8 +327,10 @@ class _Builder:
         return ([r for r, _ in args], 0)
 
 
-def build_rules(tree: Tree, filename: str, line_offset: int, max_depth: int) -> tuple[list[Rule], list[Diagnostic]]:
+def build_rules(
+    tree: Tree, filename: str, line_offset: int, max_depth: int, max_list: int
+) -> tuple[list[Rule], list[Diagnostic]]:
     """Rules of one parse tree; positions moved down by ``line_offset`` lines."""
-    builder = _Builder(filename, line_offset, max_depth)
+    builder = _Builder(filename, line_offset, max_depth, max_list)
     rules = builder.build(tree)
     return rules, builder.diagnostics

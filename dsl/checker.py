@@ -6,8 +6,9 @@ checker is the only place that decides types; the builder (ast.py) and the back 
 
 Errors: unknown fields and functions (with "did you mean"), operands of mismatched types (naming
 both), unknown enum values, non-boolean conditions, malformed literals, duplicate rule names,
-unknown actions and arguments. Warnings: a retrain without a cooldown, and a conjunction that can
-never be true (`metrics.x > 5 and metrics.x < 3`).
+unknown actions and arguments, two different actions of one kind, constant expressions that
+overflow. Warnings: a retrain without a cooldown, an action given twice, and any part of a condition
+that can never be true (`severity > critical`, `metrics.x > 5 and (metrics.x < 3 or ...)`).
 """
 
 from __future__ import annotations
@@ -98,7 +99,7 @@ class Checker:
             else:
                 seen[rule.name] = rule
             if rule.title is not None and rule.title.error:
-                self.error("bad-literal", rule.title.error, rule.title.span)
+                self.error("bad-literal", rule.title.error, rule.title.error_span or rule.title.span)
             condition = self.condition(rule.condition) if rule.condition is not None else None
             actions = self.actions(rule)
             ok = self._errors == before and condition is not None
@@ -127,7 +128,7 @@ class Checker:
 
     def e_StrLit(self, e: ast.StrLit, hint) -> t.Node:
         if e.error:
-            self.error("bad-literal", e.error, e.span)
+            self.error("bad-literal", e.error, e.error_span or e.span)
             return _poison(e)
         return t.Const(e.value, S, e)
 
@@ -136,7 +137,7 @@ class Checker:
 
     def e_Name(self, e: ast.Name, hint) -> t.Node:
         if e.error:
-            self.error("bad-literal", e.error, e.span)
+            self.error("bad-literal", e.error, e.error_span or e.span)
             return _poison(e)
         head, parts = e.parts[0], e.parts
         if head in MAP_FIELDS:
@@ -211,9 +212,14 @@ class Checker:
             self.error("division-by-zero", "division by zero", e.right.span)
             return _poison(e)
         if isinstance(left, t.Const) and isinstance(right, t.Const):
-            value = _FOLD[e.op](left.value, right.value)
-            if math.isfinite(value):
-                return t.Const(value, result, e)
+            try:
+                value = _FOLD[e.op](left.value, right.value)
+            except OverflowError:
+                value = math.inf
+            if not math.isfinite(value):
+                self.error("overflow", f"constant expression overflows: {expr_text(e)} is out of range", e.span)
+                return _poison(e)
+            return t.Const(value, result, e)
         return t.Arith(e.op, left, right, result, e)
 
     def e_Call(self, e: ast.Call, hint) -> t.Node:
@@ -340,12 +346,41 @@ class Checker:
 
     # --- warnings on conditions ----------------------------------------------------------------
     def never_true(self, node: t.Node) -> None:
-        for n in t.walk(node):
-            if isinstance(n, t.BoolN) and n.op == "and":
-                conflict = _contradiction(n.terms)
+        """Warn at each part of a condition that can never be true (and whose parts can)."""
+        self._alternatives(node)
+
+    def _alternatives(self, node: t.Node) -> list[dict] | None:
+        """The ways ``node`` can be true: an `or` of conjunctions, each a dict from field path
+        to the constraints on it. [] means never; None means too many ways to enumerate
+        (assumed possible). Warns where a node has no way but each of its terms has one."""
+        if isinstance(node, t.NotN):
+            self._alternatives(node.operand)  # only for the warnings inside
+            return [{}]
+        if isinstance(node, t.BoolN):
+            parts = [self._alternatives(term) for term in node.terms]
+            if node.op == "or":
+                if any(p is None for p in parts):
+                    return None
+                alts = [a for p in parts for a in p]
+                return alts if len(alts) <= _MAX_ALTERNATIVES else None
+            alts = _conjunction(parts)
+            if alts == [] and all(p != [] for p in parts):
+                conflict = _contradiction(node.terms)
                 if conflict:
                     texts = " and ".join(expr_text(c.src) for c in conflict)
                     self.warning("never-true", f"condition can never be true: {texts}", conflict[-1].src.span)
+                else:
+                    self.warning("never-true", f"condition can never be true: {expr_text(node.src)}", node.src.span)
+            return alts
+        leaf = _constraints(node)
+        if leaf is None:
+            return [{}]
+        if isinstance(node, t.Member) and not node.values:
+            return []  # 'in []' has its own warning
+        if not _possible(leaf):
+            self.warning("never-true", f"condition can never be true: {expr_text(node.src)}", node.src.span)
+            return []
+        return [leaf]
 
     # --- actions --------------------------------------------------------------------------------
     def actions(self, rule: ast.Rule) -> tuple[ActionSpec, ...]:
@@ -359,6 +394,16 @@ class Checker:
                 self.error("conflicting-actions", "a rule retrains at most once", action.span)
             elif {spec.kind} | kinds >= {"retrain", "rollback"}:
                 self.error("conflicting-actions", "a rule cannot both retrain and roll back", action.span)
+            elif spec in specs:
+                self.warning("duplicate-action", f"'{spec.describe()}' is given twice", action.span)
+                continue
+            elif spec.kind in kinds:
+                other = next(s for s in specs if s.kind == spec.kind)
+                self.error(
+                    "conflicting-actions",
+                    f"a rule takes each action once: '{spec.describe()}' contradicts '{other.describe()}'",
+                    action.span,
+                )
             specs.append(spec)
         return tuple(specs)
 
@@ -453,20 +498,68 @@ def _hint(left: t.Node, right: t.Node) -> str:
     return ""
 
 
+# How many alternatives the never-true lint follows through and/or, and how many constraints it
+# copies for one `and`, before it stops looking (and assumes the condition can be true).
+_MAX_ALTERNATIVES = 64
+_MAX_WORK = 100_000
+# Values a field never takes: severities are low (1) to critical (4); ages are never negative.
+_DOMAIN: dict[str, list[tuple[str, object]]] = {
+    "severity": [(">=", 1), ("<=", 4)],
+    "age": [(">=", 0.0)],
+    "model.age": [(">=", 0.0)],
+}
+
+
+def _constraints(node: t.Node) -> dict | None:
+    """``{path: [(op, value), ...]}`` for a comparison of a field with constants; else None."""
+    if isinstance(node, t.Cmp):
+        got = t.ref_vs_const(node)
+        return {got[0].path: [(got[1], got[2])]} if got else None
+    if isinstance(node, t.Member) and isinstance(node.operand, t.Ref):
+        if node.negated:
+            return {node.operand.path: [("!=", v) for v in node.values]}
+        return {node.operand.path: [("in", node.values)]}
+    return None
+
+
+def _possible(conjunction: dict) -> bool:
+    return all(_satisfiable(cs + _DOMAIN.get(path, [])) for path, cs in conjunction.items())
+
+
+def _conjunction(parts: list[list[dict] | None]) -> list[dict] | None:
+    """The alternatives of an `and` of terms with alternatives ``parts`` (their product)."""
+    acc: list[dict] = [{}]
+    work = 0
+    for alts in (p for p in parts if p is not None):
+        if len(acc) == 1 and len(alts) == 1:  # the common case, kept linear in the terms
+            for path, cs in alts[0].items():
+                acc[0].setdefault(path, []).extend(cs)
+            continue
+        work += sum(len(cs) for a in acc for cs in a.values()) * len(alts)
+        if work > _MAX_WORK:
+            return None
+        acc = [{**a, **{p: a.get(p, []) + cs for p, cs in b.items()}} for a in acc for b in alts]
+        acc = [a for a in acc if _possible(a)]
+        if len(acc) > _MAX_ALTERNATIVES:
+            return None
+    # Terms too complex to follow (None) are left out: that can only make more alternatives look
+    # possible, never fewer, so a warning is still right.
+    return [a for a in acc if _possible(a)]
+
+
 def _contradiction(terms) -> list[t.Cmp | t.Member] | None:
     """Clauses of one conjunction that cannot all hold: bounds, equalities and `in` lists on the
     same field. Only fields against constants are considered; anything else may be true."""
     by_path: dict[str, list] = {}
     for term in terms:
-        if isinstance(term, t.Cmp):
-            got = t.ref_vs_const(term)
-            if got:
-                by_path.setdefault(got[0].path, []).append((term, got[1], got[2]))
-        elif isinstance(term, t.Member) and isinstance(term.operand, t.Ref) and not term.negated:
-            by_path.setdefault(term.operand.path, []).append((term, "in", term.values))
-    for clauses in by_path.values():
-        if len(clauses) > 1 and not _satisfiable([(op, v) for _, op, v in clauses]):
-            return [c for c, _, _ in clauses]
+        got = _constraints(term)
+        if got:
+            ((path, cs),) = got.items()
+            by_path.setdefault(path, []).append((term, cs))
+    for path, clauses in by_path.items():
+        constraints = [c for _, cs in clauses for c in cs] + _DOMAIN.get(path, [])
+        if len(clauses) > 1 and not _satisfiable(constraints):
+            return [c for c, _ in clauses]
     return None
 
 

@@ -12,7 +12,9 @@ tokens) so that the CLI, the gRPC API and the tests all point at the same charac
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterable, Literal
+from typing import Iterable, Literal, Mapping
+
+from .text import lines_of
 
 Severity = Literal["error", "warning"]
 
@@ -70,25 +72,34 @@ class Diagnostic:
 
         The caret line copies the tabs of the source line so the marks stay aligned in any
         terminal. A span running past its first line is underlined to the end of that line.
+        A line longer than ``SNIPPET_WIDTH`` is cut around the column, marked with "...".
         """
         head = self.header()
         if not source:
             return head
-        lines = source.splitlines()
+        lines = lines_of(source)
         if not 1 <= self.line <= len(lines):
             return head
-        text = lines[self.line - 1]
-        start = max(self.column - 1, 0)
-        if start > len(text):
-            start = len(text)
+        text = lines.line(self.line)
+        start = min(max(self.column - 1, 0), len(text))
         if self.end_line == self.line:
             stop = max(self.end_column - 1, start + 1)
         else:
             stop = max(len(text), start + 1)
         stop = min(stop, max(len(text), start + 1))
+        if len(text) > SNIPPET_WIDTH:  # show the part around the column, as compilers do
+            first = max(0, start - SNIPPET_WIDTH // 2)
+            last = min(len(text), first + SNIPPET_WIDTH)
+            lead = "..." if first > 0 else ""
+            tail = "..." if last < len(text) else ""
+            shift = first - len(lead)
+            text, start, stop = lead + text[first:last] + tail, start - shift, min(stop, last) - shift
         pad = "".join("\t" if ch == "\t" else " " for ch in text[:start])
-        marks = "^" + "~" * (stop - start - 1)
+        marks = "^" + "~" * max(stop - start - 1, 0)
         return f"{head}\n    {text}\n    {pad}{marks}"
+
+
+SNIPPET_WIDTH = 120  # characters of a long source line shown around the column
 
 
 def sort_key(diag: Diagnostic) -> tuple[int, int, int, str]:
@@ -96,7 +107,11 @@ def sort_key(diag: Diagnostic) -> tuple[int, int, int, str]:
     return (diag.line, diag.column, 0 if diag.is_error else 1, diag.message)
 
 
-def render_all(diagnostics: Iterable[Diagnostic], source: str | None) -> str:
+def render_all(diagnostics: Iterable[Diagnostic], source: str | Mapping[str, str] | None) -> str:
+    """Every diagnostic rendered; ``source`` is the text of their file, or a mapping from
+    file name to text when they come from several files (a folder of rules)."""
+    if isinstance(source, Mapping):
+        return "\n".join(d.render(source.get(d.filename)) for d in diagnostics)
     return "\n".join(d.render(source) for d in diagnostics)
 
 
@@ -104,10 +119,11 @@ class RuleCompileError(Exception):
     """Raised by ``compile_rules``/``format_source`` when a rule file has errors.
 
     ``diagnostics`` holds every diagnostic of the file (warnings too), sorted by position, so a
-    caller can show all of them at once.
+    caller can show all of them at once. ``source`` is the file's text (or, for a folder, a
+    mapping from file name to text) that ``render`` shows the lines of.
     """
 
-    def __init__(self, diagnostics: list[Diagnostic], source: str | None = None):
+    def __init__(self, diagnostics: list[Diagnostic], source: str | Mapping[str, str] | None = None):
         self.diagnostics = list(diagnostics)
         self.source = source
         errors = [d for d in self.diagnostics if d.is_error]

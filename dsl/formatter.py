@@ -22,9 +22,10 @@ from __future__ import annotations
 import re
 
 from . import ast
-from .diagnostics import RuleCompileError
-from .parser import DEFAULT_LIMITS, Limits, parse_source
+from .diagnostics import Diagnostic, RuleCompileError, Span
+from .parser import DEFAULT_LIMITS, STRING_OR_COMMENT, Limits, check_limits, gc_paused, parse_source
 from .schema import decode_string, is_plain_key, quote_string
+from .text import normalize_newlines
 
 MAX_WIDTH = 88
 INDENT = "    "
@@ -102,7 +103,7 @@ def action_text(a: ast.Action) -> str:
     words = [a.name]
     for w in a.words:
         if w.kind == "string":
-            value, error = decode_string(w.text)
+            value, error, _ = decode_string(w.text)
             words.append(w.text if error else quote_string(value))
         else:
             words.append(w.text)
@@ -128,11 +129,12 @@ def rule_lines(rule: ast.Rule) -> list[str]:
     return lines
 
 
-_COMMENT_OR_STRING = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*')
+_COMMENT_OR_STRING = re.compile(STRING_OR_COMMENT)
 
 
 def _comments(source: str) -> list[tuple[int, str]]:
-    """(line, text) of every comment; strings are skipped so a "#" inside one is not a comment."""
+    """(line, text) of every comment; strings are skipped so a "#" inside one is not a comment.
+    ``source`` has its line breaks normalized, as the parser saw it."""
     out = []
     line, last = 1, 0
     for m in _COMMENT_OR_STRING.finditer(source):
@@ -144,7 +146,7 @@ def _comments(source: str) -> list[tuple[int, str]]:
 
 
 def format_rules(rules: list[ast.Rule], source: str) -> str:
-    comments = _comments(source)
+    comments = _comments(normalize_newlines(source))
     out: list[str] = []
     ci = 0
 
@@ -179,8 +181,16 @@ def format_rules(rules: list[ast.Rule], source: str) -> str:
 
 def format_source(source: str, filename: str = "<rules>", limits: Limits = DEFAULT_LIMITS) -> str:
     """The canonical text of a rule file. Raises RuleCompileError when it does not parse
-    (type errors do not stop formatting: `fmt` is useful on a file still being written)."""
-    parsed = parse_source(source, filename, limits)
-    if not parsed.ok:
-        raise RuleCompileError(parsed.diagnostics, source)
-    return format_rules(parsed.rules, source)
+    (type errors do not stop formatting: `fmt` is useful on a file still being written), and
+    when the canonical text would break a limit the source kept (it could grow past the size
+    limit by indentation): fmt never writes a file that `check` refuses."""
+    with gc_paused():
+        parsed = parse_source(source, filename, limits)
+        if not parsed.ok:
+            raise RuleCompileError(parsed.diagnostics, source)
+        formatted = format_rules(parsed.rules, source)
+        over = check_limits(formatted, filename, limits)
+    if over:
+        message = f"the formatted file would break a limit, so it is not written: {over[0].message}"
+        raise RuleCompileError([Diagnostic.at("error", over[0].code, message, filename, Span.point(1, 1))], source)
+    return formatted

@@ -4,20 +4,27 @@ Lark's LALR parser runs with ``propagate_positions`` so every node has a span. N
 escapes: UnexpectedInput becomes a Diagnostic with a message written for people ("unexpected
 'then', expected an expression"), and any other LarkError an internal-error diagnostic.
 
-Error recovery works per rule. A well-formed file is parsed in one call (the fast path). When
-that fails, the file is cut at every line that starts with the keyword ``rule`` (``rule`` is
-reserved, so such a line can only start a rule) and each piece is parsed on its own: the first
-syntax error of every broken rule is reported, and the good rules still reach the checker, so one
-``rules check`` shows all that is wrong.
+Lines break where text.py says (the rule diagnostics use too): the text is normalized to ``\n``
+breaks before Lark, which counts only ``\n``.
 
-Limits are checked before Lark sees the text, because Lark's cost grows with the input and a
-hostile file should be refused cheaply: the file size, the number of rules, and the nesting of
-brackets. Expression depth is measured again on the tree (ast.py), where operator chains count.
+The file is cut at every line that starts with the keyword ``rule`` (``rule`` is reserved, so such
+a line can only start a rule) and parsed in batches of rules. A batch that fails is parsed again
+rule by rule: the first syntax error of every broken rule is reported, and the good rules still
+reach the checker, so one ``rules check`` shows all that is wrong, at the cost of re-parsing one
+batch per broken rule, never the whole file.
+
+Limits are checked before Lark sees the text (``check_limits``), because Lark's cost grows with
+the input and a hostile file should be refused cheaply: the file size, the number of tokens, the
+number of rules, and the nesting of brackets. Expression depth and list length are measured again
+on the tree (ast.py), where operator chains count. Bidirectional controls in comments and strings
+get a warning.
 """
 
 from __future__ import annotations
 
+import gc
 import re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -27,33 +34,53 @@ from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedInput, Un
 
 from .ast import Rule, build_rules
 from .diagnostics import Diagnostic, Span
+from .text import BIDI_CONTROLS, Lines, normalize_newlines
 
 
 @dataclass(frozen=True, slots=True)
 class Limits:
     """Limits on what one rule file may hold, each reported with its own diagnostic.
 
-    - ``max_bytes``: 2 MiB of UTF-8. Ten thousand rules of a realistic size (a title, three
-      clauses, a retrain with cooldown: ~150-200 bytes) fit; parsing 2 MiB takes a few seconds on
-      the development machine, an acceptable worst case for ApplyRules.
+    - ``max_bytes``: 2 MiB of UTF-8; comments and titles may use it, rules run into
+      ``max_tokens`` first.
+    - ``max_tokens``: 100,000 words, numbers, strings and symbols (comments do not count).
+      Parsing costs per token (~15-20 µs each through Lark, whatever the tokens are), so this,
+      not the size, bounds the time and memory of the worst legal file: under 2 s and 30 MB on
+      the development machine (bench/dsl_limits.py). That is ~3,800 rules of a realistic size
+      (a title, three clauses, a retrain with cooldown: ~26 tokens), or 10,000 short ones.
     - ``max_rules``: 10,000. The index keeps matching cost flat far beyond that, but compiling
       takes ~0.5 ms per rule, so 10,000 rules is already seconds of work per apply.
+    - ``max_list``: items in one ``in [...]`` list; a longer list belongs in a label, not a rule.
     - ``max_depth``: 64 levels of expression nesting (brackets, or operator nodes). Real rules
       use fewer than 10; the limit keeps every recursive pass after parsing (checker, compiler,
       interpreter) and the generated Python far from their own recursion limits.
     """
 
     max_bytes: int = 2 * 1024 * 1024
+    max_tokens: int = 100_000
     max_rules: int = 10_000
+    max_list: int = 1_000
     max_depth: int = 64
 
 
 DEFAULT_LIMITS = Limits()
 
-# A line whose first word is `rule`: where a rule starts (used to cut a broken file into rules).
+# A string (unrolled: no backtracking state per character) or a comment.
+STRING_OR_COMMENT = r'"[^"\\\n]*(?:\\.[^"\\\n]*)*"|#[^\n]*'
+# A line whose first word is `rule`: where a rule starts (used to cut a file into rules).
 _RULE_START = re.compile(r"^[ \t]*rule\b", re.MULTILINE)
 # Strings and comments are skipped when counting brackets: "(" inside them does not nest.
-_BRACKETS = re.compile(r'"(?:[^"\\\n]|\\.)*"|#[^\n]*|[()\[\]]')
+_BRACKETS = re.compile(STRING_OR_COMMENT + r"|[()\[\]]")
+# Tokens as the lexer sees them, closely enough to count them (comments are group 1: not counted).
+_TOKENS = re.compile(
+    r'"[^"\\\n]*(?:\\.[^"\\\n]*)*"|(#[^\n]*)|[A-Za-z_][A-Za-z0-9_]*|[0-9][0-9A-Za-z_.%]*|[=!<>]=|\S'
+)
+_STRING_OR_COMMENT = re.compile(STRING_OR_COMMENT)
+# Rules parsed together in one Lark call (up to this many, or this many characters, whichever
+# comes first): a batch with a syntax error is parsed again rule by rule, so a broken rule costs
+# a re-parse of its batch only, and only one batch's parse trees are alive at a time.
+_BATCH_RULES = 64
+_BATCH_CHARS = 16_384
 
 
 @lru_cache(maxsize=1)
@@ -68,6 +95,20 @@ def _lark() -> lark.Lark:
     )
 
 
+@contextmanager
+def gc_paused():
+    """Parsing a large file allocates millions of small objects that all stay alive until the
+    tree is built; the cyclic collector would walk them again and again (~40% of the time for
+    10,000 rules). Reference counting still frees everything; the collector resumes after."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 @dataclass(slots=True)
 class ParseResult:
     rules: list[Rule] = field(default_factory=list)
@@ -76,12 +117,6 @@ class ParseResult:
     @property
     def ok(self) -> bool:
         return not any(d.is_error for d in self.diagnostics)
-
-
-def _position(text: str, offset: int) -> tuple[int, int]:
-    line = text.count("\n", 0, offset) + 1
-    column = offset - (text.rfind("\n", 0, offset) + 1) + 1
-    return line, column
 
 
 def _bracket_overflow(text: str, max_depth: int) -> int | None:
@@ -98,41 +133,96 @@ def _bracket_overflow(text: str, max_depth: int) -> int | None:
     return None
 
 
-def parse_source(source: str, filename: str, limits: Limits = DEFAULT_LIMITS) -> ParseResult:
-    """Parse a whole rule file. Never raises for any input text."""
-    result = ParseResult()
+def check_limits(source: str, filename: str = "<rules>", limits: Limits = DEFAULT_LIMITS) -> list[Diagnostic]:
+    """The size, token and rule-count limits, checked in one cheap pass before any parsing:
+    what the RPCs call to refuse a hostile request before it costs anything. [] when within."""
     size = len(source.encode("utf-8", "surrogatepass"))
     if size > limits.max_bytes:
-        result.diagnostics.append(
-            Diagnostic.at(
-                "error",
-                "limit-size",
-                f"rule file is too large: {size} bytes (the limit is {limits.max_bytes})",
-                filename,
-                Span.point(1, 1),
-            )
-        )
-        return result
-    starts = [m.start() + len(m.group()) - 4 for m in _RULE_START.finditer(source)]
+        message = f"rule file is too large: {size} bytes (the limit is {limits.max_bytes})"
+        return [Diagnostic.at("error", "limit-size", message, filename, Span.point(1, 1))]
+    text = normalize_newlines(source)
+    if len(text) > limits.max_tokens:  # a token is at least one character: shorter files pass
+        count = 0
+        for m in _TOKENS.finditer(text):
+            if m.group(1) is None:
+                count += 1
+                if count > limits.max_tokens:
+                    line, column = Lines(text).position(m.start())
+                    message = f"too many tokens: more than {limits.max_tokens} words, numbers, strings and symbols"
+                    return [Diagnostic.at("error", "limit-tokens", message, filename, Span.point(line, column))]
+    starts = [m.end() - 4 for m in _RULE_START.finditer(text)]
     if len(starts) > limits.max_rules:
-        line, column = _position(source, starts[limits.max_rules])
-        result.diagnostics.append(_too_many(len(starts), limits, filename, Span.point(line, column, 4)))
-        return result
+        line, column = Lines(text).position(starts[limits.max_rules])
+        return [_too_many(len(starts), limits, filename, Span.point(line, column, 4))]
+    return []
 
-    if _bracket_overflow(source, limits.max_depth) is None:
-        try:
-            tree = _lark().parse(source)
-        except LarkError:
-            pass  # parse again rule by rule below, to report every broken rule
-        else:
-            rules, diags = build_rules(tree, filename, 0, limits.max_depth)
-            result.rules, result.diagnostics = rules, diags
-            _check_count(result, limits, filename)
-            return result
 
-    _parse_in_pieces(source, filename, limits, [m.start() for m in _RULE_START.finditer(source)], result)
-    _check_count(result, limits, filename)
+def parse_source(source: str, filename: str, limits: Limits = DEFAULT_LIMITS) -> ParseResult:
+    """Parse a whole rule file. Never raises for any input text.
+
+    The file is parsed in batches of rules (cut where a line starts with ``rule``), so the
+    parse trees of one batch at a time are alive, and a syntax error costs a re-parse of its
+    batch only, rule by rule, reporting the first error of every broken rule."""
+    with gc_paused():
+        result = ParseResult(diagnostics=check_limits(source, filename, limits))
+        if not result.diagnostics:
+            _parse_batches(normalize_newlines(source), filename, limits, result)
     return result
+
+
+def _parse_batches(text: str, filename: str, limits: Limits, result: ParseResult) -> None:
+    lines = Lines(text)
+    starts = [m.start() for m in _RULE_START.finditer(text)]
+    if not starts or starts[0] != 0:
+        starts.insert(0, 0)
+    bounds = starts + [len(text)]
+    first = 0
+    while first < len(starts):
+        last = first + 1
+        while last < len(starts) and last - first < _BATCH_RULES and bounds[last + 1] - bounds[first] <= _BATCH_CHARS:
+            last += 1
+        if not _parse_piece(text, bounds[first], bounds[last], lines, filename, limits, result, alone=last - first == 1):
+            for i in range(first, last):
+                _parse_piece(text, bounds[i], bounds[i + 1], lines, filename, limits, result, alone=True)
+        first = last
+    _check_count(result, limits, filename)
+    _bidi_warnings(text, lines, filename, result)
+
+
+def _parse_piece(
+    text: str, begin: int, end: int, lines: Lines, filename: str, limits: Limits, result: ParseResult, alone: bool
+) -> bool:
+    """Parse ``text[begin:end]`` into ``result``. A piece of several rules that fails adds
+    nothing and returns False (the caller retries rule by rule); a piece ``alone`` reports."""
+    if begin == end:
+        return True
+    piece = text[begin:end]
+    line_offset = lines.position(begin)[0] - 1
+    overflow = _bracket_overflow(piece, limits.max_depth)
+    if overflow is not None:
+        if not alone:
+            return False
+        line, column = lines.position(begin + overflow)
+        message = f"expression is nested too deeply: brackets deeper than {limits.max_depth} levels"
+        result.diagnostics.append(Diagnostic.at("error", "limit-depth", message, filename, Span.point(line, column)))
+        return True
+    try:
+        tree = _lark().parse(piece)
+    except UnexpectedInput as exc:
+        if not alone:
+            return False
+        result.diagnostics.append(syntax_diagnostic(exc, filename, line_offset))
+        return True
+    except LarkError as exc:  # not expected from a plain parse; reported, never raised
+        if not alone:
+            return False
+        message = f"parser failure: {exc}"
+        result.diagnostics.append(Diagnostic.at("error", "internal", message, filename, Span.point(line_offset + 1, 1)))
+        return True
+    rules, diags = build_rules(tree, filename, line_offset, limits.max_depth, limits.max_list)
+    result.rules.extend(rules)
+    result.diagnostics.extend(diags)
+    return True
 
 
 def _too_many(count: int, limits: Limits, filename: str, span: Span) -> Diagnostic:
@@ -149,39 +239,20 @@ def _check_count(result: ParseResult, limits: Limits, filename: str) -> None:
         del result.rules[limits.max_rules :]
 
 
-def _parse_in_pieces(source: str, filename: str, limits: Limits, starts: list[int], result: ParseResult) -> None:
-    bounds = [0] + starts + [len(source)]
-    line_offset = 0
-    for begin, end in zip(bounds, bounds[1:]):
-        if begin == end:
-            continue
-        piece = source[begin:end]
-        overflow = _bracket_overflow(piece, limits.max_depth)
-        if overflow is not None:
-            line, column = _position(piece, overflow)
-            result.diagnostics.append(
-                Diagnostic.at(
-                    "error",
-                    "limit-depth",
-                    f"expression is nested too deeply: brackets deeper than {limits.max_depth} levels",
-                    filename,
-                    Span.point(line + line_offset, column),
-                )
+def _bidi_warnings(text: str, lines: Lines, filename: str, result: ParseResult) -> None:
+    """Warn at each bidirectional control in a comment or string (elsewhere the lexer already
+    refuses it): it can make the rule display differently from what it does."""
+    if not BIDI_CONTROLS.search(text):
+        return
+    for m in _STRING_OR_COMMENT.finditer(text):
+        where = "comment" if m.group().startswith("#") else "string"
+        for b in BIDI_CONTROLS.finditer(m.group()):
+            line, column = lines.position(m.start() + b.start())
+            message = (
+                f"bidirectional control character U+{ord(b.group()):04X} in a {where}: the text may "
+                "display in another order than it is read"
             )
-        else:
-            try:
-                tree = _lark().parse(piece)
-            except UnexpectedInput as exc:
-                result.diagnostics.append(syntax_diagnostic(exc, filename, line_offset))
-            except LarkError as exc:  # not expected from a plain parse; reported, never raised
-                result.diagnostics.append(
-                    Diagnostic.at("error", "internal", f"parser failure: {exc}", filename, Span.point(line_offset + 1, 1))
-                )
-            else:
-                rules, diags = build_rules(tree, filename, line_offset, limits.max_depth)
-                result.rules.extend(rules)
-                result.diagnostics.extend(diags)
-        line_offset += piece.count("\n")
+            result.diagnostics.append(Diagnostic.at("warning", "bidi", message, filename, Span.point(line, column)))
 
 
 # ---------------------------------------------------------------------------------------------

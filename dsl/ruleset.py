@@ -10,10 +10,8 @@ predicates that can match it, plus one dict lookup.
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import heapq
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from . import typed as t
@@ -23,13 +21,14 @@ from .diagnostics import Diagnostic, RuleCompileError, Span, sort_key
 from .facts import AlertFacts, ModelFacts, RuleExplanation, RuleInfo, RuleMatch, Threshold
 from .formatter import expr_text
 from .interpret import evaluate
-from .parser import DEFAULT_LIMITS, Limits, parse_source
+from .parser import DEFAULT_LIMITS, Limits, gc_paused, parse_source
 
 
 @dataclass(slots=True)
 class CheckResult:
     diagnostics: list[Diagnostic] = field(default_factory=list)
     rules: list[RuleInfo] = field(default_factory=list)  # the rules without errors
+    defined: list[tuple[str, Span]] = field(default_factory=list)  # every rule's name, where it stands
 
     @property
     def ok(self) -> bool:
@@ -74,22 +73,8 @@ class _Compiled:
     models: frozenset | None
 
 
-@contextmanager
-def _gc_paused():
-    """Parsing a large file allocates millions of small objects that all stay alive until the
-    tree is built; the cyclic collector would walk them again and again (~40% of the time for
-    10,000 rules). Reference counting still frees everything; the collector resumes after."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 def check_parsed(source: str, filename: str, limits: Limits) -> tuple[list[CheckedRule], list[Diagnostic]]:
-    with _gc_paused():
+    with gc_paused():
         parsed = parse_source(source, filename, limits)
         checker = Checker(filename)
         checked = checker.check_rules(parsed.rules)
@@ -121,7 +106,8 @@ def check(source: str, filename: str = "<rules>", *, limits: Limits = DEFAULT_LI
         return CheckResult([Diagnostic.at("error", "bad-input", message, filename, Span.point(1, 1))], [])
     try:
         checked, diagnostics = check_parsed(source, filename, limits)
-        return CheckResult(diagnostics, [_info(c) for c in checked if c.ok])
+        defined = [(c.rule.name, c.rule.name_span) for c in checked]
+        return CheckResult(diagnostics, [_info(c) for c in checked if c.ok], defined)
     except Exception as exc:  # the contract is "never raises"; the fuzz tests look for these
         message = f"internal error while checking: {type(exc).__name__}: {exc}"
         return CheckResult([Diagnostic.at("error", "internal", message, filename, Span.point(1, 1))], [])

@@ -22,11 +22,18 @@ match. Like promtool, a failure shows what was expected and what the rules did.
 
 Alert fields: type (required), model_id, severity (low/medium/high/critical or 1-4), metrics,
 labels, source, age (a duration such as "2h", or seconds). Model facts: registered, enabled,
-version, age, last_retrained. Unknown keys are errors, so a typo cannot pass silently.
+version, age, last_retrained. Unknown keys are errors, so a typo cannot pass silently. Numbers
+must be finite and within a float's range, as the server's AlertService requires.
+
+Input files (TOML tests, JSON alerts) are read with ``read_data``: bad UTF-8, bad syntax and
+absurd nesting are a FactsError with the line and column, never a traceback.
 """
 
 from __future__ import annotations
 
+import json
+import math
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,17 +41,85 @@ from typing import Any, Mapping
 
 from .facts import AlertFacts, ModelFacts, RuleMatch
 from .schema import LEVELS, format_duration, parse_numeric
+from .text import Lines, decode_source
 
 
 class FactsError(ValueError):
-    """Bad alert/model data in a test file or an explain input."""
+    """Bad alert/model data in a test file or an explain input; ``line``/``column`` when the
+    place in the file is known."""
+
+    def __init__(self, message: str, line: int | None = None, column: int | None = None):
+        super().__init__(message)
+        self.line, self.column = line, column
+
+    def where(self, path: object) -> str:
+        """``path:line:column: error: message`` (or without the position when unknown)."""
+        at = f"{path}:{self.line}:{self.column}" if self.line is not None else f"{path}"
+        return f"{at}: error: {self}"
+
+
+# Alerts and test files nest three levels or so; far deeper input is refused before a parser
+# recurses into it (json and tomllib recurse per level).
+MAX_NESTING = 32
+_NESTING = re.compile(r'"[^"\\\n]*(?:\\.[^"\\\n]*)*"|\'[^\'\n]*\'|#[^\n]*|[\[\]{}]')
+_TOML_AT = re.compile(r"\(at line (\d+), column (\d+)\)$")
+_BIG_INT_DIGITS = 300  # longer JSON integers are read as floats (and found out of range)
+
+
+def read_data(data: bytes, kind: str) -> Any:
+    """Parse the bytes of a JSON (``kind == "json"``) or TOML file. Raises FactsError."""
+    text, error = decode_source(data)
+    if error is not None:
+        raise FactsError(error.message, error.line, error.column)
+    depth = 0
+    for m in _NESTING.finditer(text):
+        ch = m.group()
+        if ch in "[{":
+            depth += 1
+            if depth > MAX_NESTING:
+                line, column = Lines(text).position(m.start())
+                raise FactsError(f"nested more than {MAX_NESTING} levels deep", line, column)
+        elif ch in "]}":
+            depth -= 1
+    try:
+        if kind == "json":
+            return json.loads(text, parse_int=lambda s: int(s) if len(s) <= _BIG_INT_DIGITS else float(s))
+        return tomllib.loads(text)
+    except json.JSONDecodeError as exc:
+        raise FactsError(f"not valid JSON: {exc.msg}", exc.lineno, exc.colno) from None
+    except tomllib.TOMLDecodeError as exc:
+        m = _TOML_AT.search(str(exc))
+        message = _TOML_AT.sub("", str(exc)).strip()
+        raise FactsError(f"not valid TOML: {message}", *(map(int, m.groups()) if m else ())) from None
+    except RecursionError:
+        raise FactsError(f"nested too deeply (more than {MAX_NESTING} levels)") from None
+    except ValueError as exc:  # e.g. an integer of more than 4300 digits in TOML
+        raise FactsError(f"not valid {kind.upper()}: {exc}") from None
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else f"{text[:20]}...({len(text)} characters)"
+
+
+def _number(value: Any, what: str) -> float:
+    """A finite float, refused as the server refuses it (NaN, infinities, out of range)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise FactsError(f"{what}: expected a number, got {_short(value)}")
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise FactsError(f"{what}: must be a finite number, got {_short(value)}")
+    return number
 
 
 def _duration(value: Any, what: str) -> float:
     if isinstance(value, bool):
         raise FactsError(f"{what}: expected a duration such as \"2h\" or a number of seconds, got {value!r}")
     if isinstance(value, (int, float)):
-        return float(value)
+        return _number(value, what)
     if isinstance(value, str):
         lit = parse_numeric(value.strip())
         if lit.kind == "duration" or (lit.kind == "number"):
@@ -83,15 +158,13 @@ def alert_from_mapping(data: Mapping) -> AlertFacts:
     labels = data.get("labels", {})
     _check_keys(metrics, set(metrics) if isinstance(metrics, Mapping) else set(), "metrics")
     _check_keys(labels, set(labels) if isinstance(labels, Mapping) else set(), "labels")
-    for k, v in metrics.items():
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise FactsError(f"metrics.{k}: expected a number, got {v!r}")
+    values = {str(k): _number(v, f"metrics.{k}") for k, v in metrics.items()}
     age = data.get("age", data.get("age_seconds", 0.0))
     return AlertFacts(
         type=data["type"],
         model_id=str(data.get("model_id", "model")),
         severity=_severity(data.get("severity", "medium")),
-        metrics={str(k): float(v) for k, v in metrics.items()},
+        metrics=values,
         labels={str(k): str(v) for k, v in labels.items()},
         source=str(data.get("source", "")),
         age_seconds=_duration(age, "alert age"),
@@ -139,11 +212,9 @@ class TestFile:
 
 
 def load_test_file(path: Path) -> TestFile:
-    """Read and validate a test file; raises FactsError (with the test's name) on bad content."""
-    try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except tomllib.TOMLDecodeError as exc:
-        raise FactsError(f"not valid TOML: {exc}") from None
+    """Read and validate a test file; raises FactsError (with the test's name) on bad content,
+    OSError when it cannot be read."""
+    data = read_data(path.read_bytes(), "toml")
     _check_keys(data, {"rules", "tests"}, "test file")
     rules = data.get("rules")
     if isinstance(rules, str):

@@ -10,9 +10,11 @@ Nothing here imports the generated stubs: the DSL must load without them.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from enum import Enum
+from fractions import Fraction
 
 
 class Type(Enum):
@@ -112,10 +114,13 @@ ACTIONS = tuple(ACTION_ARGS)
 # one token so that a malformed literal ("30x", "1.5.2h", "10%%") gets its own precise
 # diagnostic instead of a puzzling syntax error two tokens later.
 
-UNITS: dict[str, float] = {"w": 604800.0, "d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
+UNITS: dict[str, int] = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 _NUMBER = re.compile(r"[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _PERCENT = re.compile(r"([0-9]+(?:\.[0-9]+)?)%")
 _DURATION_PART = re.compile(r"([0-9]+(?:\.[0-9]+)?)([a-zA-Z]+)")
+# No real threshold needs more digits; the bound keeps exact arithmetic on literals cheap.
+MAX_LITERAL_CHARS = 100
+MAX_EXACT_INTEGER = 2**53  # every integer up to here is a float exactly
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,12 +131,25 @@ class NumericLiteral:
 
 
 def parse_numeric(text: str) -> NumericLiteral:
-    """Classify a numeric-looking token: plain number, percentage, duration, or malformed."""
+    """Classify a numeric-looking token: plain number, percentage, duration, or malformed.
+
+    A value is the float nearest to the exact decimal written, rounded once: ``12.3%`` is
+    exactly the float of 0.123 (not 12.3 / 100, which is 0.12300000000000001). A literal a float
+    cannot hold (``1e400``, ``1e-400``, an integer above 2^53 that would be rounded) is "bad"."""
+    if len(text) > MAX_LITERAL_CHARS:
+        message = f"numeric literal is too long: {len(text)} characters (the limit is {MAX_LITERAL_CHARS})"
+        return NumericLiteral("bad", 0.0, message)
     if _NUMBER.fullmatch(text):
-        return NumericLiteral("number", float(text))
+        value = float(text)  # correctly rounded from the decimal text
+        if text.isdigit() and math.isfinite(value) and int(text) != int(value):
+            return NumericLiteral(
+                "bad", 0.0, f"integer {text} cannot be represented exactly (it would be {int(value)}); "
+                f"integers up to {MAX_EXACT_INTEGER} are exact"
+            )
+        return _in_range("number", value, text)
     m = _PERCENT.fullmatch(text)
     if m:
-        return NumericLiteral("percent", float(m.group(1)) / 100.0)
+        return _in_range("percent", float(Fraction(m.group(1)) / 100), text)
     if text.endswith("%"):
         return NumericLiteral("bad", 0.0, f"malformed percentage '{text}': expected a number followed by %, e.g. 10%")
     if not any(c.isalpha() for c in text):
@@ -139,12 +157,22 @@ def parse_numeric(text: str) -> NumericLiteral:
     seconds = _parse_duration(text)
     if isinstance(seconds, str):
         return NumericLiteral("bad", 0.0, seconds)
-    return NumericLiteral("duration", seconds)
+    return _in_range("duration", seconds, text)
+
+
+def _in_range(kind: str, value: float, text: str) -> NumericLiteral:
+    if not math.isfinite(value):
+        return NumericLiteral("bad", 0.0, f"number '{text}' is out of range (the largest is about 1.8e308)")
+    mantissa = text.split("e")[0].split("E")[0]
+    if value == 0 and any(c in "123456789" for c in mantissa):
+        return NumericLiteral("bad", 0.0, f"number '{text}' is too small: it would be 0")
+    return NumericLiteral(kind, value)
 
 
 def _parse_duration(text: str) -> float | str:
-    """Seconds, or an error message. Compound durations name each unit once, largest first."""
-    pos, total, last_rank = 0, 0.0, -1
+    """Seconds, or an error message. Compound durations name each unit once, largest first.
+    Summed exactly, rounded once."""
+    pos, total, last_rank = 0, Fraction(0), -1
     order = list(UNITS)
     while pos < len(text):
         m = _DURATION_PART.match(text, pos)
@@ -159,9 +187,12 @@ def _parse_duration(text: str) -> float | str:
         if rank <= last_rank:
             return f"malformed duration '{text}': name each unit once, largest first, e.g. 1h30m"
         last_rank = rank
-        total += float(m.group(1)) * UNITS[m.group(2)]
+        total += Fraction(m.group(1)) * UNITS[m.group(2)]
         pos = m.end()
-    return total
+    try:
+        return float(total)
+    except OverflowError:
+        return math.inf
 
 
 def format_duration(seconds: float) -> str:
@@ -178,27 +209,34 @@ def format_duration(seconds: float) -> str:
     return "".join(parts) or "0s"
 
 
-def decode_string(text: str) -> tuple[str, str | None]:
-    """The value of a string token (with its quotes) and an error for an unknown escape.
+_ESCAPE = re.compile(r"\\(.?)", re.DOTALL)
+_ESCAPES = {'"': '"', "\\": "\\", "n": "\n", "t": "\t"}
+
+
+def decode_string(text: str) -> tuple[str, str | None, int]:
+    """The value of a string token (with its quotes), an error for the first unknown escape,
+    and that escape's offset in ``text`` (0 when there is no error).
 
     Decoded by hand: only \\" \\\\ \\n and \\t exist, and nothing from a rule file goes near eval.
     """
-    body, out, error, i = text[1:-1], [], None, 0
-    escapes = {'"': '"', "\\": "\\", "n": "\n", "t": "\t"}
-    while i < len(body):
-        ch = body[i]
-        if ch == "\\" and i + 1 < len(body):
-            nxt = body[i + 1]
-            if nxt in escapes:
-                out.append(escapes[nxt])
-            else:
-                out.append(nxt)
-                error = error or f"unknown escape '\\{nxt}' in string (use \\\", \\\\, \\n or \\t)"
-            i += 2
-            continue
-        out.append(ch)
-        i += 1
-    return "".join(out), error
+    body = text[1:-1]
+    if "\\" not in body:
+        return body, None, 0
+    bad: list[re.Match] = []
+
+    def replace(m: re.Match) -> str:
+        ch = m.group(1)
+        if ch in _ESCAPES and ch:
+            return _ESCAPES[ch]
+        if ch and not bad:
+            bad.append(m)
+        return ch or "\\"
+
+    value = _ESCAPE.sub(replace, body)
+    if not bad:
+        return value, None, 0
+    m = bad[0]
+    return value, f"unknown escape '\\{m.group(1)}' in string (use \\\", \\\\, \\n or \\t)", m.start() + 1
 
 
 def quote_string(value: str) -> str:

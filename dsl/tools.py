@@ -1,21 +1,34 @@
-"""`closedloop rules check|fmt|test|explain` as plain functions; server/cli.py wires them to argparse.
+"""`closedloop rules check|fmt|test|explain` as plain functions; the CLI wires them to argparse.
 
-Each takes paths and a text stream and returns the exit status: 0 when all is well, 1 when a
-file has errors (or would be reformatted, or a test failed). A path may be a folder, meaning the
-``*.rules`` files in it (``*.toml`` for ``test``), sorted by name.
+Each takes paths and the text stream to write to (the CLI passes stdout, and owns what happens
+when that pipe closes) and returns the exit status: 0 when all is well, 1 when a file has errors
+(or would be reformatted, or a test failed). A problem with any file read is one line naming the
+file and, when there is one, the line and column; never a traceback.
+
+``check`` loads each path exactly as ``serve --rules PATH`` would (loader.py): a folder is its
+``*.rules`` files together. ``fmt`` works file by file; for ``test`` a folder means its ``*.toml``
+files, sorted by name.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TextIO
 
 from . import load_default_rules
-from .diagnostics import RuleCompileError
+from .diagnostics import RuleCompileError, render_all
 from .formatter import format_source
-from .ruleset import CompiledRuleSet, check, compile_rules
-from .ruletest import FactsError, alert_from_mapping, compare, describe_match, load_test_file, model_from_mapping
+from .loader import check_rule_tree, load_rule_tree, read_rule_tree, read_source
+from .ruleset import CompiledRuleSet, compile_rules
+from .ruletest import (
+    FactsError,
+    alert_from_mapping,
+    compare,
+    describe_match,
+    load_test_file,
+    model_from_mapping,
+    read_data,
+)
 
 
 def expand(paths: list[str], pattern: str = "*.rules") -> tuple[list[Path], list[str]]:
@@ -34,40 +47,32 @@ def expand(paths: list[str], pattern: str = "*.rules") -> tuple[list[Path], list
     return files, problems
 
 
-def _read(path: Path, out: TextIO) -> str | None:
-    try:
-        return path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        out.write(f"{path}: cannot read: {exc}\n")
-        return None
-
-
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def cmd_check(paths: list[str], out: TextIO) -> int:
-    """Report every diagnostic of every file; 1 when any file has an error."""
-    files, problems = expand(paths)
-    for problem in problems:
-        out.write(problem + "\n")
-    errors = warnings = rules = 0
-    failed = bool(problems)
-    for path in files:
-        source = _read(path, out)
-        if source is None:
+    """Report every diagnostic of every path, loaded as the server loads it; 1 on any error."""
+    errors = warnings = rules = files = 0
+    failed = False
+    for path in paths:
+        try:
+            tree = read_rule_tree(path)
+        except OSError as exc:
+            out.write(f"{exc}\n")
             failed = True
             continue
-        result = check(source, str(path))
-        for d in result.diagnostics:
-            out.write(d.render(source) + "\n")
+        result = check_rule_tree(tree)
+        if result.diagnostics:
+            out.write(render_all(result.diagnostics, tree.sources) + "\n")
+        files += len(tree.files) + sum(d.code in ("read", "encoding") for d in tree.diagnostics)
         errors += sum(d.is_error for d in result.diagnostics)
         warnings += sum(not d.is_error for d in result.diagnostics)
         rules += len(result.rules)
     failed = failed or errors > 0
     verdict = "FAILED" if failed else "ok"
     out.write(
-        f"{verdict}: {_plural(len(files), 'file')}, {_plural(rules, 'valid rule')}, "
+        f"{verdict}: {_plural(files, 'file')}, {_plural(rules, 'valid rule')}, "
         f"{_plural(errors, 'error')}, {_plural(warnings, 'warning')}\n"
     )
     return 1 if failed else 0
@@ -81,8 +86,9 @@ def cmd_fmt(paths: list[str], write: bool, check: bool, out: TextIO) -> int:
         out.write(problem + "\n")
     status = 1 if problems else 0
     for path in files:
-        source = _read(path, out)
-        if source is None:
+        source, problem = read_source(path)
+        if problem is not None:
+            out.write(problem.header() + "\n")
             status = 1
             continue
         try:
@@ -107,16 +113,16 @@ def cmd_fmt(paths: list[str], write: bool, check: bool, out: TextIO) -> int:
 def _load_rules(target: Path | str, out: TextIO, cache: dict) -> CompiledRuleSet | None:
     key = str(target)
     if key not in cache:
-        if target == "default":
-            source, filename = load_default_rules()
-        else:
-            source, filename = _read(Path(target), out), str(target)
         compiled = None
-        if source is not None:
-            try:
-                compiled = compile_rules(source, filename)
-            except RuleCompileError as exc:
-                out.write(exc.render() + "\n")
+        try:
+            if target == "default":
+                compiled = compile_rules(*load_default_rules())
+            else:
+                compiled = load_rule_tree(target)
+        except OSError as exc:
+            out.write(f"{exc}\n")
+        except RuleCompileError as exc:
+            out.write(exc.render() + "\n")
         cache[key] = compiled
     return cache[key]
 
@@ -132,13 +138,17 @@ def cmd_test(paths: list[str], out: TextIO) -> int:
     for path in files:
         try:
             test_file = load_test_file(path)
-        except (FactsError, OSError, UnicodeDecodeError) as exc:
-            out.write(f"{path}: {exc}\n")
+        except FactsError as exc:
+            out.write(exc.where(path) + "\n")
+            broken = True
+            continue
+        except OSError as exc:
+            out.write(f"{path}: error: cannot read: {exc.strerror or exc}\n")
             broken = True
             continue
         rule_sets = [_load_rules(r, out, cache) for r in test_file.rules]
         if any(rs is None for rs in rule_sets):
-            out.write(f"{path}: the rules under test do not compile\n")
+            out.write(f"{path}: the rules under test do not load\n")
             broken = True
             continue
         for case in test_file.tests:
@@ -162,30 +172,24 @@ def cmd_explain(rules_path: str, alert_json_path: str, out: TextIO) -> int:
     """Per rule and per clause of RULES: true, false or missing for the alert in ALERT.json,
     and the actions that result. The JSON holds the alert's fields, and optionally ``"model":
     {...}`` with the model's facts (or ``{"alert": {...}, "model": {...}}``)."""
-    if rules_path == "default":
-        targets: list[Path | str] = ["default"]
-    else:
-        targets, problems = expand([rules_path])
-        for problem in problems:
-            out.write(problem + "\n")
-        if problems:
-            return 1
-    cache: dict = {}
-    rule_sets = [_load_rules(target, out, cache) for target in targets]
-    if any(rs is None for rs in rule_sets):
+    rule_set = _load_rules(rules_path if rules_path == "default" else Path(rules_path), out, {})
+    if rule_set is None:
         return 1
     try:
-        data = json.loads(Path(alert_json_path).read_text(encoding="utf-8"))
+        data = read_data(Path(alert_json_path).read_bytes(), "json")
         if not isinstance(data, dict):
             raise FactsError("expected a JSON object")
         alert_data = data.get("alert", {k: v for k, v in data.items() if k != "model"})
         alert = alert_from_mapping(alert_data)
         model = model_from_mapping(data.get("model"))
-    except (OSError, ValueError) as exc:  # json.JSONDecodeError and FactsError are ValueErrors
-        out.write(f"{alert_json_path}: {exc}\n")
+    except FactsError as exc:
+        out.write(exc.where(alert_json_path) + "\n")
+        return 1
+    except OSError as exc:
+        out.write(f"{alert_json_path}: error: cannot read: {exc.strerror or exc}\n")
         return 1
     actions = []
-    for exp in (e for rs in rule_sets for e in rs.explain(alert, model)):
+    for exp in rule_set.explain(alert, model):
         verdict = {True: "MATCH", False: "no match", None: "no match (missing values)"}[exp.matched]
         out.write(f"{exp.rule}: {verdict}\n")
         for text, value in exp.clauses:

@@ -93,6 +93,15 @@ CASES = [
     # constants
     ("true", A(), M, True),
     ("false or true", A(), M, True),
+    # exact literals (issue 11): a percentage is the decimal it names, rounded once
+    ("metrics.ratio >= 12.3%", A(metrics={"ratio": 0.123}), M, True),
+    ("metrics.ratio == 1.1%", A(metrics={"ratio": 0.011}), M, True),
+    ("metrics.ratio == 0.1%", A(metrics={"ratio": 0.001}), M, True),
+    ("metrics.ratio == 199.9%", A(metrics={"ratio": 1.999}), M, True),
+    ("metrics.x == 9007199254740992", A(metrics={"x": 2.0**53}), M, True),
+    ("metrics.x > 1.7e308", A(metrics={"x": 1.75e308}), M, True),
+    ("age == 1.1h", A(age=3960), M, True),
+    ("metrics.ratio == 12.3% + 0", A(metrics={"ratio": 0.123}), M, True),
 ]
 
 

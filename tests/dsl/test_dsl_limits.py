@@ -39,6 +39,12 @@ def test_rule_count():
     assert Limits().max_rules == 10_000
 
 
+def test_token_limit():
+    assert Limits().max_tokens == 100_000
+    deep = "rule r: when " + "(" * 100_000 + "true" + ")" * 100_000 + " then record\n"
+    assert codes(deep) == [(1, 100_010, "limit-tokens")]  # at the 100,001st token, before parsing
+
+
 def test_depth_64_is_allowed_and_65_is_not():
     ok = "rule r: when " + "not " * 63 + "true then record"
     assert codes(ok) == []
@@ -50,7 +56,7 @@ def test_depth_64_is_allowed_and_65_is_not():
 @pytest.mark.parametrize(
     "condition",
     [
-        "(" * 100_000 + "true" + ")" * 100_000,
+        "(" * 45_000 + "true" + ")" * 45_000,  # 100,000 of each would pass the token limit
         "[" * 50_000,
         "not " * 50_000 + "true",
         "- " * 50_000 + "1 > 0",

@@ -95,7 +95,7 @@ def test_rule_test_file_errors(tmp_path: Path):
     assert status == 1 and "typo: unknown alert field 'sevrity'" in out
     bad.write_text('rules = "missing.rules"\n[[tests]]\nalert = { type = "drift" }\nexpect = []\n')
     status, out = run(cmd_test, [str(bad)])
-    assert status == 1 and "cannot read" in out
+    assert status == 1 and "missing.rules: no such file or folder" in out  # read by the loader now
     bad.write_text("rules = [\n")
     status, out = run(cmd_test, [str(bad)])
     assert status == 1 and "not valid TOML" in out
