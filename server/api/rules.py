@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 import asyncpg
 
-from closedloop.dsl import RuleCompileError, check, compile_rules
+from closedloop.dsl import RuleCompileError, check, check_limits, compile_rules
 from closedloop.dsl.facts import alert_facts
 from closedloop.v1 import rules_pb2, rules_pb2_grpc
 
@@ -20,6 +21,9 @@ from . import convert
 from .validation import Violations, check_alert
 
 MAX_SOURCE_BYTES = 1024 * 1024
+# Parsing a rule file within the DSL's limits takes up to ~2 s of CPU: it runs in a worker thread so
+# the event loop keeps answering, and at most this many at once so hostile requests cannot pile up.
+COMPILE_SLOTS = 2
 CLAUSE_VALUES = {True: rules_pb2.CLAUSE_VALUE_TRUE, False: rules_pb2.CLAUSE_VALUE_FALSE,
                  None: rules_pb2.CLAUSE_VALUE_MISSING}
 
@@ -31,12 +35,34 @@ def _check_source(v: Violations, source: str, required: bool = True) -> None:
         v.add("source", f"at most {MAX_SOURCE_BYTES} bytes")
 
 
+def _source_of(request) -> str:
+    """The request's rule text; a leading byte-order mark (an editor's, pasted along) is not part of it."""
+    return request.source.removeprefix("\ufeff")
+
+
+def _invalid(diagnostics, source: str) -> RuleSetInvalid:
+    rendered = "\n".join(d.render(source) for d in diagnostics)
+    return RuleSetInvalid(list(diagnostics), rendered)
+
+
 def _compile(source: str, filename: str):
+    """Compile after the DSL's cheap size/token/rule bounds, so a hostile file is refused before it
+    costs a parse. Runs in a worker thread (see RuleServicer._off_loop)."""
+    over = check_limits(source, filename)
+    if over:
+        raise _invalid(over, source)
     try:
         return compile_rules(source, filename)
     except RuleCompileError as exc:
-        rendered = "\n".join(d.render(source) for d in exc.diagnostics)
-        raise RuleSetInvalid(list(exc.diagnostics), rendered) from None
+        raise _invalid(exc.diagnostics, source) from None
+
+
+def _check_with_rules(source: str, filename: str):
+    over = check_limits(source, filename)
+    if over:
+        return over, []
+    result = check(source, filename)
+    return result.diagnostics, result.rules
 
 
 def ruleset_message(version: int, compiled, create_time=None, diagnostics=()) -> rules_pb2.RuleSet:
@@ -70,25 +96,31 @@ class RuleServicer(rules_pb2_grpc.RuleServiceServicer):
         self.pool = pool
         self.engine = engine
         self.facts = facts
+        self._compile_slots = asyncio.Semaphore(COMPILE_SLOTS)
+
+    async def _off_loop(self, fn, *args):
+        async with self._compile_slots:
+            return await asyncio.to_thread(fn, *args)
 
     async def ValidateRules(self, request, context):
         v = Violations()
         _check_source(v, request.source, required=False)
         v.raise_if_any()
         filename = request.filename or "<rules>"
-        result = check(request.source, filename)
-        valid = not any(d.severity == "error" for d in result.diagnostics)
+        source = _source_of(request)
+        diagnostics, rules = await self._off_loop(_check_with_rules, source, filename)
+        valid = not any(d.severity == "error" for d in diagnostics)
         return rules_pb2.ValidateRulesResponse(
-            diagnostics=[convert.diagnostic_message(d, request.source) for d in result.diagnostics],
-            rules=[convert.rule_message(r) for r in result.rules] if valid else [], valid=valid)
+            diagnostics=[convert.diagnostic_message(d, source) for d in diagnostics],
+            rules=[convert.rule_message(r) for r in rules] if valid else [], valid=valid)
 
     async def ApplyRules(self, request, context):
         v = Violations()
         _check_source(v, request.source, required=False)  # an empty set turns automation off
         v.raise_if_any()
         filename = request.filename or "<rules>"
-        compiled = _compile(request.source, filename)
-        warnings = [d for d in check(request.source, filename).diagnostics if d.severity == "warning"]
+        compiled = await self._off_loop(_compile, _source_of(request), filename)
+        warnings = list(compiled.diagnostics)  # compile kept its warnings: no second parse
         if request.dry_run:
             return ruleset_message(0, compiled, diagnostics=warnings)
         active = await self.engine.apply(compiled)
@@ -107,7 +139,12 @@ class RuleServicer(rules_pb2_grpc.RuleServiceServicer):
         if row is None:
             raise NotFound(f"rule set version {request.version} not found" if request.version
                            else "no rule set is active")
-        return ruleset_message(row["version"], compile_rules(row["source"], row["filename"]), row["create_time"])
+        active = self.engine.active
+        if active is not None and active.version == row["version"]:
+            compiled = active.ruleset  # already compiled: the common case needs no parse
+        else:
+            compiled = await self._off_loop(compile_rules, row["source"], row["filename"])
+        return ruleset_message(row["version"], compiled, row["create_time"])
 
     async def EvaluateRules(self, request, context):
         v = Violations()
@@ -118,7 +155,7 @@ class RuleServicer(rules_pb2_grpc.RuleServiceServicer):
         _check_source(v, request.source, required=False)
         v.raise_if_any()
         if request.source:
-            ruleset, version = _compile(request.source, request.filename or "<rules>"), 0
+            ruleset, version = await self._off_loop(_compile, _source_of(request), request.filename or "<rules>"), 0
         else:
             active = self.engine.active
             if active is None:
@@ -161,7 +198,7 @@ class RuleServicer(rules_pb2_grpc.RuleServiceServicer):
                 and request.end_time.ToNanoseconds() <= request.start_time.ToNanoseconds()):
             v.add("end_time", "must be after start_time")
         v.raise_if_any()
-        candidate = _compile(request.source, request.filename or "<candidate>")
+        candidate = await self._off_loop(_compile, _source_of(request), request.filename or "<candidate>")
         report = await run_backtest(self.pool, candidate, convert.from_timestamp(request.start_time),
                                     convert.from_timestamp(request.end_time))
         return backtest_message(report)

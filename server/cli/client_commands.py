@@ -19,7 +19,7 @@ import grpc
 from google.protobuf import json_format
 
 from closedloop import Client
-from closedloop.dsl import RuleCompileError, check
+from closedloop.dsl import RuleCompileError, check_rule_tree, read_rule_tree
 from closedloop.dsl import tools as rule_tools
 from closedloop.v1 import alert_pb2, common_pb2, retrain_pb2
 
@@ -198,26 +198,16 @@ def jobs_submit(args) -> int:
 
 # --- rules (server side) --------------------------------------------------------------------------
 def _read_rules(path: str) -> tuple[str, str]:
-    """(source, filename) to send: a rule file, or a folder's *.rules files joined in name order.
-
-    The folder is joined as the server joins its --rules folder (loop/rule_engine.py), each file
-    checked on its own first so that an error names its own file and line, not a line of the
-    joined text. (Both are to call the dsl package's folder loader once it has one.)
-    """
-    folder = pathlib.Path(path)
+    """(source, filename) to send: a rule file, or a folder's files joined exactly as the server joins
+    its --rules folder (dsl/loader.py), with errors at their real files and lines."""
     try:
-        if not folder.is_dir():
-            return folder.read_text(encoding="utf-8"), str(folder)
-        files, problems = rule_tools.expand([path])
-        if problems:
-            raise CliError(problems[0])
-        texts = [(f, f.read_text(encoding="utf-8")) for f in files]
-    except OSError as exc:
-        raise CliError(f"{exc.filename or path}: {exc.strerror or exc}") from None
-    errors = [d for f, text in texts for d in check(text, str(f)).diagnostics if d.severity == "error"]
-    if errors:
-        raise RuleCompileError(errors)
-    return "\n".join(f"# --- {f.name}\n{text}" for f, text in texts), str(folder)
+        tree = read_rule_tree(path)
+    except FileNotFoundError as exc:
+        raise CliError(str(exc)) from None
+    result = check_rule_tree(tree)
+    if not result.ok:
+        raise RuleCompileError([d for d in result.diagnostics if d.severity == "error"], tree.sources)
+    return tree.source, tree.filename
 
 
 def rules_apply(args) -> int:

@@ -7,14 +7,14 @@ SIGHUP (re-read --rules), and a NOTIFY from another replica that applied a set.
 
 from __future__ import annotations
 
-import hashlib
 import pathlib
 from dataclasses import dataclass
 
 import asyncpg
 import structlog
 
-from closedloop.dsl import CompiledRuleSet, RuleCompileError, check, compile_rules, load_default_rules
+from closedloop.dsl import (CompiledRuleSet, RuleCompileError, compile_rules, load_default_rules, load_rule_tree,
+                            read_rule_tree)
 
 from ..store import rules as rule_store
 
@@ -25,29 +25,6 @@ log = structlog.get_logger(__name__)
 class ActiveRules:
     version: int
     ruleset: CompiledRuleSet
-
-
-def read_rules_path(path: pathlib.Path) -> tuple[str, str]:
-    """(source, filename) of a rule file, or of a folder's *.rules files joined in name order.
-
-    Each file of a folder is checked on its own first, so an error points at its own file and
-    line rather than at a line of the joined text.
-    """
-    if path.is_dir():
-        files = sorted(path.glob("*.rules"))
-        if not files:
-            raise FileNotFoundError(f"{path}: no *.rules files in this folder")
-        texts = [(f, f.read_text(encoding="utf-8")) for f in files]
-        errors = [d for f, text in texts for d in check(text, str(f)).diagnostics if d.severity == "error"]
-        if errors:
-            raise RuleCompileError(errors)
-        parts = [f"# --- {f.name}\n{text}" for f, text in texts]
-        return "\n".join(parts), str(path)
-    return path.read_text(encoding="utf-8"), str(path)
-
-
-def sha256(source: str) -> str:
-    return hashlib.sha256(source.encode()).hexdigest()
 
 
 class RuleEngine:
@@ -61,17 +38,18 @@ class RuleEngine:
         async with self.pool.acquire() as conn:
             stored = await rule_store.active(conn)
         if self.rules_path is not None:
-            source, filename = read_rules_path(self.rules_path)
-        elif stored is not None:
-            source, filename = stored["source"], stored["filename"]
+            # The same loader as `closedloop rules check`: a folder joined as check joins it, errors
+            # at their real files and lines. RuleCompileError propagates: bad --rules stops start-up.
+            compiled = load_rule_tree(self.rules_path)
         else:
-            source, filename = load_default_rules()
-        compiled = compile_rules(source, filename)  # RuleCompileError propagates: bad --rules stops start-up
+            source, filename = ((stored["source"], stored["filename"]) if stored is not None
+                                else load_default_rules())
+            compiled = compile_rules(source, filename)
         if stored is not None and stored["sha256"] == compiled.sha256:
             self.active = ActiveRules(stored["version"], compiled)
         else:
             self.active = await self._store(compiled)
-        log.info("rules.loaded", version=self.active.version, rules=len(compiled.rules), filename=filename)
+        log.info("rules.loaded", version=self.active.version, rules=len(compiled.rules), filename=compiled.filename)
         return self.active
 
     async def apply(self, compiled: CompiledRuleSet) -> ActiveRules:
@@ -85,12 +63,11 @@ class RuleEngine:
             log.info("rules.reload_skipped", reason="no --rules given")
             return None
         try:
-            source, filename = read_rules_path(self.rules_path)
-            if not source.strip():
+            if not read_rule_tree(self.rules_path).source.strip():
                 # Most likely a file caught half-written by an editor or deploy; an intentionally
                 # empty rule set can still be applied with ApplyRules.
-                raise OSError(f"{filename} is empty")
-            compiled = compile_rules(source, filename)
+                raise OSError(f"{self.rules_path} is empty")
+            compiled = load_rule_tree(self.rules_path)
         except (OSError, RuleCompileError) as exc:
             log.error("rules.reload_failed", error=str(exc), kept_version=self.active.version if self.active else 0)
             return None
