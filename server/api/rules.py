@@ -7,7 +7,7 @@ import datetime as dt
 
 import asyncpg
 
-from closedloop.dsl import RuleCompileError, check, check_limits, compile_rules
+from closedloop.dsl import DEFAULT_LIMITS, RuleCompileError, check, check_limits, compile_rules
 from closedloop.dsl.facts import alert_facts
 from closedloop.v1 import rules_pb2, rules_pb2_grpc
 
@@ -20,7 +20,7 @@ from ..store import rules as rule_store
 from . import convert
 from .validation import Violations, check_alert
 
-MAX_SOURCE_BYTES = 1024 * 1024
+MAX_SOURCE_BYTES = DEFAULT_LIMITS.max_bytes  # the DSL's own size limit: one bound for files and RPCs
 # Parsing a rule file within the DSL's limits takes up to ~2 s of CPU: it runs in a worker thread so
 # the event loop keeps answering, and at most this many at once so hostile requests cannot pile up.
 COMPILE_SLOTS = 2
