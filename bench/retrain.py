@@ -1,8 +1,9 @@
 """Retraining executor benchmark, one command: `python bench/retrain.py [--jobs N] [--samples N]`.
 
 Measures, in one run on an embedded PostgreSQL:
-1. queue overhead: no-op jobs/s through the real queue (claim, lease, process pool, fenced completion,
-   feedback row) against submitting the same function straight to the same process pool;
+1. queue overhead: no-op jobs/s through the real queue (claim, lease, process pool, and the same
+   completion a retrain runs: a transaction that locks the row, checks the lease, completes and writes
+   the feedback row) against submitting the same function straight to the same process pool;
 2. time to job start of a critical job with a free worker (p50/p99), woken by NOTIFY: (a) from the
    queue API's enqueue, (b) from a critical risk alert sent with CreateAlert to a real server with
    the default rules (the headline figure);
@@ -54,7 +55,7 @@ class TimedNoop(NoopKind):
         self.started: dict[int, float] = {}
         self.waiters: dict[int, asyncio.Future] = {}
 
-    async def record(self, conn, job, result):  # conn is None: NoopKind is not transactional
+    async def record(self, conn, job, result):  # inside the completion transaction, like a retrain's
         self.started[job["id"]] = result["started"]
         waiter = self.waiters.pop(job["id"], None)
         if waiter is not None and not waiter.done():

@@ -12,10 +12,15 @@ import argparse
 import dataclasses
 import os
 import pathlib
+import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
 from .errors import ConfigError
+
+# Shared with executor/source_config.py, which reads the same pairs from the data-sources file.
+ENTRY_POINT_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+ENTRY_POINT_TARGET = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 
 
 def default_data_dir() -> pathlib.Path:
@@ -63,6 +68,12 @@ class Settings:
     shutdown_grace: float = 10.0
     # Connect retries at start-up before giving up (seconds in total).
     connect_timeout: float = 15.0
+    # What a model's training spec may read (executor/source_config.py): a TOML or JSON file of named
+    # SQL sources (and file roots, entry points); folders file sources must stay inside (repeatable;
+    # none: <data-dir>/datasets); entry points as NAME=module:function (repeatable).
+    data_sources: pathlib.Path | None = None
+    data_root: tuple[pathlib.Path, ...] = ()
+    entry_point: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         problems = []
@@ -87,6 +98,10 @@ class Settings:
             problems.append("--age-sweep-interval must be >= 0")
         if self.job_max_attempts < 1:
             problems.append("--job-max-attempts must be >= 1")
+        for item in self.entry_point:
+            name, _, target = item.partition("=")
+            if not ENTRY_POINT_NAME.match(name) or not ENTRY_POINT_TARGET.match(target):
+                problems.append(f"--entry-point must be NAME=package.module:function, not {item!r}")
         if problems:
             raise ConfigError("; ".join(problems))
 
@@ -95,8 +110,19 @@ class Settings:
         return self.auth_tokens is not None
 
 
-def _convert(f: dataclasses.Field, raw: str) -> Any:
+def _repeatable(f: dataclasses.Field) -> bool:
+    return str(f.type).startswith("tuple")
+
+
+def _convert(f: dataclasses.Field, raw: str | list[str]) -> Any:
+    """A flag's or variable's text as the field's type. Repeatable fields take a list (the flag given
+    several times) or a comma-separated variable."""
     kind = str(f.type)
+    if _repeatable(f):
+        items = raw if isinstance(raw, list) else [part.strip() for part in raw.split(",") if part.strip()]
+        if "pathlib.Path" in kind:
+            return tuple(pathlib.Path(item).expanduser() for item in items)
+        return tuple(items)
     try:
         if "bool" in kind:
             if raw.lower() in ("1", "true", "yes", "on"):
@@ -129,6 +155,8 @@ def add_arguments(parser: argparse.ArgumentParser, only: Iterable[str] | None = 
         flag = "--" + f.name.replace("_", "-")
         if "bool" in str(f.type):
             parser.add_argument(flag, dest=f.name, default=None, action=argparse.BooleanOptionalAction)
+        elif _repeatable(f):
+            parser.add_argument(flag, dest=f.name, default=None, action="append", metavar=f.name.upper())
         else:
             parser.add_argument(flag, dest=f.name, default=None, metavar=f.name.upper())
 
@@ -141,7 +169,8 @@ def settings_from(args: argparse.Namespace | None = None, environ: Mapping[str, 
     for f in dataclasses.fields(Settings):
         given = getattr(args, f.name, None) if args is not None else None
         if given is not None:
-            values[f.name] = given if isinstance(given, bool) else _convert(f, str(given))
+            values[f.name] = given if isinstance(given, bool) else _convert(
+                f, given if isinstance(given, list) else str(given))
             continue
         raw = environ.get("CLOSEDLOOP_" + f.name.upper())
         if raw not in (None, ""):

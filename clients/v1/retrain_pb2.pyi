@@ -42,12 +42,12 @@ VERDICT_HARMED: Verdict
 VERDICT_PENDING: Verdict
 
 class SqlSource(_message.Message):
-    __slots__ = ("dsn", "query")
-    DSN_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("source", "query")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
     QUERY_FIELD_NUMBER: _ClassVar[int]
-    dsn: str
+    source: str
     query: str
-    def __init__(self, dsn: _Optional[str] = ..., query: _Optional[str] = ...) -> None: ...
+    def __init__(self, source: _Optional[str] = ..., query: _Optional[str] = ...) -> None: ...
 
 class FileSource(_message.Message):
     __slots__ = ("path", "format")
@@ -58,12 +58,12 @@ class FileSource(_message.Message):
     def __init__(self, path: _Optional[str] = ..., format: _Optional[str] = ...) -> None: ...
 
 class EntryPointSource(_message.Message):
-    __slots__ = ("entry_point", "kwargs")
-    ENTRY_POINT_FIELD_NUMBER: _ClassVar[int]
+    __slots__ = ("name", "kwargs")
+    NAME_FIELD_NUMBER: _ClassVar[int]
     KWARGS_FIELD_NUMBER: _ClassVar[int]
-    entry_point: str
+    name: str
     kwargs: _struct_pb2.Struct
-    def __init__(self, entry_point: _Optional[str] = ..., kwargs: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
+    def __init__(self, name: _Optional[str] = ..., kwargs: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ...) -> None: ...
 
 class SyntheticSource(_message.Message):
     __slots__ = ("seed", "drift", "rows")

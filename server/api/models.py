@@ -6,26 +6,31 @@ import asyncpg
 
 from closedloop.v1 import retrain_pb2
 
+from ..config import Settings
 from ..errors import NotFound
 from ..executor.training_spec import DEFAULT_HOLDOUT
+from ..executor.source_config import DataSources
 from ..loop.model_cache import ModelFactsCache
 from ..store import models as model_store
 from . import convert, paging
 from .validation import Violations, check_model_id, check_page
 
-def check_training(v: Violations, spec: retrain_pb2.TrainingSpec, field: str = "model.training") -> None:
+async def check_training(v: Violations, spec: retrain_pb2.TrainingSpec, sources: DataSources,
+                         field: str = "model.training") -> None:
     """The trainer's own spec check (estimator resolvable inside sklearn, metric fits the task, source
-    complete), so registration refuses exactly what a retrain would fail on."""
+    complete and granted by the operator's data-source configuration), so registration refuses
+    exactly what a retrain would fail on. Awaited: its estimator part runs in a helper process."""
     from ..executor.training_spec import check_spec
 
-    for name, description in check_spec(convert.training_json(spec)):
+    for name, description in await check_spec(convert.training_json(spec), sources):
         v.add(f"{field}.{name}", description)
 
 
 class ModelHandlers:
-    def __init__(self, pool: asyncpg.Pool, facts: ModelFactsCache) -> None:
+    def __init__(self, pool: asyncpg.Pool, facts: ModelFactsCache, settings: Settings) -> None:
         self.pool = pool
         self.facts = facts  # dropped entries on registration, so rules see the change at once
+        self.sources = DataSources.from_settings(settings)
 
     async def RegisterModel(self, request, context):
         v = Violations()
@@ -37,7 +42,7 @@ class ModelHandlers:
         if not m.HasField("training"):
             v.add("model.training", "required")
         else:
-            check_training(v, m.training)
+            await check_training(v, m.training, self.sources)
         if m.max_retrains_per_day < 0:
             v.add("model.max_retrains_per_day", "must be >= 0")
         if m.HasField("cooldown_override") and m.cooldown_override.ToNanoseconds() < 0:

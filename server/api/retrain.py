@@ -17,7 +17,7 @@ from .models import ModelHandlers
 
 class RetrainServicer(retrain_pb2_grpc.RetrainServiceServicer):
     def __init__(self, pool: asyncpg.Pool, settings: Settings, facts: ModelFactsCache, rules: RuleEngine) -> None:
-        self.models = ModelHandlers(pool, facts)
+        self.models = ModelHandlers(pool, facts, settings)
         self.jobs = JobHandlers(pool, settings)
         self.feedback = FeedbackHandlers(pool, rules)
 

@@ -23,7 +23,8 @@ from ..logging_setup import configure_logging
 
 # The Settings fields a worker process uses (README, Configuration, describes each).
 WORKER_SETTINGS = ("database_url", "data_dir", "executor", "workers", "dask_scheduler", "job_lease",
-                   "job_timeout", "log_format", "log_level", "connect_timeout")
+                   "job_timeout", "log_format", "log_level", "connect_timeout", "data_sources", "data_root",
+                   "entry_point")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:
@@ -52,13 +53,15 @@ async def _main(settings: Settings, args: argparse.Namespace) -> None:
     from ..db.pool import create_pool
     from .runner import JobRunner
     from .job_kinds import kind_by_name
+    from .source_config import DataSources
 
     url = settings.database_url
     slots = args.slots or settings.workers
     pool = await create_pool(url, min_size=1, max_size=max(4, slots + 3), connect_timeout=settings.connect_timeout)
     runner = JobRunner(settings, pool, url, slots=slots, retry_base_s=args.retry_base,
                        poll_interval_s=args.poll_interval,
-                       kind=kind_by_name(args.work, data_dir=settings.data_dir, database_url=url))
+                       kind=kind_by_name(args.work, data_dir=settings.data_dir, database_url=url,
+                                         sources=DataSources.from_settings(settings)))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

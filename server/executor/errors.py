@@ -13,3 +13,7 @@ class JobAbandoned(Exception):
 
 class PermanentJobError(Exception):
     """Retrying cannot help (a bad training spec, an unusable data source): FAILED at once."""
+
+
+class DataSourceError(PermanentJobError):
+    """The spec's data source cannot be used as written, or the operator's configuration refuses it."""

@@ -10,8 +10,10 @@ The runner (runner.py) is generic: claim, lease, run, fence, retry. A `JobKind` 
   so only the attempt that still holds the job leaves anything behind.
 
 TrainingKind is the real one (the function is `train`, around trainer.run_training). NoopKind and
-ProbeKind run estimator-free functions through exactly the same queue/backend path: the benchmark
-measures the queue's overhead with them, and the reliability tests count executions with them.
+ProbeKind run estimator-free functions through exactly the same path as a retrain (claim, prepare
+on a pool connection, backend, completion in a transaction that locks the row and checks the
+lease): the benchmark measures the queue's overhead with them, and the reliability tests count
+executions with them, so both measure the code a real retrain runs.
 
 `Reporter` is an attempt's line back to the queue: progress and the process id go straight into
 PostgreSQL, fenced by the attempt's lease token. When the fence refuses (the lease was lost or the
@@ -37,6 +39,7 @@ from ..store import queue
 from ..store import versions as version_store
 from . import artifacts
 from .errors import JobAbandoned, PermanentJobError
+from .source_config import DataSources
 
 log = structlog.get_logger("closedloop.executor")
 
@@ -138,9 +141,6 @@ def warm_up() -> int:
 
 class JobKind(Protocol):
     name: str
-    # False: record() writes nothing (it gets conn=None) and the runner completes the job and its
-    # feedback row in one statement instead of a locked transaction.
-    transactional: bool
 
     async def prepare(self, conn: asyncpg.Connection, job: asyncpg.Record) -> tuple[Callable[[dict], dict], dict]: ...
 
@@ -156,11 +156,13 @@ class TrainingKind:
     """Retrain the job's model with the built-in scikit-learn trainer; version and promote."""
 
     name = "train"
-    transactional = True
 
-    def __init__(self, data_dir: str | pathlib.Path, database_url: str | None) -> None:
+    def __init__(self, data_dir: str | pathlib.Path, database_url: str | None,
+                 sources: DataSources | None = None) -> None:
         self.data_dir = pathlib.Path(data_dir)
         self.database_url = database_url
+        # What specs may read (the operator's configuration); none configured: synthetic data only.
+        self.sources = sources or DataSources()
 
     async def prepare(self, conn: asyncpg.Connection, job: asyncpg.Record) -> tuple[Callable[[dict], dict], dict]:
         spec = await job_store.load_model_spec(conn, job["model_id"])
@@ -175,7 +177,9 @@ class TrainingKind:
         payload = _attempt_payload(job, self.database_url)
         payload.update(
             model_id=job["model_id"], mode=job["mode"], spec=spec.training, metric=spec.metric,
-            margin=spec.promotion_margin, champion=champion,
+            margin=spec.promotion_margin, champion=champion, sources=self.sources.only_for(spec.training),
+            # PostgreSQL reports the session's role to every client: a SQL source must not share it.
+            service_role=conn.get_settings().session_authorization,
             epoch=await version_store.latest_version_number(conn, job["model_id"]),
         )
         return train, payload
@@ -226,7 +230,6 @@ class NoopKind:
     """Runs `noop` for every job: the queue's own cost, nothing else."""
 
     name = "noop"
-    transactional = False
 
     async def prepare(self, conn: asyncpg.Connection, job: asyncpg.Record) -> tuple[Callable[[dict], dict], dict]:
         return noop, {"job_id": job["id"]}
@@ -239,7 +242,6 @@ class ProbeKind:
     """Runs `probe`, configured per job by a JSON object in the job's reason (tests only)."""
 
     name = "probe"
-    transactional = False
 
     def __init__(self, database_url: str | None, defaults: dict[str, Any] | None = None) -> None:
         self.database_url = database_url
@@ -257,9 +259,10 @@ class ProbeKind:
         return {"message": f"probe ran in pid {result.get('pid')}"}
 
 
-def kind_by_name(name: str, *, data_dir: str | pathlib.Path, database_url: str | None) -> JobKind:
+def kind_by_name(name: str, *, data_dir: str | pathlib.Path, database_url: str | None,
+                 sources: DataSources | None = None) -> JobKind:
     if name == "train":
-        return TrainingKind(data_dir, database_url)
+        return TrainingKind(data_dir, database_url, sources)
     if name == "noop":
         return NoopKind()
     if name == "probe":

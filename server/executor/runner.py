@@ -33,6 +33,7 @@ from ..store import queue
 from .backends import Backend, create_backend, is_worker_lost
 from .errors import JobAbandoned, PermanentJobError
 from .job_kinds import JobKind, TrainingKind, warm_up
+from .source_config import DataSources
 
 log = structlog.get_logger("closedloop.executor")
 
@@ -61,8 +62,8 @@ class _Running:
 
 
 class _OwnConnection:
-    """A connection of the runner's own, outside the shared pool, for its hottest loops (claims,
-    batched completions): no acquire/reset round trip per use. Reconnects after an error."""
+    """A connection of the runner's own, outside the shared pool, for its hottest loop (claims): no
+    acquire/reset round trip per use. Reconnects after an error."""
 
     def __init__(self, database_url: str) -> None:
         self.database_url = database_url
@@ -95,7 +96,8 @@ class JobRunner:
         self.settings = settings
         self.pool = pool
         self.database_url = database_url
-        self.kind: JobKind = kind or TrainingKind(settings.data_dir, database_url)
+        self.kind: JobKind = kind or TrainingKind(settings.data_dir, database_url,
+                                                  DataSources.from_settings(settings))
         self._backend = backend
         self._owns_backend = backend is None
         self.slots = slots or (backend.slots if backend is not None else max(1, settings.workers))
@@ -115,10 +117,6 @@ class JobRunner:
         self._loops: list[asyncio.Task] = []
         self._listener: asyncpg.Connection | None = None
         self._claim_conn = _OwnConnection(database_url)
-        self._complete_conn = _OwnConnection(database_url)
-        # Completions of non-transactional job kinds, batched into one statement by _complete_batches.
-        self._pending_completions: list[tuple[int, str, str, asyncio.Future]] = []
-        self._completions_ready = asyncio.Event()
         self.log = log.bind(worker=self.worker_id)
 
     @property
@@ -144,8 +142,7 @@ class JobRunner:
         loop = asyncio.get_running_loop()
         self._loops = [loop.create_task(self._dispatch(), name="retrain-dispatch"),
                        loop.create_task(self._heartbeat(), name="retrain-heartbeat"),
-                       loop.create_task(self._rescue(), name="retrain-rescue"),
-                       loop.create_task(self._complete_batches(), name="retrain-complete")]
+                       loop.create_task(self._rescue(), name="retrain-rescue")]
         self.log.info("retrain.runner_started", backend=self._backend.name, slots=self.slots,
                       kind=self.kind.name, lease_s=self.lease_s)
 
@@ -170,13 +167,9 @@ class JobRunner:
         for task in self._loops:
             task.cancel()
         await asyncio.gather(*self._loops, return_exceptions=True)
-        for future in [p[3] for p in self._pending_completions]:
-            if not future.done():
-                future.set_exception(RuntimeError("runner stopped"))
         if self._listener is not None:
             await self._close_listener()
         await self._claim_conn.close()
-        await self._complete_conn.close()
         if self._backend is not None and self._owns_backend:
             await asyncio.to_thread(self._backend.shutdown)
         self.log.info("retrain.runner_stopped")
@@ -261,11 +254,8 @@ class JobRunner:
         jlog.info("retrain.job_claimed", mode=job["mode"], priority=job["priority"])
         try:
             try:
-                if getattr(self.kind, "transactional", True):
-                    async with self.pool.acquire() as conn:
-                        fn, payload = await self.kind.prepare(conn, job)
-                else:
-                    fn, payload = await self.kind.prepare(None, job)
+                async with self.pool.acquire() as conn:
+                    fn, payload = await self.kind.prepare(conn, job)
                 entry.future = self.backend.submit(fn, payload)
             except Exception as exc:  # noqa: BLE001 - every failure of an attempt is recorded on the job
                 await self._fail(entry, exc, jlog)
@@ -327,9 +317,8 @@ class JobRunner:
         return "lease_lost"
 
     async def _complete(self, entry: _Running, result: dict, jlog: Any) -> None:
-        if not getattr(self.kind, "transactional", True):
-            await self._complete_light(entry, result, jlog)
-            return
+        """The one completion path of every job kind: lock the row, check the lease and a requested
+        cancellation, let the kind record its result, complete, write the feedback row; one transaction."""
         try:
             async with transaction(self.pool) as conn:
                 owned = await queue.lock_owned(conn, entry.id, entry.token)
@@ -350,23 +339,6 @@ class JobRunner:
         jlog.info("retrain.job_succeeded", promoted=row["promoted"], new_version=row["new_version"],
                   metric=row["metric"], champion=row["champion_metric"], challenger=row["challenger_metric"],
                   run_s=round(time.monotonic() - entry.claimed_at, 3))
-
-    async def _complete_light(self, entry: _Running, result: dict, jlog: Any) -> None:
-        try:
-            fields = await self.kind.record(None, entry.job, result)
-            done = asyncio.get_running_loop().create_future()
-            self._pending_completions.append((entry.id, entry.token, fields.get("message", "done"), done))
-            self._completions_ready.set()
-            state = await done
-        except Exception as exc:  # noqa: BLE001 - recording failed: the attempt failed
-            await self._fail(entry, exc, jlog)
-            return
-        if state is None:
-            jlog.warning("retrain.completion_fenced", reason="lease lost before completion")
-        elif state == "CANCELLED":
-            jlog.info("retrain.job_cancelled", when="finished as cancellation arrived")
-        else:
-            jlog.info("retrain.job_succeeded", run_s=round(time.monotonic() - entry.claimed_at, 3))
 
     async def _fail(self, entry: _Running, exc: BaseException, jlog: Any) -> None:
         lost = is_worker_lost(exc)
@@ -406,27 +378,6 @@ class JobRunner:
             jlog.info("retrain.job_cancelled")
         else:
             jlog.info("retrain.job_released")
-
-    async def _complete_batches(self) -> None:
-        """Complete every pending light job in one statement; while it runs, the next batch gathers."""
-        while True:
-            await self._completions_ready.wait()
-            self._completions_ready.clear()
-            batch, self._pending_completions = self._pending_completions, []
-            if not batch:
-                continue
-            try:
-                conn = await self._complete_conn.get()
-                states = await queue.complete_many_and_record(conn, [(i, t, m) for i, t, m, _ in batch])
-            except DB_ERRORS as exc:
-                self._complete_conn.drop()
-                for *_, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-                continue
-            for job_id, _, _, future in batch:
-                if not future.done():
-                    future.set_result(states.get(job_id))
 
     # -- leases ------------------------------------------------------------------------------------
 

@@ -2,7 +2,9 @@
 
 Runs in a worker process (job_kinds.train). Input is a plain payload built by the runner:
   model_id, mode ("FULL" | "INCREMENTAL"), spec (TrainingSpec as protobuf JSON), epoch (versions
-  trained so far), champion (None or {version, artifact: bytes, sha256, data_end}), job_id, token.
+  trained so far), champion (None or {version, artifact: bytes, sha256, data_end}), job_id, token,
+  sources (the operator's DataSources, narrowed to what this spec names), service_role (the role
+  of the service's own database connection, which a SQL source must not be).
 Output is a plain dict: scores, the promotion decision and the challenger's skops bytes; the runner
 allocates the version number and writes the artifact inside the transaction that completes the job,
 so only the attempt that still holds the lease ever produces a version.
@@ -24,7 +26,8 @@ import numpy as np
 import pandas as pd
 
 from . import artifacts, scoring
-from .datasources import DataSourceError, load_frame
+from .datasources import load_frame
+from .source_config import DataSources
 from .training_spec import DEFAULT_HOLDOUT, SpecError, build_estimator, time_column_of
 
 Report = Callable[[float, str], None]
@@ -34,8 +37,9 @@ def prepare_frame(frame: pd.DataFrame, spec: dict) -> tuple[pd.DataFrame, pd.Ser
     """(X, y, time or None): columns checked, rows in time order, incomplete rows dropped."""
     target = spec.get("target", "")
     time_col = time_column_of(spec)
+    # The messages name only columns the spec names: the data's own columns are not the client's to read.
     if target not in frame.columns:
-        raise SpecError(f"target column {target!r} is not in the data (columns: {', '.join(map(str, frame.columns))})")
+        raise SpecError(f"target column {target!r} is not in the data")
     if time_col and time_col not in frame.columns:
         raise SpecError(f"time_column {time_col!r} is not in the data")
     features = list(spec.get("features") or [])
@@ -109,10 +113,8 @@ def run_training(payload: dict, report: Report) -> dict:
     notes: list[str] = []
 
     report(0.05, "loading data")
-    try:
-        frame = load_frame(spec, epoch=int(payload.get("epoch", 0)))
-    except (FileNotFoundError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        raise DataSourceError(str(exc)) from None
+    frame = load_frame(spec, payload.get("sources") or DataSources(), epoch=int(payload.get("epoch", 0)),
+                       service_role=payload.get("service_role"))
     X, y, times = prepare_frame(frame, spec)
     holdout_fraction = float(spec.get("holdout_fraction") or DEFAULT_HOLDOUT)
     n = len(X)

@@ -26,7 +26,6 @@ from typing import Sequence
 
 import asyncpg
 
-from .jobs import feedback_insert_sql
 
 JOBS_CHANNEL = "closedloop_retrain_jobs"
 CANCEL_CHANNEL = "closedloop_retrain_cancel"
@@ -199,34 +198,6 @@ async def complete(conn: asyncpg.Connection, job_id: int, token: str, *, metric:
         job_id, token, metric, champion_metric, challenger_metric, promoted, new_version, refit_fallback, message,
         improvement,
     )
-
-
-async def complete_many_and_record(conn: asyncpg.Connection, jobs: Sequence[tuple[int, str, str]]) -> dict[int, str]:
-    """Complete several attempts, each with its feedback row, in one statement: for jobs whose
-    result writes nothing else (no-op and probe jobs), so the runner can batch their completions.
-
-    `jobs` holds (job_id, lease_token, message). Each ends SUCCEEDED, or CANCELLED when that was
-    requested meanwhile. Returns {job_id: state} for those completed; a missing id lost its lease.
-    """
-    if not jobs:
-        return {}
-    rows = await conn.fetch(
-        f"""WITH input AS (
-                SELECT * FROM unnest($1::bigint[], $2::uuid[], $3::text[]) AS t(id, token, message)
-            ), done AS (
-                UPDATE retrain_jobs j
-                   SET state = CASE WHEN j.cancel_requested THEN 'CANCELLED' ELSE 'SUCCEEDED' END,
-                       {_END_LEASE}, end_time = now(), update_time = now(), error = '',
-                       progress = CASE WHEN j.cancel_requested THEN j.progress ELSE 1 END,
-                       progress_message = CASE WHEN j.cancel_requested THEN 'cancelled' ELSE input.message END
-                  FROM input
-                 WHERE j.id = input.id AND j.lease_token = input.token AND j.state = 'RUNNING'
-             RETURNING j.*)
-            {feedback_insert_sql("done")}
-            RETURNING job_id, outcome""",
-        [j[0] for j in jobs], [j[1] for j in jobs], [j[2] for j in jobs],
-    )
-    return {r["job_id"]: r["outcome"] for r in rows}
 
 
 async def fail(conn: asyncpg.Connection, job_id: int, token: str, error: str, *, retry_base_s: float,

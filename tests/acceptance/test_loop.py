@@ -47,8 +47,12 @@ async def test_integration_setup_and_activation(client):
                    "promotion_margin": -1}}, "model.training.promotion_margin"),
     ({"training": {"estimator": "linear_model.Ridge", "file": {"path": "x.xlsx"}, "metric": "r2",
                    "target": "y"}}, "model.training.file.format"),
-    ({"training": {"estimator": "linear_model.Ridge", "entry_point": {"entry_point": "no colon"},
-                   "metric": "r2", "target": "y"}}, "model.training.entry_point.entry_point"),
+    ({"training": {"estimator": "linear_model.Ridge", "entry_point": {"name": "not_registered"},
+                   "metric": "r2", "target": "y"}}, "model.training.entry_point.name"),
+    ({"training": {"estimator": "linear_model.Ridge", "sql": {"source": "nowhere", "query": "SELECT 1"},
+                   "metric": "r2", "target": "y"}}, "model.training.sql.source"),
+    ({"training": {"estimator": "linear_model.Ridge", "file": {"path": "/etc/passwd", "format": "csv"},
+                   "metric": "r2", "target": "y"}}, "model.training.file.path"),
     ({"max_retrains_per_day": -2}, "model.max_retrains_per_day"),
 ])
 async def test_bad_model_specs_name_the_field(client, change, field):

@@ -239,3 +239,32 @@ async def test_prepare_failure_of_an_unregistered_spec_fails_permanently(pool, s
     job = await enqueue(pool, "weird")
     done = await wait_for(job_in(pool, job["id"], "FAILED", "SUCCEEDED"))
     assert done["state"] == "FAILED" and done["attempt"] == 1 and "SpecError" in done["error"]
+
+
+class RecordingProbe(ProbeKind):
+    """ProbeKind that notes how each step of a job met the database."""
+
+    def __init__(self, database_url: str) -> None:
+        super().__init__(database_url)
+        self.seen: list[tuple[str, bool, bool]] = []
+
+    async def prepare(self, conn, job):
+        self.seen.append(("prepare", conn is not None, False))
+        return await super().prepare(conn, job)
+
+    async def record(self, conn, job, result):
+        self.seen.append(("record", conn is not None, conn is not None and conn.is_in_transaction()))
+        return await super().record(conn, job, result)
+
+
+async def test_test_kinds_complete_through_the_retrain_path(pool, start_runner, database_url):
+    """The probe and no-op kinds that the exactly-once, kill -9 and benchmark figures use go through
+    the same prepare and completion transaction as a retrain (issue 10, point 12)."""
+    async with pool.acquire() as conn:
+        await register(conn, "same-path")
+    kind = RecordingProbe(database_url)
+    await start_runner(kind)
+    job = await enqueue(pool, "same-path", reason=json.dumps({"report": False}))
+    done = await wait_for(job_in(pool, job["id"], "SUCCEEDED"))
+    assert done["progress_message"].startswith("probe ran in pid")
+    assert kind.seen == [("prepare", True, False), ("record", True, True)]

@@ -3,6 +3,7 @@ fallback, promotion by margin, time-ordered holdout, and the skops artifact safe
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 import numpy as np
@@ -11,16 +12,19 @@ import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin
 
 from closedloop.server.executor import artifacts, scoring, synthetic
+from closedloop.server.executor.source_config import DataSources
 from closedloop.server.executor.trainer import run_training
-from closedloop.server.executor.training_spec import SpecError, build_estimator, check_spec, resolve_estimator
+from closedloop.server.executor.training_spec import SpecError, build_estimator, resolve_estimator
+from closedloop.server.executor.training_spec import check_spec as check_spec_async
 
 SGD = {"estimator": "linear_model.SGDClassifier", "params": {"loss": "log_loss", "random_state": 7.0},
        "synthetic": {"seed": 11, "drift": 0.7, "rows": 2000}, "target": "direction", "metric": "accuracy"}
 
 
-def train(spec: dict, mode: str = "FULL", champion: dict | None = None, epoch: int = 0) -> dict:
+def train(spec: dict, mode: str = "FULL", champion: dict | None = None, epoch: int = 0,
+          sources: DataSources | None = None) -> dict:
     progress: list[str] = []
-    result = run_training({"spec": spec, "mode": mode, "champion": champion, "epoch": epoch},
+    result = run_training({"spec": spec, "mode": mode, "champion": champion, "epoch": epoch, "sources": sources},
                           lambda p, m: progress.append(m))
     result["progress"] = progress
     return result
@@ -142,6 +146,10 @@ def test_estimator_names_and_params():
         build_estimator("linear_model.Ridge", {"no_such_param": 1})
 
 
+def check_spec(spec: dict) -> list[tuple[str, str]]:
+    return asyncio.run(check_spec_async(spec, DataSources()))
+
+
 def test_check_spec_reports_each_field():
     assert check_spec(SGD) == []
     bad = {"estimator": "os.system", "metric": "precision", "holdout_fraction": 0.95, "promotion_margin": -1}
@@ -208,7 +216,7 @@ def test_holdout_is_the_latest_rows_by_time(tmp_path):
     shuffled.to_csv(path, index=False)
     spec = {"estimator": "linear_model.LogisticRegression", "file": {"path": str(path)}, "target": "direction",
             "time_column": "time", "metric": "accuracy", "holdout_fraction": 0.2}
-    r = train(spec)
+    r = train(spec, sources=DataSources(file_roots=(tmp_path.resolve(),)))
     assert r["data_end"] == pd.Timestamp(frame["time"].iloc[399]).isoformat()
     assert r["data_window"].startswith("time " + pd.Timestamp(frame["time"].iloc[0]).isoformat())
 
@@ -216,13 +224,19 @@ def test_holdout_is_the_latest_rows_by_time(tmp_path):
 def test_missing_columns_are_spec_errors(tmp_path):
     path = tmp_path / "d.csv"
     pd.DataFrame({"a": [1, 2, 3, 4], "y": [0, 1, 0, 1]}).to_csv(path, index=False)
+    pd.DataFrame({"SECRET_API_KEY": [1, 2, 3, 4], "y": [0, 1, 0, 1]}).to_csv(tmp_path / "s.csv", index=False)
     base = {"estimator": "linear_model.LogisticRegression", "file": {"path": str(path)}, "metric": "accuracy"}
+    sources = DataSources(file_roots=(tmp_path.resolve(),))
     with pytest.raises(SpecError, match="target"):
-        train(dict(base, target="nope"))
+        train(dict(base, target="nope"), sources=sources)
     with pytest.raises(SpecError, match="feature"):
-        train(dict(base, target="y", features=["a", "b"]))
+        train(dict(base, target="y", features=["a", "b"]), sources=sources)
     with pytest.raises(SpecError, match="time_column"):
-        train(dict(base, target="y", time_column="t"))
+        train(dict(base, target="y", time_column="t"), sources=sources)
+    # The data's own columns are not the client's to read: errors name only the spec's columns.
+    with pytest.raises(SpecError) as err:
+        train(dict(base, file={"path": "s.csv"}, target="nope"), sources=sources)
+    assert "SECRET_API_KEY" not in str(err.value)
 
 
 # -- artifacts --------------------------------------------------------------------------------------
