@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import glob
 import subprocess
+import os
 import sys
-import tempfile
 
 import psutil
 
 
-def test_demo_runs_the_loop_and_leaves_nothing_behind():
-    before = set(glob.glob(f"{tempfile.gettempdir()}/closedloop-demo-*"))
+def test_demo_runs_the_loop_and_leaves_nothing_behind(tmp_path):
+    # The demo's throwaway folder goes under this test's own TMPDIR, so another demo running on the
+    # machine at the same time cannot be mistaken for (or hide) a leftover of this one.
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
     result = subprocess.run([sys.executable, "-m", "closedloop.server.cli", "demo"], capture_output=True,
-                            text=True, timeout=180)
+                            text=True, timeout=180, env=env)
     out = result.stdout
     assert result.returncode == 0, result.stderr[-3000:]
     assert "promoted as version 1" in out                       # version 1 trained
@@ -25,7 +27,8 @@ def test_demo_runs_the_loop_and_leaves_nothing_behind():
     assert "champion" in out and "challenger" in out
     assert "Per rule" in out and "What the figures mean" in out  # the feedback report
     assert "Traceback" not in result.stderr
-    assert set(glob.glob(f"{tempfile.gettempdir()}/closedloop-demo-*")) == before
+    assert f"in {tmp_path}/closedloop-demo-" in out               # it did use this test's TMPDIR
+    assert glob.glob(f"{tmp_path}/closedloop-demo-*") == []
     leftovers = [p for p in psutil.process_iter(["cmdline"])
-                 if any("closedloop-demo-" in part for part in (p.info["cmdline"] or []))]
+                 if any(f"{tmp_path}/closedloop-demo-" in part for part in (p.info["cmdline"] or []))]
     assert leftovers == []
