@@ -18,11 +18,11 @@ from .validation import Violations, check_model_id
 def stats_message(s: FeedbackStats) -> retrain_pb2.FeedbackStats:
     return retrain_pb2.FeedbackStats(
         triggers=s.triggers, actions_by_decision=s.actions_by_decision, retrains=s.retrains, succeeded=s.succeeded,
-        promoted=s.promoted, success_rate=s.success_rate, promotion_rate=s.promotion_rate,
+        promoted=s.promoted, finished_rate=s.finished_rate, promotion_rate=s.promotion_rate,
         mean_improvement=s.mean_improvement, median_improvement=s.median_improvement,
         mean_time_to_recovery=duration(s.mean_time_to_recovery_s), false_positive_rate=s.false_positive_rate,
         false_negative_rate=s.false_negative_rate, evaluations_quiet=s.evaluations_quiet,
-        helped=s.helped, no_effect=s.no_effect, harmed=s.harmed)
+        helped=s.helped, no_effect=s.no_effect, harmed=s.harmed, helped_rate=s.helped_rate)
 
 
 def feedback_message(report: FeedbackReport) -> retrain_pb2.FeedbackReport:

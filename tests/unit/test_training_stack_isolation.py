@@ -14,7 +14,7 @@ import json, sys
 import closedloop.server.app, closedloop.server.store.jobs, closedloop.server.store.queue
 from closedloop.server.executor.training_spec import check_spec
 loaded_at_start = [m for m in {heavy} if m in sys.modules]
-problems = check_spec({{"estimator": "linear_model.SGDClassifier", "metric": "rmse", "target": "y", "synthetic": {{}}}})
+problems = check_spec({{"estimator": "linear_model.SGDClassifier", "metric": "rmse", "target": "next_return", "synthetic": {{}}}})
 print(json.dumps({{"start": loaded_at_start, "after_check": [m for m in {heavy} if m in sys.modules],
                   "problems": problems}}))
 """
