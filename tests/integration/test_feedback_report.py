@@ -130,3 +130,17 @@ async def test_filters_and_definitions(pool, report):
     only = feedback_message(await build_report(pool, model_id="fb2", rule=None, start=NOW - dt.timedelta(days=1),
                                                end=NOW, fn_window=None, active_ruleset=None))
     assert [m.model_id for m in only.models] == ["fb2"] and [r.rule for r in only.rules] == ["perf_r"]
+
+
+async def test_cli_table_names_what_each_rate_counts(report):
+    import io
+
+    from closedloop.server.cli.render import render_report
+
+    out = io.StringIO()
+    render_report(report, out)
+    lines = out.getvalue().splitlines()
+    header = next(line for line in lines if line.startswith("rule "))
+    assert header.split()[4:7] == ["finished", "promoted", "helped"] and "success" not in header
+    row = next(line for line in lines if line.startswith("drift_r "))
+    assert row.split()[-11:-8] == ["100%", "33%", "33%"]  # finished, promoted, helped rates
