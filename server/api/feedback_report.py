@@ -12,7 +12,7 @@ from closedloop.v1 import retrain_pb2
 from ..feedback.report import FeedbackReport, FeedbackStats, build_report
 from ..loop.rule_engine import RuleEngine
 from .convert import duration, from_timestamp, timestamp
-from .validation import Violations, check_model_id
+from .validation import Violations, check_model_id, check_time
 
 
 def stats_message(s: FeedbackStats) -> retrain_pb2.FeedbackStats:
@@ -53,8 +53,10 @@ class FeedbackHandlers:
         v = Violations()
         if request.model_id:
             check_model_id(v, request.model_id)
-        start = from_timestamp(request.start_time) if request.HasField("start_time") else None
-        end = from_timestamp(request.end_time) if request.HasField("end_time") else None
+        start = (from_timestamp(request.start_time)
+                 if request.HasField("start_time") and check_time(v, request.start_time, "start_time") else None)
+        end = (from_timestamp(request.end_time)
+               if request.HasField("end_time") and check_time(v, request.end_time, "end_time") else None)
         if start and end and end <= start:
             v.add("end_time", "must be after start_time")
         window = None

@@ -144,3 +144,22 @@ async def test_a_kept_champion_stays_the_serving_version_and_feedback_says_what_
     assert (rule.helped, rule.helped_rate) == (0, 0.0)                          # ...but did not help
     terms = {d.term for d in report.definitions}
     assert {"finished rate", "helped rate"} <= terms and "success rate" not in terms
+
+
+@pytest.mark.parametrize("bad", [Timestamp(seconds=10**13), Timestamp(seconds=1, nanos=-5)])
+async def test_times_out_of_range_are_invalid_argument_naming_the_field(client, bad):
+    later = Timestamp(seconds=2_000_000_000)
+    calls = [
+        (lambda: client.list_alerts(start_time=bad), "start_time"),
+        (lambda: client.list_alerts(end_time=bad), "end_time"),
+        (lambda: client.feedback_report(start_time=bad), "start_time"),
+        (lambda: client.backtest_rules("", bad, later), "start_time"),
+        (lambda: client.evaluate_rules(alert_pb2.Alert(model_id="m", type="drift", severity=1, create_time=bad),
+                                       source="rule r:\n    when type == \"drift\"\n    then record\n"),
+         "alert.create_time"),
+    ]
+    for call, field in calls:
+        with pytest.raises(grpc.aio.AioRpcError) as err:
+            await call()
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT, field
+        assert field in violations(err.value), violations(err.value)
