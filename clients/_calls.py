@@ -3,6 +3,10 @@
 Each method builds its request and hands it to `self._invoke(service, method, request)`, which the
 blocking client runs at once and the async client returns as an awaitable; so there is one
 definition of every call. Enum arguments accept the enum value or its short name ("high", "full").
+
+A method that acts on one resource takes its identifier first, named for the resource
+(`get_alert(alert_id)`, `get_job(job_id)`, `get_model(model_id)`), positionally or by that keyword;
+the request message carries it in the field the resource uses for its own id (`id`, `model_id`).
 """
 
 from __future__ import annotations
@@ -129,7 +133,7 @@ class CallsMixin:
         return self._invoke("RetrainService", "SubmitRetrain", request)
 
     def get_job(self, job_id: str):
-        return self._invoke("RetrainService", "GetJob", retrain_pb2.GetJobRequest(job_id=str(job_id)))
+        return self._invoke("RetrainService", "GetJob", retrain_pb2.GetJobRequest(id=str(job_id)))
 
     def list_jobs(self, *, model_id: str = "", state: Any = None, page_size: int = 0, page_token: str = ""):
         request = retrain_pb2.ListJobsRequest(
@@ -138,7 +142,12 @@ class CallsMixin:
         return self._invoke("RetrainService", "ListJobs", request)
 
     def cancel_job(self, job_id: str):
-        return self._invoke("RetrainService", "CancelJob", retrain_pb2.CancelJobRequest(job_id=str(job_id)))
+        return self._invoke("RetrainService", "CancelJob", retrain_pb2.CancelJobRequest(id=str(job_id)))
+
+    @staticmethod
+    def _watch_job_request(job_id: str) -> retrain_pb2.WatchJobRequest:
+        """WatchJob's request; the two clients stream it each in their own way."""
+        return retrain_pb2.WatchJobRequest(id=str(job_id))
 
     def feedback_report(self, *, model_id: str = "", rule: str = "", start_time=None, end_time=None):
         return self._invoke("RetrainService", "GetFeedbackReport", retrain_pb2.GetFeedbackReportRequest(

@@ -110,7 +110,7 @@ class AsyncClient(CallsMixin):
 
     async def watch_job(self, job_id: str) -> AsyncIterator[retrain_pb2.RetrainJob]:
         stream = self._stubs["RetrainService"].WatchJob(
-            retrain_pb2.WatchJobRequest(job_id=str(job_id)), metadata=self._opts.metadata)
+            self._watch_job_request(job_id), metadata=self._opts.metadata)
         async for job in stream:
             yield job
 
@@ -149,7 +149,7 @@ class Client(CallsMixin):
 
     def watch_job(self, job_id: str) -> Iterator[retrain_pb2.RetrainJob]:
         return self._stubs["RetrainService"].WatchJob(
-            retrain_pb2.WatchJobRequest(job_id=str(job_id)), metadata=self._opts.metadata)
+            self._watch_job_request(job_id), metadata=self._opts.metadata)
 
     def close(self) -> None:
         self.channel.close()

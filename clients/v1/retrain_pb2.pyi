@@ -220,7 +220,7 @@ class JobTrigger(_message.Message):
     def __init__(self, alert_id: _Optional[str] = ..., action_id: _Optional[str] = ..., rule: _Optional[str] = ..., manual: _Optional[bool] = ...) -> None: ...
 
 class RetrainJob(_message.Message):
-    __slots__ = ("id", "model_id", "mode", "priority", "state", "attempt", "max_attempts", "progress", "progress_message", "trigger", "reason", "metric", "champion_metric", "challenger_metric", "promoted", "new_version", "error", "create_time", "start_time", "end_time", "refit_fallback", "coalesced_triggers")
+    __slots__ = ("id", "model_id", "mode", "priority", "state", "attempt", "max_attempts", "progress", "progress_message", "trigger", "reason", "metric", "champion_metric", "challenger_metric", "promoted", "new_version", "error", "create_time", "start_time", "end_time", "refit_fallback", "coalesced_triggers", "trained_version", "serving_version")
     ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
@@ -243,6 +243,8 @@ class RetrainJob(_message.Message):
     END_TIME_FIELD_NUMBER: _ClassVar[int]
     REFIT_FALLBACK_FIELD_NUMBER: _ClassVar[int]
     COALESCED_TRIGGERS_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SERVING_VERSION_FIELD_NUMBER: _ClassVar[int]
     id: str
     model_id: str
     mode: _common_pb2.RetrainMode
@@ -265,7 +267,9 @@ class RetrainJob(_message.Message):
     end_time: _timestamp_pb2.Timestamp
     refit_fallback: bool
     coalesced_triggers: int
-    def __init__(self, id: _Optional[str] = ..., model_id: _Optional[str] = ..., mode: _Optional[_Union[_common_pb2.RetrainMode, str]] = ..., priority: _Optional[_Union[_common_pb2.Priority, str]] = ..., state: _Optional[_Union[JobState, str]] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., progress: _Optional[float] = ..., progress_message: _Optional[str] = ..., trigger: _Optional[_Union[JobTrigger, _Mapping]] = ..., reason: _Optional[str] = ..., metric: _Optional[str] = ..., champion_metric: _Optional[float] = ..., challenger_metric: _Optional[float] = ..., promoted: _Optional[bool] = ..., new_version: _Optional[int] = ..., error: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., refit_fallback: _Optional[bool] = ..., coalesced_triggers: _Optional[int] = ...) -> None: ...
+    trained_version: int
+    serving_version: int
+    def __init__(self, id: _Optional[str] = ..., model_id: _Optional[str] = ..., mode: _Optional[_Union[_common_pb2.RetrainMode, str]] = ..., priority: _Optional[_Union[_common_pb2.Priority, str]] = ..., state: _Optional[_Union[JobState, str]] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., progress: _Optional[float] = ..., progress_message: _Optional[str] = ..., trigger: _Optional[_Union[JobTrigger, _Mapping]] = ..., reason: _Optional[str] = ..., metric: _Optional[str] = ..., champion_metric: _Optional[float] = ..., challenger_metric: _Optional[float] = ..., promoted: _Optional[bool] = ..., new_version: _Optional[int] = ..., error: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., refit_fallback: _Optional[bool] = ..., coalesced_triggers: _Optional[int] = ..., trained_version: _Optional[int] = ..., serving_version: _Optional[int] = ...) -> None: ...
 
 class SubmitRetrainRequest(_message.Message):
     __slots__ = ("model_id", "mode", "priority", "reason", "request_id")
@@ -282,10 +286,10 @@ class SubmitRetrainRequest(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., mode: _Optional[_Union[_common_pb2.RetrainMode, str]] = ..., priority: _Optional[_Union[_common_pb2.Priority, str]] = ..., reason: _Optional[str] = ..., request_id: _Optional[str] = ...) -> None: ...
 
 class GetJobRequest(_message.Message):
-    __slots__ = ("job_id",)
-    JOB_ID_FIELD_NUMBER: _ClassVar[int]
-    job_id: str
-    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class ListJobsRequest(_message.Message):
     __slots__ = ("model_id", "state", "page_size", "page_token")
@@ -308,16 +312,16 @@ class ListJobsResponse(_message.Message):
     def __init__(self, jobs: _Optional[_Iterable[_Union[RetrainJob, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class CancelJobRequest(_message.Message):
-    __slots__ = ("job_id",)
-    JOB_ID_FIELD_NUMBER: _ClassVar[int]
-    job_id: str
-    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class WatchJobRequest(_message.Message):
-    __slots__ = ("job_id",)
-    JOB_ID_FIELD_NUMBER: _ClassVar[int]
-    job_id: str
-    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
+    __slots__ = ("id",)
+    ID_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    def __init__(self, id: _Optional[str] = ...) -> None: ...
 
 class GetFeedbackReportRequest(_message.Message):
     __slots__ = ("model_id", "rule", "start_time", "end_time", "false_negative_window")
@@ -334,7 +338,7 @@ class GetFeedbackReportRequest(_message.Message):
     def __init__(self, model_id: _Optional[str] = ..., rule: _Optional[str] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., false_negative_window: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ...) -> None: ...
 
 class FeedbackStats(_message.Message):
-    __slots__ = ("triggers", "actions_by_decision", "retrains", "succeeded", "promoted", "success_rate", "promotion_rate", "mean_improvement", "median_improvement", "mean_time_to_recovery", "false_positive_rate", "false_negative_rate", "evaluations_quiet", "helped", "no_effect", "harmed")
+    __slots__ = ("triggers", "actions_by_decision", "retrains", "succeeded", "promoted", "finished_rate", "promotion_rate", "mean_improvement", "median_improvement", "mean_time_to_recovery", "false_positive_rate", "false_negative_rate", "evaluations_quiet", "helped", "no_effect", "harmed", "helped_rate")
     class ActionsByDecisionEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -347,7 +351,7 @@ class FeedbackStats(_message.Message):
     RETRAINS_FIELD_NUMBER: _ClassVar[int]
     SUCCEEDED_FIELD_NUMBER: _ClassVar[int]
     PROMOTED_FIELD_NUMBER: _ClassVar[int]
-    SUCCESS_RATE_FIELD_NUMBER: _ClassVar[int]
+    FINISHED_RATE_FIELD_NUMBER: _ClassVar[int]
     PROMOTION_RATE_FIELD_NUMBER: _ClassVar[int]
     MEAN_IMPROVEMENT_FIELD_NUMBER: _ClassVar[int]
     MEDIAN_IMPROVEMENT_FIELD_NUMBER: _ClassVar[int]
@@ -358,12 +362,13 @@ class FeedbackStats(_message.Message):
     HELPED_FIELD_NUMBER: _ClassVar[int]
     NO_EFFECT_FIELD_NUMBER: _ClassVar[int]
     HARMED_FIELD_NUMBER: _ClassVar[int]
+    HELPED_RATE_FIELD_NUMBER: _ClassVar[int]
     triggers: int
     actions_by_decision: _containers.ScalarMap[str, int]
     retrains: int
     succeeded: int
     promoted: int
-    success_rate: float
+    finished_rate: float
     promotion_rate: float
     mean_improvement: float
     median_improvement: float
@@ -374,7 +379,8 @@ class FeedbackStats(_message.Message):
     helped: int
     no_effect: int
     harmed: int
-    def __init__(self, triggers: _Optional[int] = ..., actions_by_decision: _Optional[_Mapping[str, int]] = ..., retrains: _Optional[int] = ..., succeeded: _Optional[int] = ..., promoted: _Optional[int] = ..., success_rate: _Optional[float] = ..., promotion_rate: _Optional[float] = ..., mean_improvement: _Optional[float] = ..., median_improvement: _Optional[float] = ..., mean_time_to_recovery: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., false_positive_rate: _Optional[float] = ..., false_negative_rate: _Optional[float] = ..., evaluations_quiet: _Optional[int] = ..., helped: _Optional[int] = ..., no_effect: _Optional[int] = ..., harmed: _Optional[int] = ...) -> None: ...
+    helped_rate: float
+    def __init__(self, triggers: _Optional[int] = ..., actions_by_decision: _Optional[_Mapping[str, int]] = ..., retrains: _Optional[int] = ..., succeeded: _Optional[int] = ..., promoted: _Optional[int] = ..., finished_rate: _Optional[float] = ..., promotion_rate: _Optional[float] = ..., mean_improvement: _Optional[float] = ..., median_improvement: _Optional[float] = ..., mean_time_to_recovery: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., false_positive_rate: _Optional[float] = ..., false_negative_rate: _Optional[float] = ..., evaluations_quiet: _Optional[int] = ..., helped: _Optional[int] = ..., no_effect: _Optional[int] = ..., harmed: _Optional[int] = ..., helped_rate: _Optional[float] = ...) -> None: ...
 
 class RuleFeedback(_message.Message):
     __slots__ = ("rule", "stats")

@@ -13,7 +13,8 @@ from ..errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFou
 from ..loop.ingest import AlertIngestor, IngestResult
 from ..store import alerts as alert_store
 from . import convert, paging
-from .validation import Violations, check_alert, check_id, check_model_id, check_page, check_request_id
+from .validation import (Violations, check_alert, check_id, check_model_id, check_page, check_request_id,
+                         check_time)
 
 UTC = dt.timezone.utc
 # Requests of one stream being written at once; bounds memory and lets gRPC flow control push back.
@@ -108,6 +109,9 @@ class AlertServicer(alert_pb2_grpc.AlertServiceServicer):
             check_model_id(v, request.model_id)
         if request.state and request.state not in convert.ALERT_STATE_NAMES:
             v.add("state", f"unknown value {request.state}")
+        for name in ("start_time", "end_time"):
+            if request.HasField(name):
+                check_time(v, getattr(request, name), name)
         v.raise_if_any()
         filters = {"model_id": request.model_id, "type": request.type, "state": request.state,
                    "start": request.start_time.ToJsonString() if request.HasField("start_time") else "",

@@ -39,7 +39,10 @@ def timestamp(value: dt.datetime | None) -> Timestamp | None:
 
 
 def from_timestamp(ts: Timestamp) -> dt.datetime:
-    return ts.ToDatetime(tzinfo=UTC)
+    """Every time a request carries enters here. Times are stored to the microsecond (timestamptz),
+    so the nanoseconds below a microsecond are dropped: truncated toward the past (nanos is never
+    negative), as common.proto promises."""
+    return _EPOCH + dt.timedelta(seconds=ts.seconds, microseconds=ts.nanos // 1000)
 
 
 def duration(seconds: float | None) -> Duration | None:

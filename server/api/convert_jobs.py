@@ -15,7 +15,10 @@ STATE_TO_PROTO = {name: retrain_pb2.JobState.Value(f"JOB_STATE_{name}")
 STATE_FROM_PROTO = {v: k for k, v in STATE_TO_PROTO.items()}
 
 
-def job_message(row: Mapping[str, Any]) -> retrain_pb2.RetrainJob:
+def job_message(row: Mapping[str, Any], serving_version: int = 0) -> retrain_pb2.RetrainJob:
+    """The job as a message; `serving_version` comes from store.jobs.serving_versions (0 until the
+    job SUCCEEDED). The column new_version is the version the job trained: trained_version, and the
+    deprecated new_version that says the same."""
     msg = retrain_pb2.RetrainJob(
         id=str(row["id"]), model_id=row["model_id"], mode=MODE_TO_PROTO[row["mode"]], priority=row["priority"],
         state=STATE_TO_PROTO[row["state"]], attempt=row["attempt"], max_attempts=row["max_attempts"],
@@ -25,8 +28,8 @@ def job_message(row: Mapping[str, Any]) -> retrain_pb2.RetrainJob:
             rule=row["trigger_rule"] or "", manual=row["manual"],
         ),
         reason=row["reason"], metric=row["metric"] or "", promoted=row["promoted"],
-        new_version=row["new_version"], error=row["error"], refit_fallback=row["refit_fallback"],
-        coalesced_triggers=row["coalesced_triggers"],
+        trained_version=row["new_version"], new_version=row["new_version"], serving_version=serving_version,
+        error=row["error"], refit_fallback=row["refit_fallback"], coalesced_triggers=row["coalesced_triggers"],
     )
     if row["champion_metric"] is not None:
         msg.champion_metric = row["champion_metric"]

@@ -12,17 +12,17 @@ from closedloop.v1 import retrain_pb2
 from ..feedback.report import FeedbackReport, FeedbackStats, build_report
 from ..loop.rule_engine import RuleEngine
 from .convert import duration, from_timestamp, timestamp
-from .validation import Violations, check_model_id
+from .validation import Violations, check_model_id, check_time
 
 
 def stats_message(s: FeedbackStats) -> retrain_pb2.FeedbackStats:
     return retrain_pb2.FeedbackStats(
         triggers=s.triggers, actions_by_decision=s.actions_by_decision, retrains=s.retrains, succeeded=s.succeeded,
-        promoted=s.promoted, success_rate=s.success_rate, promotion_rate=s.promotion_rate,
+        promoted=s.promoted, finished_rate=s.finished_rate, promotion_rate=s.promotion_rate,
         mean_improvement=s.mean_improvement, median_improvement=s.median_improvement,
         mean_time_to_recovery=duration(s.mean_time_to_recovery_s), false_positive_rate=s.false_positive_rate,
         false_negative_rate=s.false_negative_rate, evaluations_quiet=s.evaluations_quiet,
-        helped=s.helped, no_effect=s.no_effect, harmed=s.harmed)
+        helped=s.helped, no_effect=s.no_effect, harmed=s.harmed, helped_rate=s.helped_rate)
 
 
 def feedback_message(report: FeedbackReport) -> retrain_pb2.FeedbackReport:
@@ -53,8 +53,10 @@ class FeedbackHandlers:
         v = Violations()
         if request.model_id:
             check_model_id(v, request.model_id)
-        start = from_timestamp(request.start_time) if request.HasField("start_time") else None
-        end = from_timestamp(request.end_time) if request.HasField("end_time") else None
+        start = (from_timestamp(request.start_time)
+                 if request.HasField("start_time") and check_time(v, request.start_time, "start_time") else None)
+        end = (from_timestamp(request.end_time)
+               if request.HasField("end_time") and check_time(v, request.end_time, "end_time") else None)
         if start and end and end <= start:
             v.add("end_time", "must be after start_time")
         window = None

@@ -30,6 +30,13 @@ log = structlog.get_logger(__name__)
 WATCH_INTERVAL_S = 0.25
 
 
+async def job_messages(conn: asyncpg.Connection, rows: list) -> list[retrain_pb2.RetrainJob]:
+    """Job rows as messages, with the version serving after each SUCCEEDED job (one query, and none
+    when no row has SUCCEEDED)."""
+    serving = await job_store.serving_versions(conn, rows)
+    return [job_message(r, serving.get(r["id"], 0)) for r in rows]
+
+
 class JobHandlers:
     def __init__(self, pool: asyncpg.Pool, settings: Settings | None) -> None:
         self.pool = pool
@@ -56,17 +63,20 @@ class JobHandlers:
                 reason=request.reason or "manual retrain", manual=True, request_id=request.request_id or None,
                 max_attempts=self.settings.job_max_attempts if self.settings is not None else None,
             )
+            # A repeated request_id returns its job, which may have ended meanwhile.
+            (message,) = await job_messages(conn, [job])
         log.info("retrain.job_submitted", job_id=job["id"], model_id=job["model_id"], created=created,
                  mode=job["mode"], priority=job["priority"])
-        return job_message(job)
+        return message
 
     async def GetJob(self, request, context):
-        job_id = self._job_id(request.job_id)
+        job_id = self._job_id(request.id)
         async with self.pool.acquire() as conn:
             row = await queue.get(conn, job_id)
-        if row is None:
-            raise NotFound(f"job {request.job_id} does not exist")
-        return job_message(row)
+            if row is None:
+                raise NotFound(f"job {request.id} does not exist")
+            (message,) = await job_messages(conn, [row])
+        return message
 
     async def ListJobs(self, request, context):
         v = Violations()
@@ -86,36 +96,38 @@ class JobHandlers:
             rows = await queue.list_jobs(conn, model_id=request.model_id or None,
                                          state=STATE_FROM_PROTO.get(request.state), before_id=before,
                                          limit=limit + 1)
-        page = rows[:limit]
+            page = rows[:limit]
+            messages = await job_messages(conn, page)
         token = paging.encode({"id": page[-1]["id"]}, filters) if len(rows) > limit else ""
-        return retrain_pb2.ListJobsResponse(jobs=[job_message(r) for r in page], next_page_token=token)
+        return retrain_pb2.ListJobsResponse(jobs=messages, next_page_token=token)
 
     async def CancelJob(self, request, context):
-        job_id = self._job_id(request.job_id)
+        job_id = self._job_id(request.id)
         async with transaction(self.pool) as conn:
             row = await queue.request_cancel(conn, job_id)
             if row is None:
                 existing = await queue.get(conn, job_id)
                 if existing is None:
-                    raise NotFound(f"job {request.job_id} does not exist")
-                raise FailedPrecondition(f"job {request.job_id} has already ended ({existing['state']})")
+                    raise NotFound(f"job {request.id} does not exist")
+                raise FailedPrecondition(f"job {request.id} has already ended ({existing['state']})")
             if row["state"] == "CANCELLED":
                 await job_store.record_feedback(conn, row)
         log.info("retrain.job_cancel_requested", job_id=job_id, state=row["state"])
         return job_message(row)
 
     async def WatchJob(self, request, context):
-        job_id = self._job_id(request.job_id)
+        job_id = self._job_id(request.id)
         last = None
         while True:
             async with self.pool.acquire() as conn:
                 row = await queue.get(conn, job_id)
-            if row is None:
-                raise NotFound(f"job {request.job_id} does not exist")
-            key = watch_key(row)
-            if key != last:
+                if row is None:
+                    raise NotFound(f"job {request.id} does not exist")
+                key = watch_key(row)
+                message = (await job_messages(conn, [row]))[0] if key != last else None
+            if message is not None:
                 last = key
-                yield job_message(row)
+                yield message
             if row["state"] in queue.TERMINAL_STATES:
                 return
             await asyncio.sleep(WATCH_INTERVAL_S)
@@ -161,6 +173,6 @@ class JobHandlers:
     @staticmethod
     def _job_id(value: str) -> int:
         v = Violations()
-        job_id = check_id(v, value, "job_id")
+        job_id = check_id(v, value, "id")
         v.raise_if_any()
         return job_id

@@ -52,6 +52,11 @@ class ModelHandlers:
         spec.CopyFrom(m.training)
         if spec.holdout_fraction == 0:
             spec.holdout_fraction = DEFAULT_HOLDOUT
+        if not spec.target and spec.WhichOneof("source") == "synthetic":
+            from ..executor.training_spec import synthetic_target
+
+            # Stored with the model, so GetModel shows the column it learns.
+            spec.target = synthetic_target(spec.metric)
         async with self.pool.acquire() as conn:
             async with conn.transaction():
                 row = await model_store.upsert_model(

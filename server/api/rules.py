@@ -18,7 +18,7 @@ from ..loop.model_cache import ModelFactsCache
 from ..loop.rule_engine import RuleEngine
 from ..store import rules as rule_store
 from . import convert
-from .validation import Violations, check_alert
+from .validation import Violations, check_alert, check_time
 
 MAX_SOURCE_BYTES = DEFAULT_LIMITS.max_bytes  # the DSL's own size limit: one bound for files and RPCs
 # Parsing a rule file within the DSL's limits takes up to ~2 s of CPU: it runs in a worker thread so
@@ -152,6 +152,8 @@ class RuleServicer(rules_pb2_grpc.RuleServiceServicer):
             v.add("alert", "required")
         else:
             check_alert(v, request.alert)
+            if request.alert.HasField("create_time"):
+                check_time(v, request.alert.create_time, "alert.create_time")
         _check_source(v, request.source, required=False)
         v.raise_if_any()
         if request.source:
@@ -190,12 +192,14 @@ class RuleServicer(rules_pb2_grpc.RuleServiceServicer):
     async def BacktestRules(self, request, context):
         v = Violations()
         _check_source(v, request.source)
-        if not request.HasField("start_time"):
-            v.add("start_time", "required")
-        if not request.HasField("end_time"):
-            v.add("end_time", "required")
-        if (request.HasField("start_time") and request.HasField("end_time")
-                and request.end_time.ToNanoseconds() <= request.start_time.ToNanoseconds()):
+        valid = True
+        for name in ("start_time", "end_time"):
+            if not request.HasField(name):
+                v.add(name, "required")
+                valid = False
+            else:
+                valid = check_time(v, getattr(request, name), name) and valid
+        if valid and request.end_time.ToNanoseconds() <= request.start_time.ToNanoseconds():
             v.add("end_time", "must be after start_time")
         v.raise_if_any()
         candidate = await self._off_loop(_compile, _source_of(request), request.filename or "<candidate>")

@@ -64,6 +64,19 @@ def check_id(v: Violations, value: str, field: str) -> int | None:
     return int(value)
 
 
+# The range a google.protobuf.Timestamp may hold (0001-01-01 .. 9999-12-31); Python and PostgreSQL
+# hold it too. Inside it, times are kept to the microsecond (convert.from_timestamp).
+MIN_TIMESTAMP_S, MAX_TIMESTAMP_S = -62_135_596_800, 253_402_300_799
+
+
+def check_time(v: Violations, ts, field: str) -> bool:
+    """A request's Timestamp that can be stored; False after recording a violation."""
+    if not (MIN_TIMESTAMP_S <= ts.seconds <= MAX_TIMESTAMP_S and 0 <= ts.nanos <= 999_999_999):
+        v.add(field, "not a valid timestamp (0001-01-01 to 9999-12-31, nanos 0 to 999999999)")
+        return False
+    return True
+
+
 def check_alert(v: Violations, alert, field: str = "alert") -> None:
     """An Alert as sent by a client (output-only fields are ignored, not rejected)."""
     check_model_id(v, alert.model_id, f"{field}.model_id")

@@ -177,7 +177,8 @@ def jobs_watch(args) -> int:
     if job is not None and not args.json:
         print(f"champion {fmt_metric(job.HasField('champion_metric'), job.champion_metric)}  "
               f"challenger {fmt_metric(job.HasField('challenger_metric'), job.challenger_metric)}  "
-              f"({job.metric})  promoted: {'yes, version ' + str(job.new_version) if job.promoted else 'no'}"
+              f"({job.metric})  trained version {job.trained_version or '-'}, "
+              f"{'promoted' if job.promoted else 'not promoted'}; serving version {job.serving_version or '-'}"
               + (f"  error: {job.error}" if job.error else ""))
     return 0 if job is not None and job.state == retrain_pb2.JOB_STATE_SUCCEEDED else 1
 

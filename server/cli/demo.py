@@ -59,7 +59,7 @@ async def _watch(client: AsyncClient, job_id: str, n: Narrator) -> retrain_pb2.R
 def _scores(job: retrain_pb2.RetrainJob) -> str:
     champion = f"{job.champion_metric:.4f}" if job.HasField("champion_metric") else "none (first version)"
     challenger = f"{job.challenger_metric:.4f}" if job.HasField("challenger_metric") else "-"
-    verdict = f"promoted as version {job.new_version}" if job.promoted else "not promoted (champion kept)"
+    verdict = f"promoted as version {job.trained_version}" if job.promoted else "not promoted (champion kept)"
     return f"    {job.metric}: champion {champion}  challenger {challenger}  -> {verdict}"
 
 

@@ -92,16 +92,17 @@ def _feedback_rows(groups, name_of):
     for g in groups:
         s = g.stats
         decisions = " ".join(f"{k.lower()}={v}" for k, v in sorted(s.actions_by_decision.items()))
-        rows.append((name_of(g), s.triggers, decisions or "-", s.retrains, _pct(s.success_rate),
-                     _pct(s.promotion_rate), f"{s.mean_improvement:+.4f}", f"{s.median_improvement:+.4f}",
+        rows.append((name_of(g), s.triggers, decisions or "-", s.retrains, _pct(s.finished_rate),
+                     _pct(s.promotion_rate), _pct(s.helped_rate), f"{s.mean_improvement:+.4f}",
+                     f"{s.median_improvement:+.4f}",
                      _dur(s.mean_time_to_recovery), _pct(s.false_positive_rate),
                      f"{_pct(s.false_negative_rate)} of {s.evaluations_quiet}",
                      f"{s.helped}/{s.no_effect}/{s.harmed}"))
     return rows
 
 
-FEEDBACK_HEADERS = ["triggers", "actions", "retrains", "success", "promoted", "mean impr", "median impr",
-                    "recovery", "FP rate", "FN rate", "helped/none/harmed"]
+FEEDBACK_HEADERS = ["triggers", "actions", "retrains", "finished", "promoted", "helped", "mean impr",
+                    "median impr", "recovery", "FP rate", "FN rate", "helped/none/harmed"]
 
 
 def render_report(report: retrain_pb2.FeedbackReport, out: TextIO) -> None:

@@ -22,9 +22,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .training_spec import SYNTHETIC_TARGETS as TARGETS
+
 DRIFT_PERIOD = 4000  # bars over which drift=1 rotates the signal weights by half a turn
 WARM_UP = 30  # bars needed by the rolling features
-TARGETS = ("direction", "next_return")
 DEFAULT_ROWS = 4000
 MAX_ROWS = 1_000_000
 START = pd.Timestamp("2024-01-01T00:00:00Z")
@@ -96,7 +97,8 @@ def load(seed: int, drift: float, rows: int, epoch: int, target: str, *, regress
 
     Keeping both targets would leak the answer: with target "direction", "next_return" as a feature
     predicts it perfectly. A target named otherwise (say "y") gets `next_return` when the model is a
-    regression, else `direction`, under that name, so a spec need not know our column names.
+    regression, else `direction`, under that name: RegisterModel now refuses such names (the target
+    is optional instead), but models registered before keep training as they did.
     """
     rows = rows or DEFAULT_ROWS
     frame = generate(seed, drift, rows, window_offset(epoch, rows))

@@ -28,6 +28,8 @@ if TYPE_CHECKING:
 
 DEFAULT_HOLDOUT = 0.2
 SOURCE_KINDS = ("sql", "file", "entry_point", "synthetic")
+# The target columns the synthetic source generates; its specs may only name these (or none).
+SYNTHETIC_TARGETS = ("direction", "next_return")
 _MODULE_PART = re.compile(r"^[a-z][a-z0-9_]*$")
 _CLASS_NAME = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 # The first check pays for starting the process and importing scikit-learn (about a second).
@@ -49,6 +51,12 @@ def time_column_of(spec: dict) -> str:
     if spec.get("time_column"):
         return spec["time_column"]
     return "time" if source_kind(spec) == "synthetic" else ""
+
+
+def synthetic_target(metric: str) -> str:
+    """The synthetic source's target for a spec that names none: the one the metric can score."""
+    known = scoring.METRICS.get(metric)
+    return "next_return" if known is not None and known.task == "regression" else "direction"
 
 
 def normalize_numbers(value: Any) -> Any:
@@ -161,7 +169,13 @@ async def check_spec(spec: dict, sources: "DataSources") -> list[tuple[str, str]
         problems += await _checked_estimator(spec["estimator"], spec.get("params"), metric)
     if metric not in scoring.METRICS:
         problems.append(("metric", f"must be one of {', '.join(scoring.METRICS)}"))
-    if not spec.get("target"):
+    kind = source_kind(spec)
+    target = spec.get("target", "")
+    if kind == "synthetic":
+        if target and target not in SYNTHETIC_TARGETS:
+            problems.append(("target", f"the synthetic source has the targets {' and '.join(SYNTHETIC_TARGETS)} "
+                                       f"(empty: chosen by the metric), not {target!r}"))
+    elif not target:
         problems.append(("target", "required"))
     holdout = float(spec.get("holdout_fraction", 0) or 0)
     if not (holdout == 0 or 0 < holdout <= 0.9) or math.isnan(holdout):
@@ -169,7 +183,6 @@ async def check_spec(spec: dict, sources: "DataSources") -> list[tuple[str, str]
     margin = float(spec.get("promotion_margin", 0) or 0)
     if margin < 0 or math.isnan(margin) or math.isinf(margin):
         problems.append(("promotion_margin", "must be a finite number >= 0"))
-    kind = source_kind(spec)
     if kind is None:
         problems.append(("source", "one of sql, file, entry_point, synthetic is required"))
     elif kind == "sql" and not str(spec["sql"].get("query", "")).strip():

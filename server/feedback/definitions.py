@@ -7,8 +7,10 @@ DEFINITIONS = [
                 "SKIPPED_COOLDOWN / SKIPPED_BUDGET held back, RECORDED only noted (record/notify, or the "
                 "model is unregistered or disabled)"),
     ("retrains", "jobs the rule started (QUEUED decisions)"),
-    ("success rate", "of those jobs, the fraction that finished and evaluated a challenger"),
+    ("finished rate", "of those jobs, the fraction that finished and evaluated a challenger (promoted "
+                      "or not); not whether it helped (called success rate before)"),
     ("promotion rate", "of the finished jobs, the fraction whose challenger was promoted"),
+    ("helped rate", "of the finished jobs, the fraction whose action's verdict is helped"),
     ("improvement", "challenger minus champion on the same holdout, signed so that positive is better "
                     "(for log_loss, rmse and mae the difference is reversed); first versions have none"),
     ("time to recovery", "from the alert's observe_time to the promotion of the version its job trained"),

@@ -37,7 +37,7 @@ class FeedbackStats:
     retrains: int
     succeeded: int
     promoted: int
-    success_rate: float
+    finished_rate: float   # succeeded / retrains (finished, promoted or not; not "helped")
     promotion_rate: float
     mean_improvement: float
     median_improvement: float
@@ -48,6 +48,7 @@ class FeedbackStats:
     helped: int
     no_effect: int
     harmed: int
+    helped_rate: float     # helped / succeeded
 
 
 @dataclass(frozen=True)
@@ -94,7 +95,7 @@ class _Group:
         return FeedbackStats(
             triggers=len(self.triggers), actions_by_decision=dict(self.decisions), retrains=len(self.jobs),
             succeeded=len(finished), promoted=len(promoted),
-            success_rate=len(finished) / len(self.jobs) if self.jobs else 0.0,
+            finished_rate=len(finished) / len(self.jobs) if self.jobs else 0.0,
             promotion_rate=len(promoted) / len(finished) if finished else 0.0,
             mean_improvement=statistics.fmean(improvements) if improvements else 0.0,
             median_improvement=statistics.median(improvements) if improvements else 0.0,
@@ -103,6 +104,7 @@ class _Group:
             false_negative_rate=self.quiet_missed / self.quiet if self.quiet else 0.0,
             evaluations_quiet=self.quiet,
             helped=self.verdicts[HELPED], no_effect=self.verdicts[NO_EFFECT], harmed=self.verdicts[HARMED],
+            helped_rate=self.verdicts[HELPED] / len(finished) if finished else 0.0,
         )
 
 

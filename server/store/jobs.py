@@ -1,5 +1,5 @@
 """SQL around retraining jobs that is not the queue itself: the model's spec as the executor reads
-it, and the feedback_loop_metrics row every finished job writes.
+it, the version serving after each job, and the feedback_loop_metrics row every finished job writes.
 
 (The queue's own statements are in store/queue.py; versions and promotions in store/versions.py.)
 """
@@ -7,6 +7,7 @@ it, and the feedback_loop_metrics row every finished job writes.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
 import asyncpg
 
@@ -39,6 +40,31 @@ async def model_exists(conn: asyncpg.Connection, model_id: str) -> bool:
     return bool(await conn.fetchval(
         "SELECT EXISTS (SELECT 1 FROM monitoring_retraining_integration WHERE model_id = $1)", model_id
     ))
+
+
+async def serving_versions(conn: asyncpg.Connection, jobs: Sequence[asyncpg.Record]) -> dict[int, int]:
+    """{job id: the model's version serving when the job ended} for the SUCCEEDED jobs among `jobs`.
+
+    A promoted job's own version (retrain_jobs.new_version is the version it trained). Otherwise the
+    version that the model's last promotion or rollback up to the job's end made current: the
+    champion that stayed, or a rollback that landed while the job ran; 0 when none was serving.
+    model_promotions rows are written under the model's row lock, so their ids follow the order in
+    which the versions became current, and the job's end_time is the time of its finishing
+    transaction, the same clock as a promotion's create_time.
+    """
+    serving = {j["id"]: j["new_version"] for j in jobs if j["state"] == "SUCCEEDED" and j["promoted"]}
+    kept = [j["id"] for j in jobs if j["state"] == "SUCCEEDED" and not j["promoted"]]
+    if kept:
+        rows = await conn.fetch(
+            """SELECT j.id,
+                      coalesce((SELECT p.to_version FROM model_promotions p
+                                 WHERE p.model_id = j.model_id AND p.create_time <= j.end_time
+                                 ORDER BY p.id DESC LIMIT 1), 0) AS serving_version
+                 FROM retrain_jobs j WHERE j.id = ANY($1::bigint[])""",
+            kept,
+        )
+        serving.update((r["id"], r["serving_version"]) for r in rows)
+    return serving
 
 
 def feedback_insert_sql(source: str) -> str:

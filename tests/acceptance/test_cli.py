@@ -138,7 +138,7 @@ async def test_jobs_submit_watch_and_models_rollback_with_workers(database_url, 
             code, out, err = await run("jobs", "watch", job_id)
             assert code == 0, err
             assert "[##############################] 100% succeeded" in out  # the progress bar, filled
-            assert f"promoted: yes, version {version}" in out
+            assert f"trained version {version}, promoted; serving version {version}" in out
         code, out, _ = await run("models", "rollback", "fx-live", "--reason", "bad fills")
         assert code == 0 and out.strip() == "fx-live is at version 1"
         code, out, _ = await run("models", "list", "--json")

@@ -58,25 +58,25 @@ async def test_submit_defaults_idempotency_and_coalescing(api):
                                                            mode=common_pb2.RETRAIN_MODE_INCREMENTAL), None)
     assert more.id == job.id and more.priority == common_pb2.PRIORITY_CRITICAL
     assert more.mode == common_pb2.RETRAIN_MODE_FULL and more.coalesced_triggers == 1
-    got = await api.GetJob(pb.GetJobRequest(job_id=job.id), None)
+    got = await api.GetJob(pb.GetJobRequest(id=job.id), None)
     assert got.priority == common_pb2.PRIORITY_CRITICAL and got.create_time.seconds > 0
 
 
 async def test_get_job_errors(api):
     with pytest.raises(InvalidArgument) as e:
-        await api.GetJob(pb.GetJobRequest(job_id="abc"), None)
-    assert fields(e) == {"job_id"}
+        await api.GetJob(pb.GetJobRequest(id="abc"), None)
+    assert fields(e) == {"id"}
     with pytest.raises(InvalidArgument):
         await api.GetJob(pb.GetJobRequest(), None)
     with pytest.raises(NotFound):
-        await api.GetJob(pb.GetJobRequest(job_id="999999"), None)
+        await api.GetJob(pb.GetJobRequest(id="999999"), None)
 
 
 async def test_list_jobs_filters_and_pages(api):
     ids = []
     for m in ("a", "b", "c"):
         ids.append((await api.SubmitRetrain(pb.SubmitRetrainRequest(model_id=m), None)).id)
-    await api.CancelJob(pb.CancelJobRequest(job_id=ids[0]), None)
+    await api.CancelJob(pb.CancelJobRequest(id=ids[0]), None)
     ids.append((await api.SubmitRetrain(pb.SubmitRetrainRequest(model_id="a"), None)).id)
 
     seen, token = [], ""
@@ -105,12 +105,12 @@ async def test_list_jobs_filters_and_pages(api):
 
 async def test_cancel_queued_then_ended(api, pool):
     job = await api.SubmitRetrain(pb.SubmitRetrainRequest(model_id="b"), None)
-    done = await api.CancelJob(pb.CancelJobRequest(job_id=job.id), None)
+    done = await api.CancelJob(pb.CancelJobRequest(id=job.id), None)
     assert done.state == pb.JOB_STATE_CANCELLED and done.end_time.seconds > 0
     with pytest.raises(FailedPrecondition):
-        await api.CancelJob(pb.CancelJobRequest(job_id=job.id), None)
+        await api.CancelJob(pb.CancelJobRequest(id=job.id), None)
     with pytest.raises(NotFound):
-        await api.CancelJob(pb.CancelJobRequest(job_id="424242"), None)
+        await api.CancelJob(pb.CancelJobRequest(id="424242"), None)
     async with pool.acquire() as conn:
         assert await conn.fetchval("SELECT outcome FROM feedback_loop_metrics WHERE job_id = $1", int(job.id)) == "CANCELLED"
 
@@ -131,21 +131,21 @@ async def collect(stream) -> list:
 
 async def test_watch_job_streams_until_it_ends(api, runner, pool):
     job = await api.SubmitRetrain(pb.SubmitRetrainRequest(model_id="a", reason=json.dumps({"sleep": 0.6})), None)
-    messages = await asyncio.wait_for(collect(api.WatchJob(pb.WatchJobRequest(job_id=job.id), None)), 30)
+    messages = await asyncio.wait_for(collect(api.WatchJob(pb.WatchJobRequest(id=job.id), None)), 30)
     states = [m.state for m in messages]
     assert states[-1] == pb.JOB_STATE_SUCCEEDED and pb.JOB_STATE_RUNNING in states
     assert messages[-1].progress == 1.0
     assert any(m.progress_message == "sleeping" for m in messages)
     with pytest.raises(NotFound):
-        await collect(api.WatchJob(pb.WatchJobRequest(job_id="777777"), None))
+        await collect(api.WatchJob(pb.WatchJobRequest(id="777777"), None))
 
 
 async def test_cancel_running_job_through_the_api(api, runner):
     job = await api.SubmitRetrain(pb.SubmitRetrainRequest(model_id="c", reason=json.dumps({"sleep": 60, "report": False})), None)
-    watch = asyncio.ensure_future(collect(api.WatchJob(pb.WatchJobRequest(job_id=job.id), None)))
-    while (await api.GetJob(pb.GetJobRequest(job_id=job.id), None)).state != pb.JOB_STATE_RUNNING:
+    watch = asyncio.ensure_future(collect(api.WatchJob(pb.WatchJobRequest(id=job.id), None)))
+    while (await api.GetJob(pb.GetJobRequest(id=job.id), None)).state != pb.JOB_STATE_RUNNING:
         await asyncio.sleep(0.02)
-    answer = await api.CancelJob(pb.CancelJobRequest(job_id=job.id), None)
+    answer = await api.CancelJob(pb.CancelJobRequest(id=job.id), None)
     assert answer.state == pb.JOB_STATE_RUNNING and answer.progress_message == "cancelling"
     messages = await asyncio.wait_for(watch, 5.0)  # a running job stops within 5 s
     assert messages[-1].state == pb.JOB_STATE_CANCELLED

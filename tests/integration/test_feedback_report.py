@@ -91,13 +91,14 @@ async def test_per_rule_figures(report):
     drift = _rule(report, "drift_r")
     assert (drift.triggers, drift.retrains, drift.succeeded, drift.promoted) == (3, 3, 3, 1)
     assert drift.actions_by_decision == {"QUEUED": 3}
-    assert drift.success_rate == 1.0 and drift.promotion_rate == pytest.approx(1 / 3)
+    assert drift.finished_rate == 1.0 and drift.promotion_rate == pytest.approx(1 / 3)
     assert drift.mean_improvement == pytest.approx((0.005 + 0.0 + 0.06) / 3)
     assert drift.median_improvement == pytest.approx(0.005)
     assert drift.false_positive_rate == pytest.approx(2 / 3)      # j1 (+0.005 < margin) and j2
     assert drift.evaluations_quiet == 1 and drift.false_negative_rate == 1.0   # a4, then j3 helped
     assert drift.mean_time_to_recovery.ToSeconds() == 600
     assert (drift.helped, drift.no_effect, drift.harmed) == (1, 2, 0)
+    assert drift.helped_rate == pytest.approx(1 / 3)  # helped / finished: the share that helped
 
 
 async def test_harmed_verdict_and_per_model(report):
@@ -129,3 +130,17 @@ async def test_filters_and_definitions(pool, report):
     only = feedback_message(await build_report(pool, model_id="fb2", rule=None, start=NOW - dt.timedelta(days=1),
                                                end=NOW, fn_window=None, active_ruleset=None))
     assert [m.model_id for m in only.models] == ["fb2"] and [r.rule for r in only.rules] == ["perf_r"]
+
+
+async def test_cli_table_names_what_each_rate_counts(report):
+    import io
+
+    from closedloop.server.cli.render import render_report
+
+    out = io.StringIO()
+    render_report(report, out)
+    lines = out.getvalue().splitlines()
+    header = next(line for line in lines if line.startswith("rule "))
+    assert header.split()[4:7] == ["finished", "promoted", "helped"] and "success" not in header
+    row = next(line for line in lines if line.startswith("drift_r "))
+    assert row.split()[-11:-8] == ["100%", "33%", "33%"]  # finished, promoted, helped rates

@@ -15,7 +15,7 @@ import closedloop.server.app, closedloop.server.store.jobs, closedloop.server.st
 from closedloop.server.executor.source_config import DataSources
 from closedloop.server.executor.training_spec import check_spec
 loaded_at_start = [m for m in {heavy} if m in sys.modules]
-spec = {{"estimator": "linear_model.SGDClassifier", "metric": "rmse", "target": "y", "synthetic": {{}}}}
+spec = {{"estimator": "linear_model.SGDClassifier", "metric": "rmse", "target": "next_return", "synthetic": {{}}}}
 problems = asyncio.run(check_spec(spec, DataSources()))
 print(json.dumps({{"start": loaded_at_start, "after_check": [m for m in {heavy} if m in sys.modules],
                   "problems": problems}}))
