@@ -72,9 +72,9 @@ class ModelHandlers:
         v = Violations()
         limit = check_page(v, request.page_size, request.page_token)
         v.raise_if_any()
-        cursor = paging.decode(request.page_token, {})
+        cursor = paging.decode(request.page_token, {}, {"m": paging.model_id})
         async with self.pool.acquire() as conn:
-            rows = await model_store.list_models(conn, after=(cursor or {}).get("m"), limit=limit + 1)
+            rows = await model_store.list_models(conn, after=cursor["m"] if cursor else None, limit=limit + 1)
         page = rows[:limit]
         token = paging.encode({"m": page[-1]["model_id"]}, {}) if len(rows) > limit else ""
         return retrain_pb2.ListModelsResponse(models=[convert.model_message(r) for r in page], next_page_token=token)

@@ -10,6 +10,8 @@ import math
 import re
 import time
 
+from google.protobuf.message import Message
+
 from ..errors import FieldViolation, InvalidArgument
 
 MODEL_ID = re.compile(r"^[A-Za-z0-9_.:/-]{1,128}$")
@@ -24,6 +26,15 @@ MAX_REASON_BYTES = 1024
 MAX_FUTURE_SKEW_S = 300.0
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 50
+# Ids are PostgreSQL bigints.
+MAX_ID = 2**63 - 1
+ASCII_DIGITS = re.compile(r"^[0-9]{1,19}$")
+# google.protobuf.Timestamp's own range, which is also what datetime can hold: 0001-01-01T00:00:00Z
+# .. 9999-12-31T23:59:59Z.
+MIN_TIMESTAMP_S = -62_135_596_800
+MAX_TIMESTAMP_S = 253_402_300_799
+# google.protobuf.Duration's own documented range: +-10,000 years.
+MAX_DURATION_S = 315_576_000_000
 
 
 class Violations:
@@ -54,11 +65,13 @@ def check_request_id(v: Violations, value: str, field: str = "request_id") -> No
 
 
 def check_id(v: Violations, value: str, field: str) -> int | None:
-    """Server ids are decimal digits; returns the int or None after recording a violation."""
+    """Server ids are ASCII decimal bigints; returns the int or None after recording a violation.
+
+    (str.isdigit() is no test: it accepts "²" and other scripts' digits, which int() then rejects.)"""
     if not value:
         v.add(field, "required")
         return None
-    if not value.isdigit() or len(value) > 18:
+    if not ASCII_DIGITS.match(value) or int(value) > MAX_ID:
         v.add(field, "must be a decimal id")
         return None
     return int(value)
@@ -77,11 +90,9 @@ def check_alert(v: Violations, alert, field: str = "alert") -> None:
         v.add(f"{field}.severity", f"unknown value {alert.severity}")
     if len(alert.metrics) > MAX_MAP_ENTRIES:
         v.add(f"{field}.metrics", f"at most {MAX_MAP_ENTRIES} entries, got {len(alert.metrics)}")
-    for key, value in alert.metrics.items():
+    for key in alert.metrics:  # values are finite: see malformed()
         if not KEY.match(key):
             v.add(f"{field}.metrics[{key[:70]!r}]", "key must be 1-64 characters of [a-z0-9_.-]")
-        if not math.isfinite(value):
-            v.add(f"{field}.metrics[{key[:70]!r}]", f"must be a finite number, got {value}")
     if len(alert.labels) > MAX_MAP_ENTRIES:
         v.add(f"{field}.labels", f"at most {MAX_MAP_ENTRIES} entries, got {len(alert.labels)}")
     for key, value in alert.labels.items():
@@ -107,3 +118,51 @@ def check_page(v: Violations, page_size: int, page_token: str) -> int:
     if page_size == 0:
         return DEFAULT_PAGE_SIZE
     return min(page_size, MAX_PAGE_SIZE)
+
+
+def malformed(message: Message, prefix: str = "") -> list[FieldViolation]:
+    """What no RPC can accept, wherever in a request it is: text PostgreSQL cannot store (NUL),
+    numbers that are not finite, timestamps outside years 1-9999 and durations outside +-10,000 years.
+
+    The server interceptor runs this on every request before its handler, so a field added to any
+    message is covered without anyone remembering to; handlers check what is specific to them."""
+    out: list[FieldViolation] = []
+    _walk(message, prefix, out)
+    return out
+
+
+def _walk(message: Message, prefix: str, out: list[FieldViolation]) -> None:
+    name = message.DESCRIPTOR.full_name
+    if name == "google.protobuf.Timestamp":
+        if not (MIN_TIMESTAMP_S <= message.seconds <= MAX_TIMESTAMP_S and 0 <= message.nanos <= 999_999_999):
+            out.append(FieldViolation(prefix.rstrip("."), "not a timestamp between years 1 and 9999"))
+        return
+    if name == "google.protobuf.Duration":
+        if not (abs(message.seconds) <= MAX_DURATION_S and abs(message.nanos) <= 999_999_999
+                and message.seconds * message.nanos >= 0):
+            out.append(FieldViolation(prefix.rstrip("."), "not a valid duration"))
+        return
+    for fd, value in message.ListFields():
+        field = prefix + fd.name
+        if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+            value_fd = fd.message_type.fields_by_name["value"]
+            for key, item in value.items():
+                entry = f"{field}[{key[:70]!r}]" if isinstance(key, str) else f"{field}[{key}]"
+                if isinstance(key, str) and "\x00" in key:
+                    out.append(FieldViolation(entry, "key contains a NUL character"))
+                _value(value_fd, item, entry, out)
+        elif fd.is_repeated:
+            for i, item in enumerate(value):
+                _value(fd, item, f"{field}[{i}]", out)
+        else:
+            _value(fd, value, field, out)
+
+
+def _value(fd, value, field: str, out: list[FieldViolation]) -> None:
+    if fd.type == fd.TYPE_MESSAGE:
+        _walk(value, field + ".", out)
+    elif fd.type == fd.TYPE_STRING:
+        if "\x00" in value:
+            out.append(FieldViolation(field, "contains a NUL character"))
+    elif fd.type in (fd.TYPE_DOUBLE, fd.TYPE_FLOAT) and not math.isfinite(value):
+        out.append(FieldViolation(field, f"must be a finite number, got {value}"))
