@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from closedloop.dsl.checker import MAX_COOLDOWN_S
 from closedloop.v1 import retrain_pb2
 
 from ..errors import NotFound
@@ -39,8 +40,8 @@ class ModelHandlers:
             check_training(v, m.training)
         if m.max_retrains_per_day < 0:
             v.add("model.max_retrains_per_day", "must be >= 0")
-        if m.HasField("cooldown_override") and m.cooldown_override.ToNanoseconds() < 0:
-            v.add("model.cooldown_override", "must not be negative")
+        if m.HasField("cooldown_override") and not 0 <= m.cooldown_override.ToNanoseconds() <= MAX_COOLDOWN_S * 10**9:
+            v.add("model.cooldown_override", f"must be between 0 and {MAX_COOLDOWN_S // 86400} days")
         v.raise_if_any()
         spec = retrain_pb2.TrainingSpec()
         spec.CopyFrom(m.training)

@@ -35,6 +35,11 @@ MIN_TIMESTAMP_S = -62_135_596_800
 MAX_TIMESTAMP_S = 253_402_300_799
 # google.protobuf.Duration's own documented range: +-10,000 years.
 MAX_DURATION_S = 315_576_000_000
+# Times a computation adds windows to or subtracts them from (the feedback report): far enough inside
+# what datetime holds that the arithmetic cannot leave the calendar.
+WINDOW_TIME_MIN_S = 0  # 1970-01-01
+WINDOW_TIME_MAX_S = 221_845_392_000  # 9000-01-01
+MAX_WINDOW_S = 366 * 86400
 
 
 class Violations:
@@ -108,6 +113,12 @@ def check_alert(v: Violations, alert, field: str = "alert") -> None:
             v.add(f"{field}.observe_time", "not a valid timestamp")
         elif ts.seconds > time.time() + MAX_FUTURE_SKEW_S:
             v.add(f"{field}.observe_time", f"more than {int(MAX_FUTURE_SKEW_S)} s in the future")
+
+
+def check_window_time(v: Violations, ts, field: str) -> None:
+    """A time a report computes windows around: between 1970 and 9000 (malformed() checked the rest)."""
+    if not WINDOW_TIME_MIN_S <= ts.seconds < WINDOW_TIME_MAX_S:
+        v.add(field, "must be between 1970-01-01 and 9000-01-01")
 
 
 def check_page(v: Violations, page_size: int, page_token: str) -> int:

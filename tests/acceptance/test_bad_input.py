@@ -7,11 +7,14 @@ import json
 
 import grpc
 import pytest
+from google.protobuf import json_format
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from closedloop.server.api import paging
 from closedloop.v1 import alert_pb2, alert_pb2_grpc, common_pb2, retrain_pb2, retrain_pb2_grpc, rules_pb2, rules_pb2_grpc
 
+from .helpers import synthetic_model
 from .test_alerts import violations
 
 
@@ -179,3 +182,26 @@ async def test_nul_elsewhere_is_invalid(channel):
     rules = rules_pb2_grpc.RuleServiceStub(channel)
     found = await _rejected(rules.ApplyRules, rules_pb2.ApplyRulesRequest(source="", filename="a\x00.rules"))
     assert "filename" in found
+
+
+@pytest.mark.parametrize("request_", [
+    retrain_pb2.GetFeedbackReportRequest(end_time=Timestamp(seconds=253402300799)),
+    retrain_pb2.GetFeedbackReportRequest(end_time=Timestamp(seconds=-62135596000)),
+    retrain_pb2.GetFeedbackReportRequest(false_negative_window=Duration(seconds=315576000000)),
+], ids=["end-9999", "end-year-1", "window-10000y"])
+async def test_report_windows_that_leave_the_calendar_are_invalid(channel, request_):
+    retrain = retrain_pb2_grpc.RetrainServiceStub(channel)
+    found = await _rejected(retrain.GetFeedbackReport, request_)
+    assert {"end_time", "false_negative_window"} & set(found), found
+
+
+async def test_cooldowns_that_leave_the_calendar_are_invalid(channel):
+    """A 10,000-year cooldown was accepted, then every later alert of the model failed in the decision."""
+    retrain = retrain_pb2_grpc.RetrainServiceStub(channel)
+    model = json_format.ParseDict(synthetic_model("m1"), retrain_pb2.Model())
+    model.cooldown_override.seconds = 315576000000
+    found = await _rejected(retrain.RegisterModel, retrain_pb2.RegisterModelRequest(model=model))
+    assert "model.cooldown_override" in found
+    rules = rules_pb2_grpc.RuleServiceStub(channel)
+    source = 'rule r:\n    when type == "drift"\n    then retrain full priority high cooldown 99999999999d\n'
+    assert "source" in await _rejected(rules.ApplyRules, rules_pb2.ApplyRulesRequest(source=source))
