@@ -154,26 +154,56 @@ def _walk(message: Message, prefix: str, out: list[FieldViolation]) -> None:
             out.append(FieldViolation(prefix.rstrip("."), "not a valid duration"))
         return
     for fd, value in message.ListFields():
-        field = prefix + fd.name
-        if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
-            value_fd = fd.message_type.fields_by_name["value"]
+        shape, kind = _shape(fd)
+        if kind is None:
+            continue  # ints, bools, enums, bytes: any value is storable; handlers check meaning
+        if shape == _MAP:
             for key, item in value.items():
-                entry = f"{field}[{key[:70]!r}]" if isinstance(key, str) else f"{field}[{key}]"
-                if isinstance(key, str) and "\x00" in key:
-                    out.append(FieldViolation(entry, "key contains a NUL character"))
-                _value(value_fd, item, entry, out)
-        elif fd.is_repeated:
+                if "\x00" in key if isinstance(key, str) else False:
+                    out.append(FieldViolation(f"{prefix}{fd.name}[{key[:70]!r}]", "key contains a NUL character"))
+                if kind != _KEY_ONLY:
+                    _check(kind, item, prefix, fd.name, key, out)
+        elif shape == _REPEATED:
             for i, item in enumerate(value):
-                _value(fd, item, f"{field}[{i}]", out)
+                _check(kind, item, prefix, fd.name, i, out)
         else:
-            _value(fd, value, field, out)
+            _check(kind, value, prefix, fd.name, None, out)
 
 
-def _value(fd, value, field: str, out: list[FieldViolation]) -> None:
-    if fd.type == fd.TYPE_MESSAGE:
-        _walk(value, field + ".", out)
-    elif fd.type == fd.TYPE_STRING:
+_SINGLE, _REPEATED, _MAP = range(3)
+_MESSAGE, _STRING, _FLOAT, _KEY_ONLY = range(4)
+_shapes: dict = {}
+
+
+def _shape(fd) -> tuple[int, int | None]:
+    """(shape, what to check of the values) of a field, worked out once per field: descriptor
+    look-ups cost more than the checks on the ingest path."""
+    try:
+        return _shapes[fd]
+    except KeyError:
+        pass
+    shape = _REPEATED if fd.is_repeated else _SINGLE
+    value_fd = fd
+    if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+        shape, value_fd = _MAP, fd.message_type.fields_by_name["value"]
+    kind = {value_fd.TYPE_MESSAGE: _MESSAGE, value_fd.TYPE_STRING: _STRING, value_fd.TYPE_DOUBLE: _FLOAT,
+            value_fd.TYPE_FLOAT: _FLOAT}.get(value_fd.type)
+    if kind is None and shape == _MAP and fd.message_type.fields_by_name["key"].type == fd.TYPE_STRING:
+        kind = _KEY_ONLY
+    _shapes[fd] = shape, kind
+    return shape, kind
+
+
+def _check(kind: int, value, prefix: str, name: str, index, out: list[FieldViolation]) -> None:
+    def path() -> str:
+        if index is None:
+            return prefix + name
+        return f"{prefix}{name}[{index[:70]!r}]" if isinstance(index, str) else f"{prefix}{name}[{index}]"
+
+    if kind == _MESSAGE:
+        _walk(value, path() + ".", out)
+    elif kind == _STRING:
         if "\x00" in value:
-            out.append(FieldViolation(field, "contains a NUL character"))
-    elif fd.type in (fd.TYPE_DOUBLE, fd.TYPE_FLOAT) and not math.isfinite(value):
-        out.append(FieldViolation(field, f"must be a finite number, got {value}"))
+            out.append(FieldViolation(path(), "contains a NUL character"))
+    elif not math.isfinite(value):
+        out.append(FieldViolation(path(), f"must be a finite number, got {value}"))
