@@ -4,9 +4,11 @@ Every handler is wrapped so that:
 - a request id is bound into structlog's context for the whole RPC (from `x-request-id` metadata, or new);
 - bearer tokens are checked against the method's role when auth is on (auth.py);
 - every request message is checked for what no RPC accepts (validation.malformed: NUL in text,
-  non-finite numbers, out-of-range timestamps), and bytes that do not parse as the method's request
-  type (invalid UTF-8, nesting past protobuf's depth limit) are INVALID_ARGUMENT: grpcio would answer
-  UNKNOWN for an exception in its deserializer, so ours never raises and the handler wrapper rejects;
+  non-finite numbers, out-of-range timestamps): a single request's findings go to the handler's own
+  validation, which reports them with its own; a stream's messages are rejected as they are read;
+- bytes that do not parse as the method's request type (invalid UTF-8, nesting past protobuf's depth
+  limit) are INVALID_ARGUMENT: grpcio would answer UNKNOWN for an exception in its deserializer, so
+  ours never raises and the handler wrapper rejects;
 - a database driver error is translated once, here (db.pool.database_error: UNAVAILABLE etc.);
 - a `ClosedLoopError` becomes its status code, with google.rpc.BadRequest details for bad input;
 - anything else is a bug: logged once with its traceback and answered INTERNAL, never leaked.
@@ -26,7 +28,7 @@ from grpc_status import rpc_status
 from ..db.pool import database_error
 from ..errors import ClosedLoopError, FieldViolation, InvalidArgument, to_status
 from .auth import Authenticator
-from .validation import malformed
+from .validation import malformed, pending_malformed
 
 log = structlog.get_logger(__name__)
 
@@ -88,24 +90,31 @@ def _tolerant(deserialize):
     return parse
 
 
-def _checked(request, prefix: str = ""):
-    """The request, or InvalidArgument for one that did not parse or that no RPC accepts."""
+def _malformed(request, prefix: str = "") -> list:
+    """What no RPC accepts in a request; InvalidArgument for bytes that did not parse at all."""
     if isinstance(request, _Undecodable):
         raise InvalidArgument(FieldViolation(prefix.rstrip(".") or "request",
                                              f"not a valid request message: {request.reason}"))
-    if isinstance(request, Message):
-        violations = malformed(request, prefix)
-        if violations:
-            raise InvalidArgument(violations)
-    return request
+    return malformed(request, prefix) if isinstance(request, Message) else []
 
 
 async def _checked_stream(requests):
     """A request stream whose messages are checked as they arrive; field paths name the position."""
     index = 0
     async for request in requests:
-        yield _checked(request, f"requests[{index}].")
+        violations = _malformed(request, f"requests[{index}].")
+        if violations:
+            raise InvalidArgument(violations)
+        yield request
         index += 1
+
+
+def _unconsumed(violations: list) -> InvalidArgument | None:
+    """The rejection a handler owes for a malformed request when its validation did not raise it."""
+    if violations and pending_malformed.get():
+        pending_malformed.set([])
+        return InvalidArgument(violations)
+    return None
 
 
 def _wrap(handler: grpc.RpcMethodHandler, method: str, authenticator) -> grpc.RpcMethodHandler:
@@ -135,26 +144,42 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, authenticator) -> grpc.Rp
 
     def guard(inner, streaming_requests: bool):
         # A request stream is checked message by message as the handler reads it; a single request
-        # before the handler starts.
-        check = _checked_stream if streaming_requests else _checked
+        # before the handler starts, its findings handed to the handler's validation.
+        def start(request, context) -> tuple[object, list]:
+            bind(context)
+            if streaming_requests:
+                return _checked_stream(request), []
+            violations = _malformed(request)
+            pending_malformed.set(violations)
+            return request, violations
+
         # Streaming handlers are async generators, except those written with context.write()
         # (grpc's health Watch), which are coroutine functions like unary ones.
         if inspect.isasyncgenfunction(inner):
             async def stream(request, context):
+                violations = []
                 try:
-                    bind(context)
-                    async for item in inner(check(request), context):
+                    request, violations = start(request, context)
+                    async for item in inner(request, context):
+                        if (error := _unconsumed(violations)) is not None:
+                            raise error  # nothing goes out for a malformed request
                         yield item
+                    if (error := _unconsumed(violations)) is not None:
+                        raise error
                 except Exception as exc:  # noqa: BLE001 - mapped to a status in on_error
-                    await on_error(exc, context)
+                    await on_error(_unconsumed(violations) or exc, context)
             return stream
 
         async def call(request, context):
+            violations = []
             try:
-                bind(context)
-                return await inner(check(request), context)
+                request, violations = start(request, context)
+                reply = await inner(request, context)
+                if (error := _unconsumed(violations)) is not None:
+                    raise error
+                return reply
             except Exception as exc:  # noqa: BLE001 - mapped to a status in on_error
-                await on_error(exc, context)
+                await on_error(_unconsumed(violations) or exc, context)
         return call
 
     for kind, factory, streaming_requests in (

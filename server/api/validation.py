@@ -6,6 +6,7 @@ wrong with a request in one round trip.
 
 from __future__ import annotations
 
+import contextvars
 import math
 import re
 import time
@@ -42,6 +43,14 @@ WINDOW_TIME_MAX_S = 221_845_392_000  # 9000-01-01
 MAX_WINDOW_S = 366 * 86400
 
 
+# What malformed() found in the request being handled, put here by the server interceptor for the
+# handler's first validation to report along with its own findings (one round trip tells a client
+# everything). Every handler validates before it acts; the interceptor rejects the request anyway if
+# the handler did not.
+pending_malformed: contextvars.ContextVar[list[FieldViolation]] = contextvars.ContextVar("pending_malformed",
+                                                                                         default=[])
+
+
 class Violations:
     """Collects field violations; `raise_if_any()` at the end of a validation."""
 
@@ -53,6 +62,10 @@ class Violations:
         self.items.append(FieldViolation(self.prefix + field, description))
 
     def raise_if_any(self) -> None:
+        malformed_ = pending_malformed.get()
+        if malformed_:
+            pending_malformed.set([])
+            self.items[:0] = malformed_
         if self.items:
             raise InvalidArgument(self.items)
 
