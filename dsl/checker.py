@@ -41,6 +41,8 @@ from .schema import (
 N, S, B, D, SEV, ERR = Type.NUMBER, Type.STRING, Type.BOOL, Type.DURATION, Type.SEVERITY, Type.ERROR
 
 # Result type of arithmetic, by (op, left, right).
+# Ten years: longer is no cooldown but a typo, and it must stay far inside what a datetime can hold.
+MAX_COOLDOWN_S = 3650 * 86400
 _ARITH = {
     ("+", N, N): N, ("+", D, D): D,
     ("-", N, N): N, ("-", D, D): D,
@@ -466,6 +468,9 @@ class Checker:
                     self.error("bad-literal", lit.error or "malformed duration", nxt.span)
                 elif lit.kind != "duration":
                     self.error("type-mismatch", f"cooldown needs a duration, got number '{nxt.text}' (e.g. {nxt.text}h)", nxt.span)
+                elif not 0 <= lit.value <= MAX_COOLDOWN_S:
+                    # Past this, "now + cooldown" leaves the calendar and every alert of the rule fails.
+                    self.error("bad-literal", f"cooldown must be between 0 and 3650d, got {nxt.text}", nxt.span)
                 else:
                     cooldown = lit.value
                 i += 2

@@ -9,7 +9,7 @@ import asyncpg
 
 from closedloop.v1 import alert_pb2, alert_pb2_grpc
 
-from ..errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from ..errors import ClosedLoopError, FailedPrecondition, NotFound
 from ..loop.ingest import AlertIngestor, IngestResult
 from ..store import alerts as alert_store
 from . import convert, paging
@@ -59,15 +59,13 @@ class AlertServicer(alert_pb2_grpc.AlertServiceServicer):
             index = 0
             try:
                 async for request in request_iterator:
-                    try:
-                        _validated(request, prefix=f"requests[{index}].")
-                    except InvalidArgument as exc:
-                        await window.put(exc)
-                        return
+                    _validated(request, prefix=f"requests[{index}].")
                     received = dt.datetime.now(UTC)
                     pending = await self.ingestor.submit_later(convert.new_alert(request, received), received)
                     await window.put(pending)
                     index += 1
+            except ClosedLoopError as exc:  # bad input, here or in the interceptor's check of the stream
+                await window.put(exc)
             finally:
                 await window.put(None)
 
@@ -116,13 +114,8 @@ class AlertServicer(alert_pb2_grpc.AlertServiceServicer):
         filters = {"model_id": request.model_id, "type": request.type, "state": request.state,
                    "start": request.start_time.ToJsonString() if request.HasField("start_time") else "",
                    "end": request.end_time.ToJsonString() if request.HasField("end_time") else ""}
-        cursor = paging.decode(request.page_token, filters)
-        after = None
-        if cursor is not None:
-            try:
-                after = (dt.datetime.fromisoformat(cursor["t"]), int(cursor["id"]))
-            except (KeyError, ValueError, TypeError):
-                raise InvalidArgument(FieldViolation("page_token", "not a token this server issued")) from None
+        cursor = paging.decode(request.page_token, filters, {"t": paging.timestamp, "id": paging.bigint})
+        after = (cursor["t"], cursor["id"]) if cursor is not None else None
         async with self.pool.acquire() as conn:
             rows = await alert_store.list_alerts(
                 conn, model_id=request.model_id or None, alert_type=request.type or None,

@@ -12,7 +12,7 @@ from closedloop.v1 import retrain_pb2
 from ..feedback.report import FeedbackReport, FeedbackStats, build_report
 from ..loop.rule_engine import RuleEngine
 from .convert import duration, from_timestamp, timestamp
-from .validation import Violations, check_model_id, check_time
+from .validation import MAX_WINDOW_S, Violations, check_model_id, check_window_time
 
 
 def stats_message(s: FeedbackStats) -> retrain_pb2.FeedbackStats:
@@ -53,18 +53,20 @@ class FeedbackHandlers:
         v = Violations()
         if request.model_id:
             check_model_id(v, request.model_id)
-        start = (from_timestamp(request.start_time)
-                 if request.HasField("start_time") and check_time(v, request.start_time, "start_time") else None)
-        end = (from_timestamp(request.end_time)
-               if request.HasField("end_time") and check_time(v, request.end_time, "end_time") else None)
-        if start and end and end <= start:
-            v.add("end_time", "must be after start_time")
+        for field in ("start_time", "end_time"):
+            if request.HasField(field):
+                check_window_time(v, getattr(request, field), field)
         window = None
         if request.HasField("false_negative_window"):
             nanos = request.false_negative_window.ToNanoseconds()
-            if nanos <= 0:
-                v.add("false_negative_window", "must be positive")
+            if not 0 < nanos <= MAX_WINDOW_S * 10**9:
+                v.add("false_negative_window", f"must be positive and at most {MAX_WINDOW_S // 86400} days")
             window = dt.timedelta(microseconds=nanos / 1000)
+        v.raise_if_any()
+        start = from_timestamp(request.start_time) if request.HasField("start_time") else None
+        end = from_timestamp(request.end_time) if request.HasField("end_time") else None
+        if start and end and end <= start:
+            v.add("end_time", "must be after start_time")
         v.raise_if_any()
         active = self.rules.active if self.rules is not None else None
         report = await build_report(self.pool, model_id=request.model_id or None, rule=request.rule or None,

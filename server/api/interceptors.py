@@ -3,6 +3,12 @@
 Every handler is wrapped so that:
 - a request id is bound into structlog's context for the whole RPC (from `x-request-id` metadata, or new);
 - bearer tokens are checked against the method's role when auth is on (auth.py);
+- every request message is checked for what no RPC accepts (validation.malformed: NUL in text,
+  non-finite numbers, out-of-range timestamps): a single request's findings go to the handler's own
+  validation, which reports them with its own; a stream's messages are rejected as they are read;
+- bytes that do not parse as the method's request type (invalid UTF-8, nesting past protobuf's depth
+  limit) are INVALID_ARGUMENT: grpcio would answer UNKNOWN for an exception in its deserializer, so
+  ours never raises and the handler wrapper rejects;
 - a database driver error is translated once, here (db.pool.database_error: UNAVAILABLE etc.);
 - a `ClosedLoopError` becomes its status code, with google.rpc.BadRequest details for bad input;
 - anything else is a bug: logged once with its traceback and answered INTERNAL, never leaked.
@@ -16,11 +22,13 @@ import os
 
 import grpc
 import structlog
+from google.protobuf.message import DecodeError, Message
 from grpc_status import rpc_status
 
 from ..db.pool import database_error
-from ..errors import ClosedLoopError, to_status
+from ..errors import ClosedLoopError, FieldViolation, InvalidArgument, to_status
 from .auth import Authenticator
+from .validation import malformed, pending_malformed
 
 log = structlog.get_logger(__name__)
 
@@ -60,6 +68,55 @@ _ids = itertools.count(1)
 _ID_PREFIX = f"{os.getpid():x}-"
 
 
+class _Undecodable:
+    """Stands in for a request whose bytes did not parse; rejected once the handler wrapper runs."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _tolerant(deserialize):
+    """The method's own deserializer, returning _Undecodable instead of raising."""
+    if deserialize is None:
+        return None
+
+    def parse(raw: bytes):
+        try:
+            return deserialize(raw)
+        except (DecodeError, RecursionError) as exc:
+            return _Undecodable(str(exc) or type(exc).__name__)
+    return parse
+
+
+def _malformed(request, prefix: str = "") -> list:
+    """What no RPC accepts in a request; InvalidArgument for bytes that did not parse at all."""
+    if isinstance(request, _Undecodable):
+        raise InvalidArgument(FieldViolation(prefix.rstrip(".") or "request",
+                                             f"not a valid request message: {request.reason}"))
+    return malformed(request, prefix) if isinstance(request, Message) else []
+
+
+async def _checked_stream(requests):
+    """A request stream whose messages are checked as they arrive; field paths name the position."""
+    index = 0
+    async for request in requests:
+        violations = _malformed(request, f"requests[{index}].")
+        if violations:
+            raise InvalidArgument(violations)
+        yield request
+        index += 1
+
+
+def _unconsumed(violations: list) -> InvalidArgument | None:
+    """The rejection a handler owes for a malformed request when its validation did not raise it."""
+    if violations and pending_malformed.get():
+        pending_malformed.set([])
+        return InvalidArgument(violations)
+    return None
+
+
 def _wrap(handler: grpc.RpcMethodHandler, method: str, authenticator) -> grpc.RpcMethodHandler:
     rpc_name = method.rsplit("/", 1)[-1]
 
@@ -85,33 +142,53 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, authenticator) -> grpc.Rp
         log.exception("rpc.internal_error")
         await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
 
-    def guard(inner):
+    def guard(inner, streaming_requests: bool):
+        # A request stream is checked message by message as the handler reads it; a single request
+        # before the handler starts, its findings handed to the handler's validation.
+        def start(request, context) -> tuple[object, list]:
+            bind(context)
+            if streaming_requests:
+                return _checked_stream(request), []
+            violations = _malformed(request)
+            pending_malformed.set(violations)
+            return request, violations
+
         # Streaming handlers are async generators, except those written with context.write()
         # (grpc's health Watch), which are coroutine functions like unary ones.
         if inspect.isasyncgenfunction(inner):
             async def stream(request, context):
+                violations = []
                 try:
-                    bind(context)
+                    request, violations = start(request, context)
                     async for item in inner(request, context):
+                        if (error := _unconsumed(violations)) is not None:
+                            raise error  # nothing goes out for a malformed request
                         yield item
+                    if (error := _unconsumed(violations)) is not None:
+                        raise error
                 except Exception as exc:  # noqa: BLE001 - mapped to a status in on_error
-                    await on_error(exc, context)
+                    await on_error(_unconsumed(violations) or exc, context)
             return stream
 
         async def call(request, context):
+            violations = []
             try:
-                bind(context)
-                return await inner(request, context)
+                request, violations = start(request, context)
+                reply = await inner(request, context)
+                if (error := _unconsumed(violations)) is not None:
+                    raise error
+                return reply
             except Exception as exc:  # noqa: BLE001 - mapped to a status in on_error
-                await on_error(exc, context)
+                await on_error(_unconsumed(violations) or exc, context)
         return call
 
-    for kind, factory in (("unary_unary", grpc.unary_unary_rpc_method_handler),
-                          ("unary_stream", grpc.unary_stream_rpc_method_handler),
-                          ("stream_unary", grpc.stream_unary_rpc_method_handler),
-                          ("stream_stream", grpc.stream_stream_rpc_method_handler)):
+    for kind, factory, streaming_requests in (
+            ("unary_unary", grpc.unary_unary_rpc_method_handler, False),
+            ("unary_stream", grpc.unary_stream_rpc_method_handler, False),
+            ("stream_unary", grpc.stream_unary_rpc_method_handler, True),
+            ("stream_stream", grpc.stream_stream_rpc_method_handler, True)):
         inner = getattr(handler, kind)
         if inner is not None:
-            return factory(guard(inner), request_deserializer=handler.request_deserializer,
+            return factory(guard(inner, streaming_requests), request_deserializer=_tolerant(handler.request_deserializer),
                            response_serializer=handler.response_serializer)
     return handler

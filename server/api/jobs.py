@@ -87,11 +87,8 @@ class JobHandlers:
         limit = check_page(v, request.page_size, request.page_token)
         v.raise_if_any()
         filters = {"model_id": request.model_id, "state": request.state}
-        cursor = paging.decode(request.page_token, filters) or {}
-        before = cursor.get("id")
-        if before is not None and not isinstance(before, int):
-            v.add("page_token", "not a token this server issued")
-            v.raise_if_any()
+        cursor = paging.decode(request.page_token, filters, {"id": paging.bigint})
+        before = cursor["id"] if cursor is not None else None
         async with self.pool.acquire() as conn:
             rows = await queue.list_jobs(conn, model_id=request.model_id or None,
                                          state=STATE_FROM_PROTO.get(request.state), before_id=before,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from closedloop.dsl.checker import MAX_COOLDOWN_S
 from closedloop.v1 import retrain_pb2
 
 from ..config import Settings
@@ -45,8 +46,8 @@ class ModelHandlers:
             await check_training(v, m.training, self.sources)
         if m.max_retrains_per_day < 0:
             v.add("model.max_retrains_per_day", "must be >= 0")
-        if m.HasField("cooldown_override") and m.cooldown_override.ToNanoseconds() < 0:
-            v.add("model.cooldown_override", "must not be negative")
+        if m.HasField("cooldown_override") and not 0 <= m.cooldown_override.ToNanoseconds() <= MAX_COOLDOWN_S * 10**9:
+            v.add("model.cooldown_override", f"must be between 0 and {MAX_COOLDOWN_S // 86400} days")
         v.raise_if_any()
         spec = retrain_pb2.TrainingSpec()
         spec.CopyFrom(m.training)
@@ -83,9 +84,9 @@ class ModelHandlers:
         v = Violations()
         limit = check_page(v, request.page_size, request.page_token)
         v.raise_if_any()
-        cursor = paging.decode(request.page_token, {})
+        cursor = paging.decode(request.page_token, {}, {"m": paging.model_id})
         async with self.pool.acquire() as conn:
-            rows = await model_store.list_models(conn, after=(cursor or {}).get("m"), limit=limit + 1)
+            rows = await model_store.list_models(conn, after=cursor["m"] if cursor else None, limit=limit + 1)
         page = rows[:limit]
         token = paging.encode({"m": page[-1]["model_id"]}, {}) if len(rows) > limit else ""
         return retrain_pb2.ListModelsResponse(models=[convert.model_message(r) for r in page], next_page_token=token)

@@ -6,9 +6,12 @@ wrong with a request in one round trip.
 
 from __future__ import annotations
 
+import contextvars
 import math
 import re
 import time
+
+from google.protobuf.message import Message
 
 from ..errors import FieldViolation, InvalidArgument
 
@@ -24,6 +27,28 @@ MAX_REASON_BYTES = 1024
 MAX_FUTURE_SKEW_S = 300.0
 MAX_PAGE_SIZE = 1000
 DEFAULT_PAGE_SIZE = 50
+# Ids are PostgreSQL bigints.
+MAX_ID = 2**63 - 1
+ASCII_DIGITS = re.compile(r"^[0-9]{1,19}$")
+# google.protobuf.Timestamp's own range, which is also what datetime can hold: 0001-01-01T00:00:00Z
+# .. 9999-12-31T23:59:59Z.
+MIN_TIMESTAMP_S = -62_135_596_800
+MAX_TIMESTAMP_S = 253_402_300_799
+# google.protobuf.Duration's own documented range: +-10,000 years.
+MAX_DURATION_S = 315_576_000_000
+# Times a computation adds windows to or subtracts them from (the feedback report): far enough inside
+# what datetime holds that the arithmetic cannot leave the calendar.
+WINDOW_TIME_MIN_S = 0  # 1970-01-01
+WINDOW_TIME_MAX_S = 221_845_392_000  # 9000-01-01
+MAX_WINDOW_S = 366 * 86400
+
+
+# What malformed() found in the request being handled, put here by the server interceptor for the
+# handler's first validation to report along with its own findings (one round trip tells a client
+# everything). Every handler validates before it acts; the interceptor rejects the request anyway if
+# the handler did not.
+pending_malformed: contextvars.ContextVar[list[FieldViolation]] = contextvars.ContextVar("pending_malformed",
+                                                                                         default=[])
 
 
 class Violations:
@@ -37,6 +62,10 @@ class Violations:
         self.items.append(FieldViolation(self.prefix + field, description))
 
     def raise_if_any(self) -> None:
+        malformed_ = pending_malformed.get()
+        if malformed_:
+            pending_malformed.set([])
+            self.items[:0] = malformed_
         if self.items:
             raise InvalidArgument(self.items)
 
@@ -54,11 +83,13 @@ def check_request_id(v: Violations, value: str, field: str = "request_id") -> No
 
 
 def check_id(v: Violations, value: str, field: str) -> int | None:
-    """Server ids are decimal digits; returns the int or None after recording a violation."""
+    """Server ids are ASCII decimal bigints; returns the int or None after recording a violation.
+
+    (str.isdigit() is no test: it accepts "²" and other scripts' digits, which int() then rejects.)"""
     if not value:
         v.add(field, "required")
         return None
-    if not value.isdigit() or len(value) > 18:
+    if not ASCII_DIGITS.match(value) or int(value) > MAX_ID:
         v.add(field, "must be a decimal id")
         return None
     return int(value)
@@ -90,11 +121,9 @@ def check_alert(v: Violations, alert, field: str = "alert") -> None:
         v.add(f"{field}.severity", f"unknown value {alert.severity}")
     if len(alert.metrics) > MAX_MAP_ENTRIES:
         v.add(f"{field}.metrics", f"at most {MAX_MAP_ENTRIES} entries, got {len(alert.metrics)}")
-    for key, value in alert.metrics.items():
+    for key in alert.metrics:  # values are finite: see malformed()
         if not KEY.match(key):
             v.add(f"{field}.metrics[{key[:70]!r}]", "key must be 1-64 characters of [a-z0-9_.-]")
-        if not math.isfinite(value):
-            v.add(f"{field}.metrics[{key[:70]!r}]", f"must be a finite number, got {value}")
     if len(alert.labels) > MAX_MAP_ENTRIES:
         v.add(f"{field}.labels", f"at most {MAX_MAP_ENTRIES} entries, got {len(alert.labels)}")
     for key, value in alert.labels.items():
@@ -112,6 +141,12 @@ def check_alert(v: Violations, alert, field: str = "alert") -> None:
             v.add(f"{field}.observe_time", f"more than {int(MAX_FUTURE_SKEW_S)} s in the future")
 
 
+def check_window_time(v: Violations, ts, field: str) -> None:
+    """A time a report computes windows around: between 1970 and 9000 (malformed() checked the rest)."""
+    if not WINDOW_TIME_MIN_S <= ts.seconds < WINDOW_TIME_MAX_S:
+        v.add(field, "must be between 1970-01-01 and 9000-01-01")
+
+
 def check_page(v: Violations, page_size: int, page_token: str) -> int:
     if page_size < 0:
         v.add("page_size", "must not be negative")
@@ -120,3 +155,81 @@ def check_page(v: Violations, page_size: int, page_token: str) -> int:
     if page_size == 0:
         return DEFAULT_PAGE_SIZE
     return min(page_size, MAX_PAGE_SIZE)
+
+
+def malformed(message: Message, prefix: str = "") -> list[FieldViolation]:
+    """What no RPC can accept, wherever in a request it is: text PostgreSQL cannot store (NUL),
+    numbers that are not finite, timestamps outside years 1-9999 and durations outside +-10,000 years.
+
+    The server interceptor runs this on every request before its handler, so a field added to any
+    message is covered without anyone remembering to; handlers check what is specific to them."""
+    out: list[FieldViolation] = []
+    _walk(message, prefix, out)
+    return out
+
+
+def _walk(message: Message, prefix: str, out: list[FieldViolation]) -> None:
+    name = message.DESCRIPTOR.full_name
+    if name == "google.protobuf.Timestamp":
+        if not (MIN_TIMESTAMP_S <= message.seconds <= MAX_TIMESTAMP_S and 0 <= message.nanos <= 999_999_999):
+            out.append(FieldViolation(prefix.rstrip("."), "not a timestamp between years 1 and 9999"))
+        return
+    if name == "google.protobuf.Duration":
+        if not (abs(message.seconds) <= MAX_DURATION_S and abs(message.nanos) <= 999_999_999
+                and message.seconds * message.nanos >= 0):
+            out.append(FieldViolation(prefix.rstrip("."), "not a valid duration"))
+        return
+    for fd, value in message.ListFields():
+        shape, kind = _shape(fd)
+        if kind is None:
+            continue  # ints, bools, enums, bytes: any value is storable; handlers check meaning
+        if shape == _MAP:
+            for key, item in value.items():
+                if "\x00" in key if isinstance(key, str) else False:
+                    out.append(FieldViolation(f"{prefix}{fd.name}[{key[:70]!r}]", "key contains a NUL character"))
+                if kind != _KEY_ONLY:
+                    _check(kind, item, prefix, fd.name, key, out)
+        elif shape == _REPEATED:
+            for i, item in enumerate(value):
+                _check(kind, item, prefix, fd.name, i, out)
+        else:
+            _check(kind, value, prefix, fd.name, None, out)
+
+
+_SINGLE, _REPEATED, _MAP = range(3)
+_MESSAGE, _STRING, _FLOAT, _KEY_ONLY = range(4)
+_shapes: dict = {}
+
+
+def _shape(fd) -> tuple[int, int | None]:
+    """(shape, what to check of the values) of a field, worked out once per field: descriptor
+    look-ups cost more than the checks on the ingest path."""
+    try:
+        return _shapes[fd]
+    except KeyError:
+        pass
+    shape = _REPEATED if fd.is_repeated else _SINGLE
+    value_fd = fd
+    if fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+        shape, value_fd = _MAP, fd.message_type.fields_by_name["value"]
+    kind = {value_fd.TYPE_MESSAGE: _MESSAGE, value_fd.TYPE_STRING: _STRING, value_fd.TYPE_DOUBLE: _FLOAT,
+            value_fd.TYPE_FLOAT: _FLOAT}.get(value_fd.type)
+    if kind is None and shape == _MAP and fd.message_type.fields_by_name["key"].type == fd.TYPE_STRING:
+        kind = _KEY_ONLY
+    _shapes[fd] = shape, kind
+    return shape, kind
+
+
+def _check(kind: int, value, prefix: str, name: str, index, out: list[FieldViolation]) -> None:
+    def path() -> str:
+        if index is None:
+            return prefix + name
+        return f"{prefix}{name}[{index[:70]!r}]" if isinstance(index, str) else f"{prefix}{name}[{index}]"
+
+    if kind == _MESSAGE:
+        _walk(value, path() + ".", out)
+    elif kind == _STRING:
+        if "\x00" in value:
+            out.append(FieldViolation(path(), "contains a NUL character"))
+    elif not math.isfinite(value):
+        out.append(FieldViolation(path(), f"must be a finite number, got {value}"))

@@ -68,9 +68,9 @@ def test_tokens_roles_and_file_errors(tmp_path: pathlib.Path):
 
 def test_page_tokens_round_trip_and_are_bound_to_their_filters():
     token = paging.encode({"id": 5}, {"model_id": "a"})
-    assert paging.decode(token, {"model_id": "a"}) == {"id": 5}
-    assert paging.decode("", {}) is None
+    assert paging.decode(token, {"model_id": "a"}, {"id": paging.bigint}) == {"id": 5}
+    assert paging.decode("", {}, {"id": paging.bigint}) is None
     with pytest.raises(InvalidArgument):
-        paging.decode(token, {"model_id": "b"})
+        paging.decode(token, {"model_id": "b"}, {"id": paging.bigint})
     with pytest.raises(InvalidArgument):
-        paging.decode("%%%", {})
+        paging.decode("%%%", {}, {"id": paging.bigint})
