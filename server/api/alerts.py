@@ -9,10 +9,11 @@ import asyncpg
 
 from closedloop.v1 import alert_pb2, alert_pb2_grpc
 
-from ..errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound
+from ..errors import FailedPrecondition, FieldViolation, InvalidArgument, NotFound, PermissionDenied
 from ..loop.ingest import AlertIngestor, IngestResult
 from ..store import alerts as alert_store
 from . import convert, paging
+from .auth import may_see, model_scopes, require_model
 from .validation import Violations, check_alert, check_id, check_model_id, check_page, check_request_id
 
 UTC = dt.timezone.utc
@@ -26,6 +27,7 @@ TRANSITIONS = {
 
 
 def _validated(request: alert_pb2.CreateAlertRequest, prefix: str = "") -> None:
+    """Valid, and for a model the caller's token may write to (PermissionDenied otherwise)."""
     v = Violations(prefix)
     if not request.HasField("alert"):
         v.add("alert", "required")
@@ -33,6 +35,7 @@ def _validated(request: alert_pb2.CreateAlertRequest, prefix: str = "") -> None:
         check_alert(v, request.alert)
     check_request_id(v, request.request_id)
     v.raise_if_any()
+    require_model(request.alert.model_id, prefix + "alert.model_id")
 
 
 def _reply(result: IngestResult) -> alert_pb2.Alert:
@@ -60,7 +63,7 @@ class AlertServicer(alert_pb2_grpc.AlertServiceServicer):
                 async for request in request_iterator:
                     try:
                         _validated(request, prefix=f"requests[{index}].")
-                    except InvalidArgument as exc:
+                    except (InvalidArgument, PermissionDenied) as exc:
                         await window.put(exc)
                         return
                     received = dt.datetime.now(UTC)
@@ -96,7 +99,7 @@ class AlertServicer(alert_pb2_grpc.AlertServiceServicer):
         v.raise_if_any()
         async with self.pool.acquire() as conn:
             row = await alert_store.get_alert(conn, alert_id)
-            if row is None:
+            if row is None or not may_see(row["model_id"]):  # out of scope looks like absent
                 raise NotFound(f"alert {request.id} not found")
             actions = await alert_store.actions_for(conn, [alert_id])
         return convert.alert_message(row, actions.get(alert_id, []))
@@ -109,6 +112,8 @@ class AlertServicer(alert_pb2_grpc.AlertServiceServicer):
         if request.state and request.state not in convert.ALERT_STATE_NAMES:
             v.add("state", f"unknown value {request.state}")
         v.raise_if_any()
+        if request.model_id:
+            require_model(request.model_id)
         filters = {"model_id": request.model_id, "type": request.type, "state": request.state,
                    "start": request.start_time.ToJsonString() if request.HasField("start_time") else "",
                    "end": request.end_time.ToJsonString() if request.HasField("end_time") else ""}
@@ -125,7 +130,7 @@ class AlertServicer(alert_pb2_grpc.AlertServiceServicer):
                 state=convert.ALERT_STATE_NAMES.get(request.state) if request.state else None,
                 start=convert.from_timestamp(request.start_time) if request.HasField("start_time") else None,
                 end=convert.from_timestamp(request.end_time) if request.HasField("end_time") else None,
-                after=after, limit=limit + 1,
+                after=after, limit=limit + 1, scopes=model_scopes(),
             )
             page = rows[:limit]
             actions = await alert_store.actions_for(conn, [r["id"] for r in page])
@@ -146,7 +151,7 @@ class AlertServicer(alert_pb2_grpc.AlertServiceServicer):
         async with self.pool.acquire() as conn:
             async with conn.transaction():
                 row = await alert_store.lock_alert(conn, alert_id)
-                if row is None:
+                if row is None or not may_see(row["model_id"]):  # out of scope looks like absent
                     raise NotFound(f"alert {request.id} not found")
                 if row["state"] == target:
                     updated = row  # idempotent: acknowledging twice is not an error

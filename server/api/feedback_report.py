@@ -11,6 +11,7 @@ from closedloop.v1 import retrain_pb2
 
 from ..feedback.report import FeedbackReport, FeedbackStats, build_report
 from ..loop.rule_engine import RuleEngine
+from .auth import model_scopes, require_model
 from .convert import duration, from_timestamp, timestamp
 from .validation import Violations, check_model_id
 
@@ -64,8 +65,10 @@ class FeedbackHandlers:
                 v.add("false_negative_window", "must be positive")
             window = dt.timedelta(microseconds=nanos / 1000)
         v.raise_if_any()
+        if request.model_id:
+            require_model(request.model_id)
         active = self.rules.active if self.rules is not None else None
         report = await build_report(self.pool, model_id=request.model_id or None, rule=request.rule or None,
                                     start=start, end=end, fn_window=window,
-                                    active_ruleset=active.ruleset if active else None)
+                                    active_ruleset=active.ruleset if active else None, scopes=model_scopes())
         return feedback_message(report)

@@ -2,7 +2,9 @@
 
 Every handler is wrapped so that:
 - a request id is bound into structlog's context for the whole RPC (from `x-request-id` metadata, or new);
-- bearer tokens are checked against the method's role when auth is on (auth.py);
+- bearer tokens are checked against the method's role when auth is on (auth.py), and the caller is
+  bound for the handlers' model-scope checks (auth.require_model, auth.model_scopes);
+- operator actions are recorded in the audit trail with their outcome, refused ones too (audit.py);
 - a database driver error is translated once, here (db.pool.database_error: UNAVAILABLE etc.);
 - a `ClosedLoopError` becomes its status code, with google.rpc.BadRequest details for bad input;
 - anything else is a bug: logged once with its traceback and answered INTERNAL, never leaked.
@@ -20,7 +22,8 @@ from grpc_status import rpc_status
 
 from ..db.pool import database_error
 from ..errors import ClosedLoopError, to_status
-from .auth import Authenticator
+from .audit import AUDITED_METHODS, Auditor, outcome
+from .auth import Authenticator, bind_caller
 
 log = structlog.get_logger(__name__)
 
@@ -36,8 +39,9 @@ async def _abort(context: grpc.aio.ServicerContext, exc: ClosedLoopError) -> Non
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, authenticator: Authenticator | None) -> None:
+    def __init__(self, authenticator: Authenticator | None, auditor: Auditor | None = None) -> None:
         self.authenticator = authenticator
+        self.auditor = auditor
         # Wrapped handlers per method: building handler objects on every call costs more than the
         # handlers of a busy ingest path do themselves. Per-call data (metadata) is read from the
         # context inside the wrapper instead.
@@ -51,7 +55,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             pass
         handler = await continuation(details)
         public = method.startswith(PUBLIC_PREFIXES)
-        wrapped = None if handler is None else _wrap(handler, method, None if public else self.authenticator)
+        wrapped = None if handler is None else _wrap(handler, method, None if public else self.authenticator,
+                                                     self.auditor if method in AUDITED_METHODS else None)
         self._wrapped[method] = wrapped
         return wrapped
 
@@ -60,7 +65,7 @@ _ids = itertools.count(1)
 _ID_PREFIX = f"{os.getpid():x}-"
 
 
-def _wrap(handler: grpc.RpcMethodHandler, method: str, authenticator) -> grpc.RpcMethodHandler:
+def _wrap(handler: grpc.RpcMethodHandler, method: str, authenticator, auditor) -> grpc.RpcMethodHandler:
     rpc_name = method.rsplit("/", 1)[-1]
 
     def bind(context) -> None:
@@ -68,9 +73,11 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, authenticator) -> grpc.Rp
         request_id = next((v for k, v in metadata if k == "x-request-id"), None) or f"{_ID_PREFIX}{next(_ids)}"
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(rpc=rpc_name, request_id=request_id)
+        bind_caller(None)
         if authenticator is not None:
-            token = next((v for k, v in metadata if k == "authorization"), None)
-            authenticator.check(method, token)
+            token = authenticator.identify(next((v for k, v in metadata if k == "authorization"), None))
+            bind_caller(token)  # before the role check, so a refused call is audited under its name
+            authenticator.authorize(token, method)
 
     async def on_error(exc: Exception, context) -> None:
         # context.abort() raises an AbortError that must propagate untouched.
@@ -104,7 +111,21 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, authenticator) -> grpc.Rp
                 return await inner(request, context)
             except Exception as exc:  # noqa: BLE001 - mapped to a status in on_error
                 await on_error(exc, context)
-        return call
+        if auditor is None:
+            return call
+
+        async def audited(request, context):
+            failure = None
+            try:
+                return await call(request, context)
+            except BaseException as exc:
+                failure = exc
+                raise
+            finally:
+                code, message = outcome(context, failure)
+                if code != "UNAUTHENTICATED":  # no name to record; the log has it (audit.py)
+                    await auditor.record(method, request, code, message)
+        return audited
 
     for kind, factory in (("unary_unary", grpc.unary_unary_rpc_method_handler),
                           ("unary_stream", grpc.unary_stream_rpc_method_handler),

@@ -10,6 +10,7 @@ from ..errors import NotFound
 from ..loop.model_cache import ModelFactsCache
 from ..store import models as model_store
 from . import convert, paging
+from .auth import model_scopes, require_model
 from .validation import Violations, check_model_id, check_page
 
 def check_training(v: Violations, spec: retrain_pb2.TrainingSpec, field: str = "model.training") -> None:
@@ -42,6 +43,7 @@ class ModelHandlers:
         if m.HasField("cooldown_override") and m.cooldown_override.ToNanoseconds() < 0:
             v.add("model.cooldown_override", "must not be negative")
         v.raise_if_any()
+        require_model(m.model_id, "model.model_id")
         spec = retrain_pb2.TrainingSpec()
         spec.CopyFrom(m.training)
         if spec.holdout_fraction == 0:
@@ -62,6 +64,7 @@ class ModelHandlers:
         v = Violations()
         check_model_id(v, request.model_id)
         v.raise_if_any()
+        require_model(request.model_id)
         async with self.pool.acquire() as conn:
             row = await model_store.get_model(conn, request.model_id)
         if row is None:
@@ -74,7 +77,8 @@ class ModelHandlers:
         v.raise_if_any()
         cursor = paging.decode(request.page_token, {})
         async with self.pool.acquire() as conn:
-            rows = await model_store.list_models(conn, after=(cursor or {}).get("m"), limit=limit + 1)
+            rows = await model_store.list_models(conn, after=(cursor or {}).get("m"), limit=limit + 1,
+                                                 scopes=model_scopes())
         page = rows[:limit]
         token = paging.encode({"m": page[-1]["model_id"]}, {}) if len(rows) > limit else ""
         return retrain_pb2.ListModelsResponse(models=[convert.model_message(r) for r in page], next_page_token=token)

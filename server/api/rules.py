@@ -17,6 +17,7 @@ from ..loop.model_cache import ModelFactsCache
 from ..loop.rule_engine import RuleEngine
 from ..store import rules as rule_store
 from . import convert
+from .auth import require_model
 from .validation import Violations, check_alert
 
 MAX_SOURCE_BYTES = 1024 * 1024
@@ -117,6 +118,7 @@ class RuleServicer(rules_pb2_grpc.RuleServiceServicer):
             check_alert(v, request.alert)
         _check_source(v, request.source, required=False)
         v.raise_if_any()
+        require_model(request.alert.model_id, "alert.model_id")
         if request.source:
             ruleset, version = _compile(request.source, request.filename or "<rules>"), 0
         else:
