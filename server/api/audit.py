@@ -9,14 +9,11 @@ otherwise fill the table); the server log has them.
 
 from __future__ import annotations
 
-import asyncio
-import datetime as dt
 import hashlib
 import json
 import re
 
 import asyncpg
-import grpc
 import structlog
 from google.protobuf import json_format
 
@@ -65,16 +62,6 @@ def request_record(request) -> dict:
     if len(text) > MAX_REQUEST_CHARS:
         return {"truncated": True, "chars": len(text), "head": text[:MAX_REQUEST_CHARS]}
     return data
-
-
-def outcome(context: grpc.aio.ServicerContext, exc: BaseException | None) -> tuple[str, str]:
-    """(status name, message) of a finished call; the interceptor has set the status on failure."""
-    if exc is None:
-        return "OK", ""
-    if isinstance(exc, asyncio.CancelledError):
-        return "CANCELLED", "the client cancelled the call"
-    code = context.code()
-    return (code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"), (context.details() or "")
 
 
 class Auditor:

@@ -12,6 +12,7 @@ Every handler is wrapped so that:
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import itertools
 import os
@@ -22,20 +23,13 @@ from grpc_status import rpc_status
 
 from ..db.pool import database_error
 from ..errors import ClosedLoopError, to_status
-from .audit import AUDITED_METHODS, Auditor, outcome
+from .audit import AUDITED_METHODS, Auditor
 from .auth import Authenticator, bind_caller
 
 log = structlog.get_logger(__name__)
 
 # Methods anyone may call without a token: health checks and reflection.
 PUBLIC_PREFIXES = ("/grpc.health.v1.", "/grpc.reflection.")
-
-
-async def _abort(context: grpc.aio.ServicerContext, exc: ClosedLoopError) -> None:
-    code, message, status = to_status(exc)
-    if status is not None:
-        await context.abort_with_status(rpc_status.to_status(status))
-    await context.abort(code, message)
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
@@ -79,18 +73,26 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, authenticator, auditor) -
             bind_caller(token)  # before the role check, so a refused call is audited under its name
             authenticator.authorize(token, method)
 
-    async def on_error(exc: Exception, context) -> None:
+    async def on_error(exc: Exception, context, audit=None) -> None:
         # context.abort() raises an AbortError that must propagate untouched.
         if isinstance(exc, (grpc.aio.AbortError, grpc.RpcError)):
             raise exc
         exc = database_error(exc) or exc
+        status = None
         if isinstance(exc, ClosedLoopError):
             log.info("rpc.rejected", code=exc.code.name, error=exc.message[:500])
-            await _abort(context, exc)
-        if isinstance(exc, NotImplementedError):
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented by this server")
-        log.exception("rpc.internal_error")
-        await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
+            code, message, status = to_status(exc)
+        elif isinstance(exc, NotImplementedError):
+            code, message = grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented by this server"
+        else:
+            log.exception("rpc.internal_error")
+            code, message = grpc.StatusCode.INTERNAL, "internal error; the server log has the details"
+        if audit is not None:
+            # Before the abort: grpc.aio sends the status at once, and the caller may read the trail next.
+            await audit(code.name, message)
+        if status is not None:
+            await context.abort_with_status(rpc_status.to_status(status))
+        await context.abort(code, message)
 
     def guard(inner):
         # Streaming handlers are async generators, except those written with context.write()
@@ -115,16 +117,19 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, authenticator, auditor) -
             return call
 
         async def audited(request, context):
-            failure = None
-            try:
-                return await call(request, context)
-            except BaseException as exc:
-                failure = exc
-                raise
-            finally:
-                code, message = outcome(context, failure)
+            async def record(code: str, message: str) -> None:
                 if code != "UNAUTHENTICATED":  # no name to record; the log has it (audit.py)
                     await auditor.record(method, request, code, message)
+            try:
+                bind(context)
+                reply = await inner(request, context)
+            except asyncio.CancelledError:
+                await record("CANCELLED", "the client cancelled the call")
+                raise
+            except Exception as exc:  # noqa: BLE001 - mapped to a status in on_error
+                await on_error(exc, context, record)
+            await record("OK", "")
+            return reply
         return audited
 
     for kind, factory in (("unary_unary", grpc.unary_unary_rpc_method_handler),
