@@ -152,3 +152,8 @@ class CallsMixin:
     def feedback_report(self, *, model_id: str = "", rule: str = "", start_time=None, end_time=None):
         return self._invoke("RetrainService", "GetFeedbackReport", retrain_pb2.GetFeedbackReportRequest(
             model_id=model_id, rule=rule, start_time=timestamp(start_time), end_time=timestamp(end_time)))
+
+    def list_audit_records(self, *, start_time=None, page_size: int = 0, page_token: str = ""):
+        """One page of the audit trail, newest first (operator token without model scopes)."""
+        return self._invoke("RetrainService", "ListAuditRecords", retrain_pb2.ListAuditRecordsRequest(
+            start_time=timestamp(start_time), page_size=page_size, page_token=page_token))

@@ -24,6 +24,7 @@ from grpc_reflection.v1alpha import reflection
 from closedloop.v1 import alert_pb2, alert_pb2_grpc, retrain_pb2, retrain_pb2_grpc, rules_pb2, rules_pb2_grpc
 
 from .api.alerts import AlertServicer
+from .api.audit import Auditor
 from .api.auth import Authenticator, load_tokens
 from .api.interceptors import ServerInterceptor
 from .api.retrain import RetrainServicer
@@ -132,7 +133,8 @@ class ClosedLoopServer:
         options = [("grpc.max_receive_message_length", s.max_message_bytes),
                    ("grpc.max_send_message_length", s.max_message_bytes),
                    ("grpc.so_reuseport", 0)]
-        self.grpc = grpc.aio.server(interceptors=[ServerInterceptor(authenticator)], options=options,
+        self.grpc = grpc.aio.server(interceptors=[ServerInterceptor(authenticator, Auditor(self.pool))],
+                                    options=options,
                                     maximum_concurrent_rpcs=s.max_concurrent_rpcs)
         alert_pb2_grpc.add_AlertServiceServicer_to_server(AlertServicer(self.pool, self.ingestor), self.grpc)
         rules_pb2_grpc.add_RuleServiceServicer_to_server(RuleServicer(self.pool, self.rules, self.facts), self.grpc)

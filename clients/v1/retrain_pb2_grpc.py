@@ -90,6 +90,11 @@ class RetrainServiceStub:
                 request_serializer=closedloop_dot_v1_dot_retrain__pb2.GetFeedbackReportRequest.SerializeToString,
                 response_deserializer=closedloop_dot_v1_dot_retrain__pb2.FeedbackReport.FromString,
                 _registered_method=True)
+        self.ListAuditRecords = channel.unary_unary(
+                '/closedloop.v1.RetrainService/ListAuditRecords',
+                request_serializer=closedloop_dot_v1_dot_retrain__pb2.ListAuditRecordsRequest.SerializeToString,
+                response_deserializer=closedloop_dot_v1_dot_retrain__pb2.ListAuditRecordsResponse.FromString,
+                _registered_method=True)
 
 
 class RetrainServiceServicer:
@@ -172,6 +177,15 @@ class RetrainServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAuditRecords(self, request, context):
+        """The audit trail of operator actions (RegisterModel, ApplyRules, RollbackModel, SubmitRetrain,
+        CancelJob, UpdateAlertState, refused ones included), newest first. Operator role with an
+        unscoped token only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RetrainServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -229,6 +243,11 @@ def add_RetrainServiceServicer_to_server(servicer, server):
                     servicer.GetFeedbackReport,
                     request_deserializer=closedloop_dot_v1_dot_retrain__pb2.GetFeedbackReportRequest.FromString,
                     response_serializer=closedloop_dot_v1_dot_retrain__pb2.FeedbackReport.SerializeToString,
+            ),
+            'ListAuditRecords': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAuditRecords,
+                    request_deserializer=closedloop_dot_v1_dot_retrain__pb2.ListAuditRecordsRequest.FromString,
+                    response_serializer=closedloop_dot_v1_dot_retrain__pb2.ListAuditRecordsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -529,6 +548,33 @@ class RetrainService:
             '/closedloop.v1.RetrainService/GetFeedbackReport',
             closedloop_dot_v1_dot_retrain__pb2.GetFeedbackReportRequest.SerializeToString,
             closedloop_dot_v1_dot_retrain__pb2.FeedbackReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAuditRecords(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/closedloop.v1.RetrainService/ListAuditRecords',
+            closedloop_dot_v1_dot_retrain__pb2.ListAuditRecordsRequest.SerializeToString,
+            closedloop_dot_v1_dot_retrain__pb2.ListAuditRecordsResponse.FromString,
             options,
             channel_credentials,
             insecure,

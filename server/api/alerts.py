@@ -13,6 +13,7 @@ from ..errors import ClosedLoopError, FailedPrecondition, NotFound
 from ..loop.ingest import AlertIngestor, IngestResult
 from ..store import alerts as alert_store
 from . import convert, paging
+from .auth import may_see, model_scopes, require_model
 from .validation import (Violations, check_alert, check_id, check_model_id, check_page, check_request_id,
                          check_time)
 
@@ -27,6 +28,7 @@ TRANSITIONS = {
 
 
 def _validated(request: alert_pb2.CreateAlertRequest, prefix: str = "") -> None:
+    """Valid, and for a model the caller's token may write to (PermissionDenied otherwise)."""
     v = Violations(prefix)
     if not request.HasField("alert"):
         v.add("alert", "required")
@@ -34,6 +36,7 @@ def _validated(request: alert_pb2.CreateAlertRequest, prefix: str = "") -> None:
         check_alert(v, request.alert)
     check_request_id(v, request.request_id)
     v.raise_if_any()
+    require_model(request.alert.model_id, prefix + "alert.model_id")
 
 
 def _reply(result: IngestResult) -> alert_pb2.Alert:
@@ -95,7 +98,7 @@ class AlertServicer(alert_pb2_grpc.AlertServiceServicer):
         v.raise_if_any()
         async with self.pool.acquire() as conn:
             row = await alert_store.get_alert(conn, alert_id)
-            if row is None:
+            if row is None or not may_see(row["model_id"]):  # out of scope looks like absent
                 raise NotFound(f"alert {request.id} not found")
             actions = await alert_store.actions_for(conn, [alert_id])
         return convert.alert_message(row, actions.get(alert_id, []))
@@ -111,6 +114,8 @@ class AlertServicer(alert_pb2_grpc.AlertServiceServicer):
             if request.HasField(name):
                 check_time(v, getattr(request, name), name)
         v.raise_if_any()
+        if request.model_id:
+            require_model(request.model_id)
         filters = {"model_id": request.model_id, "type": request.type, "state": request.state,
                    "start": request.start_time.ToJsonString() if request.HasField("start_time") else "",
                    "end": request.end_time.ToJsonString() if request.HasField("end_time") else ""}
@@ -122,7 +127,7 @@ class AlertServicer(alert_pb2_grpc.AlertServiceServicer):
                 state=convert.ALERT_STATE_NAMES.get(request.state) if request.state else None,
                 start=convert.from_timestamp(request.start_time) if request.HasField("start_time") else None,
                 end=convert.from_timestamp(request.end_time) if request.HasField("end_time") else None,
-                after=after, limit=limit + 1,
+                after=after, limit=limit + 1, scopes=model_scopes(),
             )
             page = rows[:limit]
             actions = await alert_store.actions_for(conn, [r["id"] for r in page])
@@ -143,7 +148,7 @@ class AlertServicer(alert_pb2_grpc.AlertServiceServicer):
         async with self.pool.acquire() as conn:
             async with conn.transaction():
                 row = await alert_store.lock_alert(conn, alert_id)
-                if row is None:
+                if row is None or not may_see(row["model_id"]):  # out of scope looks like absent
                     raise NotFound(f"alert {request.id} not found")
                 if row["state"] == target:
                     updated = row  # idempotent: acknowledging twice is not an error

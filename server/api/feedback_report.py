@@ -11,6 +11,7 @@ from closedloop.v1 import retrain_pb2
 
 from ..feedback.report import FeedbackReport, FeedbackStats, build_report
 from ..loop.rule_engine import RuleEngine
+from .auth import model_scopes, require_model
 from .convert import duration, from_timestamp, timestamp
 from .validation import MAX_WINDOW_S, Violations, check_model_id, check_window_time
 
@@ -68,8 +69,10 @@ class FeedbackHandlers:
         if start and end and end <= start:
             v.add("end_time", "must be after start_time")
         v.raise_if_any()
+        if request.model_id:
+            require_model(request.model_id)
         active = self.rules.active if self.rules is not None else None
         report = await build_report(self.pool, model_id=request.model_id or None, rule=request.rule or None,
                                     start=start, end=end, fn_window=window,
-                                    active_ruleset=active.ruleset if active else None)
+                                    active_ruleset=active.ruleset if active else None, scopes=model_scopes())
         return feedback_message(report)

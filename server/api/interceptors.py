@@ -2,7 +2,9 @@
 
 Every handler is wrapped so that:
 - a request id is bound into structlog's context for the whole RPC (from `x-request-id` metadata, or new);
-- bearer tokens are checked against the method's role when auth is on (auth.py);
+- bearer tokens are checked against the method's role when auth is on (auth.py), and the caller is
+  bound for the handlers' model-scope checks (auth.require_model, auth.model_scopes);
+- operator actions are recorded in the audit trail with their outcome, refused ones too (audit.py);
 - every request message is checked for what no RPC accepts (validation.malformed: NUL in text,
   non-finite numbers, out-of-range timestamps): a single request's findings go to the handler's own
   validation, which reports them with its own; a stream's messages are rejected as they are read;
@@ -16,6 +18,7 @@ Every handler is wrapped so that:
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import itertools
 import os
@@ -27,7 +30,8 @@ from grpc_status import rpc_status
 
 from ..db.pool import database_error
 from ..errors import ClosedLoopError, FieldViolation, InvalidArgument, to_status
-from .auth import Authenticator
+from .audit import AUDITED_METHODS, Auditor
+from .auth import Authenticator, bind_caller
 from .validation import malformed, pending_malformed
 
 log = structlog.get_logger(__name__)
@@ -44,8 +48,9 @@ async def _abort(context: grpc.aio.ServicerContext, exc: ClosedLoopError) -> Non
 
 
 class ServerInterceptor(grpc.aio.ServerInterceptor):
-    def __init__(self, authenticator: Authenticator | None) -> None:
+    def __init__(self, authenticator: Authenticator | None, auditor: Auditor | None = None) -> None:
         self.authenticator = authenticator
+        self.auditor = auditor
         # Wrapped handlers per method: building handler objects on every call costs more than the
         # handlers of a busy ingest path do themselves. Per-call data (metadata) is read from the
         # context inside the wrapper instead.
@@ -59,7 +64,8 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
             pass
         handler = await continuation(details)
         public = method.startswith(PUBLIC_PREFIXES)
-        wrapped = None if handler is None else _wrap(handler, method, None if public else self.authenticator)
+        wrapped = None if handler is None else _wrap(handler, method, None if public else self.authenticator,
+                                                     self.auditor if method in AUDITED_METHODS else None)
         self._wrapped[method] = wrapped
         return wrapped
 
@@ -117,7 +123,7 @@ def _unconsumed(violations: list) -> InvalidArgument | None:
     return None
 
 
-def _wrap(handler: grpc.RpcMethodHandler, method: str, authenticator) -> grpc.RpcMethodHandler:
+def _wrap(handler: grpc.RpcMethodHandler, method: str, authenticator, auditor) -> grpc.RpcMethodHandler:
     rpc_name = method.rsplit("/", 1)[-1]
 
     def bind(context) -> None:
@@ -125,22 +131,32 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, authenticator) -> grpc.Rp
         request_id = next((v for k, v in metadata if k == "x-request-id"), None) or f"{_ID_PREFIX}{next(_ids)}"
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(rpc=rpc_name, request_id=request_id)
+        bind_caller(None)
         if authenticator is not None:
-            token = next((v for k, v in metadata if k == "authorization"), None)
-            authenticator.check(method, token)
+            token = authenticator.identify(next((v for k, v in metadata if k == "authorization"), None))
+            bind_caller(token)  # before the role check, so a refused call is audited under its name
+            authenticator.authorize(token, method)
 
-    async def on_error(exc: Exception, context) -> None:
+    async def on_error(exc: Exception, context, audit=None) -> None:
         # context.abort() raises an AbortError that must propagate untouched.
         if isinstance(exc, (grpc.aio.AbortError, grpc.RpcError)):
             raise exc
         exc = database_error(exc) or exc
+        status = None
         if isinstance(exc, ClosedLoopError):
             log.info("rpc.rejected", code=exc.code.name, error=exc.message[:500])
-            await _abort(context, exc)
-        if isinstance(exc, NotImplementedError):
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented by this server")
-        log.exception("rpc.internal_error")
-        await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has the details")
+            code, message, status = to_status(exc)
+        elif isinstance(exc, NotImplementedError):
+            code, message = grpc.StatusCode.UNIMPLEMENTED, f"{method} is not implemented by this server"
+        else:
+            log.exception("rpc.internal_error")
+            code, message = grpc.StatusCode.INTERNAL, "internal error; the server log has the details"
+        if audit is not None:
+            # Before the abort: grpc.aio sends the status at once, and the caller may read the trail next.
+            await audit(code.name, message)
+        if status is not None:
+            await context.abort_with_status(rpc_status.to_status(status))
+        await context.abort(code, message)
 
     def guard(inner, streaming_requests: bool):
         # A request stream is checked message by message as the handler reads it; a single request
@@ -180,7 +196,27 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, authenticator) -> grpc.Rp
                 return reply
             except Exception as exc:  # noqa: BLE001 - mapped to a status in on_error
                 await on_error(_unconsumed(violations) or exc, context)
-        return call
+        if auditor is None:
+            return call
+
+        async def audited(request, context):
+            async def record(code: str, message: str) -> None:
+                if code != "UNAUTHENTICATED":  # no name to record; the log has it (audit.py)
+                    await auditor.record(method, request if isinstance(request, Message) else None, code, message)
+            violations = []
+            try:
+                checked, violations = start(request, context)
+                reply = await inner(checked, context)
+                if (error := _unconsumed(violations)) is not None:
+                    raise error
+            except asyncio.CancelledError:
+                await record("CANCELLED", "the client cancelled the call")
+                raise
+            except Exception as exc:  # noqa: BLE001 - mapped to a status in on_error
+                await on_error(_unconsumed(violations) or exc, context, record)
+            await record("OK", "")
+            return reply
+        return audited
 
     for kind, factory, streaming_requests in (
             ("unary_unary", grpc.unary_unary_rpc_method_handler, False),

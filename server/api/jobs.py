@@ -21,6 +21,7 @@ from ..store import models as model_store
 from ..store import queue
 from ..store import versions as version_store
 from . import convert, paging
+from .auth import may_see, model_scopes, require_model
 from .convert_jobs import MODE_FROM_PROTO, STATE_FROM_PROTO, job_message, version_message, watch_key
 from .validation import MAX_REASON_BYTES, Violations, check_id, check_model_id, check_page, check_request_id
 
@@ -53,6 +54,7 @@ class JobHandlers:
             v.add("reason", f"at most {MAX_REASON_BYTES} bytes")
         check_request_id(v, request.request_id)
         v.raise_if_any()
+        require_model(request.model_id)
         mode = MODE_FROM_PROTO.get(request.mode, "FULL")
         priority = request.priority or common_pb2.PRIORITY_MEDIUM
         async with transaction(self.pool) as conn:
@@ -73,7 +75,7 @@ class JobHandlers:
         job_id = self._job_id(request.id)
         async with self.pool.acquire() as conn:
             row = await queue.get(conn, job_id)
-            if row is None:
+            if row is None or not may_see(row["model_id"]):  # out of scope looks like absent
                 raise NotFound(f"job {request.id} does not exist")
             (message,) = await job_messages(conn, [row])
         return message
@@ -86,13 +88,15 @@ class JobHandlers:
             v.add("state", "unknown job state")
         limit = check_page(v, request.page_size, request.page_token)
         v.raise_if_any()
+        if request.model_id:
+            require_model(request.model_id)
         filters = {"model_id": request.model_id, "state": request.state}
         cursor = paging.decode(request.page_token, filters, {"id": paging.bigint})
         before = cursor["id"] if cursor is not None else None
         async with self.pool.acquire() as conn:
             rows = await queue.list_jobs(conn, model_id=request.model_id or None,
                                          state=STATE_FROM_PROTO.get(request.state), before_id=before,
-                                         limit=limit + 1)
+                                         limit=limit + 1, scopes=model_scopes())
             page = rows[:limit]
             messages = await job_messages(conn, page)
         token = paging.encode({"id": page[-1]["id"]}, filters) if len(rows) > limit else ""
@@ -101,11 +105,12 @@ class JobHandlers:
     async def CancelJob(self, request, context):
         job_id = self._job_id(request.id)
         async with transaction(self.pool) as conn:
+            existing = await queue.get(conn, job_id)
+            if existing is None or not may_see(existing["model_id"]):  # out of scope looks like absent
+                raise NotFound(f"job {request.id} does not exist")
             row = await queue.request_cancel(conn, job_id)
             if row is None:
-                existing = await queue.get(conn, job_id)
-                if existing is None:
-                    raise NotFound(f"job {request.id} does not exist")
+                existing = await queue.get(conn, job_id)  # the state it ended in meanwhile
                 raise FailedPrecondition(f"job {request.id} has already ended ({existing['state']})")
             if row["state"] == "CANCELLED":
                 await job_store.record_feedback(conn, row)
@@ -118,7 +123,7 @@ class JobHandlers:
         while True:
             async with self.pool.acquire() as conn:
                 row = await queue.get(conn, job_id)
-                if row is None:
+                if row is None or not may_see(row["model_id"]):  # out of scope looks like absent
                     raise NotFound(f"job {request.id} does not exist")
                 key = watch_key(row)
                 message = (await job_messages(conn, [row]))[0] if key != last else None
@@ -137,6 +142,7 @@ class JobHandlers:
         if len(request.reason.encode()) > MAX_REASON_BYTES:
             v.add("reason", f"at most {MAX_REASON_BYTES} bytes")
         v.raise_if_any()
+        require_model(request.model_id)
         async with transaction(self.pool) as conn:
             if not await job_store.model_exists(conn, request.model_id):
                 raise NotFound(f"model {request.model_id!r} is not registered")
@@ -161,6 +167,7 @@ class JobHandlers:
         v = Violations()
         check_model_id(v, request.model_id)
         v.raise_if_any()
+        require_model(request.model_id)
         async with self.pool.acquire() as conn:
             if not await job_store.model_exists(conn, request.model_id):
                 raise NotFound(f"model {request.model_id!r} is not registered")

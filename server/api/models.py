@@ -14,6 +14,7 @@ from ..executor.source_config import DataSources
 from ..loop.model_cache import ModelFactsCache
 from ..store import models as model_store
 from . import convert, paging
+from .auth import model_scopes, require_model
 from .validation import Violations, check_model_id, check_page
 
 async def check_training(v: Violations, spec: retrain_pb2.TrainingSpec, sources: DataSources,
@@ -49,6 +50,7 @@ class ModelHandlers:
         if m.HasField("cooldown_override") and not 0 <= m.cooldown_override.ToNanoseconds() <= MAX_COOLDOWN_S * 10**9:
             v.add("model.cooldown_override", f"must be between 0 and {MAX_COOLDOWN_S // 86400} days")
         v.raise_if_any()
+        require_model(m.model_id, "model.model_id")
         spec = retrain_pb2.TrainingSpec()
         spec.CopyFrom(m.training)
         if spec.holdout_fraction == 0:
@@ -74,6 +76,7 @@ class ModelHandlers:
         v = Violations()
         check_model_id(v, request.model_id)
         v.raise_if_any()
+        require_model(request.model_id)
         async with self.pool.acquire() as conn:
             row = await model_store.get_model(conn, request.model_id)
         if row is None:
@@ -86,7 +89,8 @@ class ModelHandlers:
         v.raise_if_any()
         cursor = paging.decode(request.page_token, {}, {"m": paging.model_id})
         async with self.pool.acquire() as conn:
-            rows = await model_store.list_models(conn, after=cursor["m"] if cursor else None, limit=limit + 1)
+            rows = await model_store.list_models(conn, after=cursor["m"] if cursor else None, limit=limit + 1,
+                                                 scopes=model_scopes())
         page = rows[:limit]
         token = paging.encode({"m": page[-1]["model_id"]}, {}) if len(rows) > limit else ""
         return retrain_pb2.ListModelsResponse(models=[convert.model_message(r) for r in page], next_page_token=token)

@@ -1,5 +1,6 @@
 """RetrainService: one servicer that hands each RPC to the handler object of its concern
-(models.py: the registry, jobs.py: jobs and versions, feedback_report.py: the feedback report)."""
+(models.py: the registry, jobs.py: jobs and versions, feedback_report.py: the feedback report,
+audit.py: the audit trail)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from closedloop.v1 import retrain_pb2_grpc
 from ..config import Settings
 from ..loop.model_cache import ModelFactsCache
 from ..loop.rule_engine import RuleEngine
+from .audit import AuditHandlers
 from .feedback_report import FeedbackHandlers
 from .jobs import JobHandlers
 from .models import ModelHandlers
@@ -20,6 +22,7 @@ class RetrainServicer(retrain_pb2_grpc.RetrainServiceServicer):
         self.models = ModelHandlers(pool, facts, settings)
         self.jobs = JobHandlers(pool, settings)
         self.feedback = FeedbackHandlers(pool, rules)
+        self.audit = AuditHandlers(pool)
 
     async def RegisterModel(self, request, context):
         return await self.models.RegisterModel(request, context)
@@ -54,3 +57,6 @@ class RetrainServicer(retrain_pb2_grpc.RetrainServiceServicer):
 
     async def GetFeedbackReport(self, request, context):
         return await self.feedback.GetFeedbackReport(request, context)
+
+    async def ListAuditRecords(self, request, context):
+        return await self.audit.ListAuditRecords(request, context)

@@ -18,6 +18,7 @@ from ..loop.model_cache import ModelFactsCache
 from ..loop.rule_engine import RuleEngine
 from ..store import rules as rule_store
 from . import convert
+from .auth import require_model
 from .validation import Violations, check_alert, check_time
 
 MAX_SOURCE_BYTES = DEFAULT_LIMITS.max_bytes  # the DSL's own size limit: one bound for files and RPCs
@@ -156,6 +157,7 @@ class RuleServicer(rules_pb2_grpc.RuleServiceServicer):
                 check_time(v, request.alert.create_time, "alert.create_time")
         _check_source(v, request.source, required=False)
         v.raise_if_any()
+        require_model(request.alert.model_id, "alert.model_id")
         if request.source:
             ruleset, version = await self._off_loop(_compile, _source_of(request), request.filename or "<rules>"), 0
         else:

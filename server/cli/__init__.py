@@ -1,8 +1,8 @@
 """The `closedloop` command: serve, migrate, demo, token, and the client commands.
 
 This module holds the argument tree and main(); the commands live in modules named for what they
-hold: serve.py (serve, migrate, token), client_commands.py (alerts, models, jobs, rules, feedback
-through the public client), demo.py (the guided tour), render.py (tables and text the client
+hold: serve.py (serve, migrate, token), client_commands.py (alerts, models, jobs, rules, feedback,
+audit through the public client), demo.py (the guided tour), render.py (tables and text the client
 commands and the demo share).
 
 Errors a user can fix (bad flag, unreachable database, server down) print one line and exit
@@ -42,7 +42,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("token", help="make a bearer token and its hashed line for --auth-tokens")
     p.add_argument("roles", help="comma-separated: ingest, read, operator")
-    p.add_argument("name", help="who holds the token (shown in logs)")
+    p.add_argument("name", help="who holds the token (shown in logs and the audit trail)")
+    p.add_argument("--models", metavar="GLOB,...",
+                   help="model scopes, e.g. 'fx-*,rates-*': the token only reaches matching model_ids "
+                        "(default: every model)")
     p.set_defaults(func=serve.token_command)
 
     _add_client_commands(sub)
@@ -139,6 +142,12 @@ def _add_client_commands(sub) -> None:
     p.add_argument("--rule")
     p.add_argument("--since", help="ISO time or 30d ago (default 30d)")
     p.set_defaults(func=client_commands.feedback_report)
+
+    p = sub.add_parser("audit", parents=[common],
+                       help="the audit trail of operator actions, newest first (unscoped operator token)")
+    p.add_argument("--since", help="ISO time or 1d/12h/30m ago (default: all)")
+    p.add_argument("--limit", type=int, default=50, help="at most this many records (default 50)")
+    p.set_defaults(func=client_commands.audit)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""The client commands of the CLI: alerts, models, jobs, rules, feedback — all through the public client.
+"""The client commands of the CLI: alerts, models, jobs, rules, feedback, audit — all through the public client.
 
 Each command takes the parsed arguments (the tree is in cli/__init__.py) and returns the exit status.
 Output is a readable table by default (render.py) and JSON with --json. A server that is down or an
@@ -286,4 +286,35 @@ def feedback_report(args) -> int:
         print(as_json(report))
     else:
         render_report(report, sys.stdout)
+    return 0
+
+
+# --- audit ----------------------------------------------------------------------------------------
+AUDIT_HEADERS = ["time", "token", "method", "outcome", "request"]
+AUDIT_REQUEST_CHARS = 80  # the table shows the start of each request; --json has all of it
+
+
+def audit(args) -> int:
+    if args.limit < 1:
+        raise CliError("--limit must be at least 1")
+    start = _parse_time(args.since) if args.since else None
+    records, token = [], ""
+    with _client(args) as c:
+        while len(records) < args.limit:
+            resp = _call(c.list_audit_records, start_time=start, page_size=min(args.limit - len(records), 1000),
+                         page_token=token)
+            records.extend(resp.records)
+            token = resp.next_page_token
+            if not token:
+                break
+    if args.json:
+        print(json.dumps([json_format.MessageToDict(r, preserving_proto_field_name=True) for r in records], indent=2))
+        return 0
+    rows = []
+    for r in records:
+        request = json.dumps(json_format.MessageToDict(r.request), separators=(",", ":"))
+        outcome = r.code if r.code == "OK" else f"{r.code}: {r.message}"
+        rows.append([ts(r.time), r.token_name, r.method, outcome[:AUDIT_REQUEST_CHARS],
+                     request[:AUDIT_REQUEST_CHARS]])
+    table(AUDIT_HEADERS, rows)
     return 0

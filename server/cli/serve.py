@@ -56,13 +56,18 @@ def migrate_command(args: argparse.Namespace) -> int:
 
 
 def token_command(args: argparse.Namespace) -> int:
-    from ..api.auth import ROLES, new_token_line
+    from ..api.auth import ROLES, check_scopes, new_token_line
 
     roles = args.roles.split(",")
     unknown = [r for r in roles if r not in ROLES]
     if unknown:
         raise ConfigError(f"unknown role(s) {unknown}; roles are {', '.join(ROLES)}")
-    token, line = new_token_line(args.roles, args.name)
+    models = [m for m in (args.models or "").split(",") if m]
+    if args.models is not None:
+        problems = check_scopes(models)
+        if problems:
+            raise ConfigError(f"--models: {problems[0]}")
+    token, line = new_token_line(args.roles, args.name, models)
     print(f"token (give it to the client):      {token}")
     print(f"line for the --auth-tokens file:    {line}")
     return 0

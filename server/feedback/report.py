@@ -11,6 +11,7 @@ import datetime as dt
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import asyncpg
 
@@ -110,14 +111,16 @@ class _Group:
 
 async def build_report(pool: asyncpg.Pool, *, model_id: str | None, rule: str | None,
                        start: dt.datetime | None, end: dt.datetime | None,
-                       fn_window: dt.timedelta | None, active_ruleset=None) -> FeedbackReport:
+                       fn_window: dt.timedelta | None, active_ruleset=None,
+                       scopes: Sequence[str] | None = None) -> FeedbackReport:
+    """`scopes`: only models matching one of these globs (a scoped token's view; None: all)."""
     end = end or dt.datetime.now(dt.timezone.utc)
     start = start or end - DEFAULT_WINDOW
     fn_window = fn_window or DEFAULT_FN_WINDOW
     async with pool.acquire() as conn:
-        actions = await history.actions_in_window(conn, start, end, model_id, rule)
-        outcomes_rows = await history.feedback_rows(conn, start, end + fn_window + DEFAULT_WINDOW, model_id)
-        alerts = await alert_store.alerts_in_window(conn, start, end, model_id)
+        actions = await history.actions_in_window(conn, start, end, model_id, rule, scopes)
+        outcomes_rows = await history.feedback_rows(conn, start, end + fn_window + DEFAULT_WINDOW, model_id, scopes)
+        alerts = await alert_store.alerts_in_window(conn, start, end, model_id, scopes)
         sources = await history.rule_set_sources(conn, sorted({a["rule_set_version"] for a in alerts}))
     outcomes = {o["job_id"]: o for o in outcomes_rows}
 

@@ -8,6 +8,8 @@ from typing import Sequence
 
 import asyncpg
 
+from .models import like_patterns
+
 ALERT_COLUMNS = """id, request_id, request_hash, model_id, alert_type, severity, metrics, labels, source,
                    observe_time, create_time, update_time, state, rule_set_version"""
 ACTION_COLUMNS = """id, alert_id, model_id, rule, rule_set_version, kind, mode, priority, decision, reason,
@@ -134,8 +136,10 @@ async def actions_for(conn: asyncpg.Connection, alert_ids: Sequence[int]) -> dic
 
 async def list_alerts(conn: asyncpg.Connection, *, model_id: str | None, alert_type: str | None,
                       state: str | None, start: dt.datetime | None, end: dt.datetime | None,
-                      after: tuple[dt.datetime, int] | None, limit: int) -> list[asyncpg.Record]:
-    """Newest first by (observe_time, id); `after` is the keyset cursor of the previous page."""
+                      after: tuple[dt.datetime, int] | None, limit: int,
+                      scopes: Sequence[str] | None = None) -> list[asyncpg.Record]:
+    """Newest first by (observe_time, id); `after` is the keyset cursor of the previous page;
+    `scopes`: only models matching one of these globs (None: all)."""
     return await conn.fetch(
         f"""SELECT {ALERT_COLUMNS} FROM monitoring_alert_triggers
              WHERE ($1::text IS NULL OR model_id = $1)
@@ -144,10 +148,11 @@ async def list_alerts(conn: asyncpg.Connection, *, model_id: str | None, alert_t
                AND ($4::timestamptz IS NULL OR observe_time >= $4)
                AND ($5::timestamptz IS NULL OR observe_time < $5)
                AND ($6::timestamptz IS NULL OR (observe_time, id) < ($6, $7::bigint))
+               AND ($9::text[] IS NULL OR model_id LIKE ANY($9::text[]))
              ORDER BY observe_time DESC, id DESC
              LIMIT $8""",
         model_id, alert_type, state, start, end,
-        after[0] if after else None, after[1] if after else None, limit,
+        after[0] if after else None, after[1] if after else None, limit, like_patterns(scopes),
     )
 
 
@@ -166,11 +171,12 @@ async def update_state(conn: asyncpg.Connection, alert_id: int, state: str) -> a
 
 
 async def alerts_in_window(conn: asyncpg.Connection, start: dt.datetime, end: dt.datetime,
-                           model_id: str | None = None) -> list[asyncpg.Record]:
+                           model_id: str | None = None, scopes: Sequence[str] | None = None) -> list[asyncpg.Record]:
     """Every alert observed in [start, end), oldest first (backtests and feedback)."""
     return await conn.fetch(
         f"""SELECT {ALERT_COLUMNS} FROM monitoring_alert_triggers
              WHERE observe_time >= $1 AND observe_time < $2 AND ($3::text IS NULL OR model_id = $3)
+               AND ($4::text[] IS NULL OR model_id LIKE ANY($4::text[]))
              ORDER BY observe_time, id""",
-        start, end, model_id,
+        start, end, model_id, like_patterns(scopes),
     )

@@ -7,6 +7,8 @@ from typing import Sequence
 
 import asyncpg
 
+from .models import like_patterns
+
 
 async def actions_for_alerts(conn: asyncpg.Connection, alert_ids: Sequence[int]) -> list[asyncpg.Record]:
     return await conn.fetch(
@@ -45,19 +47,21 @@ async def rule_set_sources(conn: asyncpg.Connection, versions: Sequence[int]) ->
 
 
 async def feedback_rows(conn: asyncpg.Connection, start: dt.datetime, end: dt.datetime,
-                        model_id: str | None) -> list[asyncpg.Record]:
-    """Finished jobs with their trigger, in the window (by job end)."""
+                        model_id: str | None, scopes: Sequence[str] | None = None) -> list[asyncpg.Record]:
+    """Finished jobs with their trigger, in the window (by job end); `scopes`: model globs (None: all)."""
     return await conn.fetch(
         """SELECT f.*, a.observe_time AS alert_time
              FROM feedback_loop_metrics f
              LEFT JOIN monitoring_alert_triggers a ON a.id = f.alert_id
             WHERE f.time >= $1 AND f.time < $2 AND ($3::text IS NULL OR f.model_id = $3)
+              AND ($4::text[] IS NULL OR f.model_id LIKE ANY($4::text[]))
             ORDER BY f.time""",
-        start, end, model_id)
+        start, end, model_id, like_patterns(scopes))
 
 
 async def actions_in_window(conn: asyncpg.Connection, start: dt.datetime, end: dt.datetime,
-                            model_id: str | None, rule: str | None) -> list[asyncpg.Record]:
+                            model_id: str | None, rule: str | None,
+                            scopes: Sequence[str] | None = None) -> list[asyncpg.Record]:
     return await conn.fetch(
         """SELECT c.id, c.alert_id, c.model_id, c.rule, c.kind, c.decision, c.job_id, a.observe_time,
                   a.metrics AS alert_metrics,
@@ -68,5 +72,6 @@ async def actions_in_window(conn: asyncpg.Connection, start: dt.datetime, end: d
              LEFT JOIN retrain_jobs j ON j.id = c.job_id
             WHERE a.observe_time >= $1 AND a.observe_time < $2
               AND ($3::text IS NULL OR c.model_id = $3) AND ($4::text IS NULL OR c.rule = $4)
+              AND ($5::text[] IS NULL OR c.model_id LIKE ANY($5::text[]))
             ORDER BY c.id""",
-        start, end, model_id, rule)
+        start, end, model_id, rule, like_patterns(scopes))

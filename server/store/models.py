@@ -15,6 +15,15 @@ MODEL_COLUMNS = """model_id, training, metric, promotion_margin, enabled, cooldo
 MODELS_CHANGED_CHANNEL = "closedloop_models"
 
 
+def like_patterns(scopes: Sequence[str] | None) -> list[str] | None:
+    """A token's model scopes (globs of `*` and `?`, api/auth.py) as LIKE patterns for
+    `model_id LIKE ANY(...)`; None (every model) stays None. LIKE's own wildcards are escaped."""
+    if scopes is None:
+        return None
+    return [g.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_").replace("*", "%").replace("?", "_")
+            for g in scopes]
+
+
 async def upsert_model(conn: asyncpg.Connection, *, model_id: str, training: dict, metric: str,
                        promotion_margin: float, enabled: bool, cooldown_override_s: float | None,
                        max_retrains_per_day: int | None) -> asyncpg.Record:
@@ -41,11 +50,14 @@ async def get_model(conn: asyncpg.Connection, model_id: str) -> asyncpg.Record |
     )
 
 
-async def list_models(conn: asyncpg.Connection, *, after: str | None, limit: int) -> list[asyncpg.Record]:
+async def list_models(conn: asyncpg.Connection, *, after: str | None, limit: int,
+                      scopes: Sequence[str] | None = None) -> list[asyncpg.Record]:
+    """By model_id; `scopes`: only models matching one of these globs (None: all)."""
     return await conn.fetch(
         f"""SELECT {MODEL_COLUMNS} FROM monitoring_retraining_integration
-             WHERE ($1::text IS NULL OR model_id > $1) ORDER BY model_id LIMIT $2""",
-        after, limit,
+             WHERE ($1::text IS NULL OR model_id > $1) AND ($3::text[] IS NULL OR model_id LIKE ANY($3::text[]))
+             ORDER BY model_id LIMIT $2""",
+        after, limit, like_patterns(scopes),
     )
 
 

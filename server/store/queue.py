@@ -26,6 +26,7 @@ from typing import Sequence
 
 import asyncpg
 
+from .models import like_patterns
 
 JOBS_CHANNEL = "closedloop_retrain_jobs"
 CANCEL_CHANNEL = "closedloop_retrain_cancel"
@@ -307,14 +308,15 @@ async def get(conn: asyncpg.Connection, job_id: int) -> asyncpg.Record | None:
 
 
 async def list_jobs(conn: asyncpg.Connection, *, model_id: str | None, state: str | None,
-                    before_id: int | None, limit: int) -> list[asyncpg.Record]:
-    """Newest first; keyset paging on id (`before_id` is the last id of the previous page)."""
+                    before_id: int | None, limit: int, scopes: Sequence[str] | None = None) -> list[asyncpg.Record]:
+    """Newest first; keyset paging on id (`before_id` is the last id of the previous page);
+    `scopes`: only models matching one of these globs (None: all)."""
     return await conn.fetch(
         """SELECT * FROM retrain_jobs
             WHERE ($1::text IS NULL OR model_id = $1) AND ($2::text IS NULL OR state = $2)
-              AND ($3::bigint IS NULL OR id < $3)
+              AND ($3::bigint IS NULL OR id < $3) AND ($5::text[] IS NULL OR model_id LIKE ANY($5::text[]))
             ORDER BY id DESC LIMIT $4""",
-        model_id, state, before_id, limit,
+        model_id, state, before_id, limit, like_patterns(scopes),
     )
 
 

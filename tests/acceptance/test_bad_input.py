@@ -43,7 +43,7 @@ async def test_ids_outside_ascii_digits_or_bigint_are_invalid(channel, alert_id)
     alerts = alert_pb2_grpc.AlertServiceStub(channel)
     assert "id" in await _rejected(alerts.GetAlert, alert_pb2.GetAlertRequest(id=alert_id))
     retrain = retrain_pb2_grpc.RetrainServiceStub(channel)
-    assert "job_id" in await _rejected(retrain.GetJob, retrain_pb2.GetJobRequest(job_id=alert_id))
+    assert "id" in await _rejected(retrain.GetJob, retrain_pb2.GetJobRequest(id=alert_id))
 
 
 async def test_largest_bigint_id_is_simply_not_found(channel):
