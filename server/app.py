@@ -255,7 +255,10 @@ class ClosedLoopServer:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
         if self.pool is not None:
-            await self.pool.close()
+            try:  # a graceful close needs the database to answer; a hung one must not hold the stop
+                await asyncio.wait_for(self.pool.close(), self.settings.db_timeout)
+            except asyncio.TimeoutError:
+                self.pool.terminate()
             self.pool = None
         if self.embedded is not None:
             await self.embedded.stop()
