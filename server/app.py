@@ -131,7 +131,7 @@ class ClosedLoopServer:
             self.rules = RuleEngine(self.pool, s.rules)
             await self.rules.load_at_start()
             self.ingestor = AlertIngestor(self.pool, self.rules, self.facts, job_max_attempts=s.job_max_attempts,
-                                          job_timeout_s=s.job_timeout)
+                                          job_timeout_s=s.job_timeout, wait_timeout=s.db_timeout)
             await self.ingestor.start()
             await self._watch_database()
             if s.run_workers and s.workers > 0:
@@ -204,12 +204,14 @@ class ClosedLoopServer:
             task.add_done_callback(self._background.discard)
 
         async def on_reconnect() -> None:
+            self.pool.unreachable = False
             # What a NOTIFY missed while nobody listened could have said: re-read all of it.
             self.facts.invalidate(None)
             await self.rules.refresh_from_database()
 
         async def on_reachable(reachable: bool) -> None:
             log.warning("db.reachable" if reachable else "db.unreachable_not_serving")
+            self.pool.unreachable = not reachable  # calls fail fast instead of each waiting out --db-timeout
             await self._update_health()
 
         self.watch = DatabaseWatch(self.database_url, {MODELS_CHANGED_CHANNEL: on_models, RULES_CHANGED_CHANNEL: on_rules},

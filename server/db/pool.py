@@ -57,19 +57,31 @@ async def _reset_connection(conn: asyncpg.Connection) -> None:
         await conn.execute("ROLLBACK")
 
 
+class DatabaseUnreachable(ConnectionError):
+    """The pool refuses to wait: the database is known not to answer (see BoundedPool.unreachable)."""
+
+
 class BoundedPool(asyncpg.Pool):
     """A pool whose acquire() waits at most `wait_timeout` seconds unless told otherwise.
 
     asyncpg applies an acquire's timeout to the matching release too, so giving a connection back is
     bounded as well. A connection still cancelling a timed-out command is terminated on release:
-    waiting for the cancel would need the database that just failed to answer."""
+    waiting for the cancel would need the database that just failed to answer. While `unreachable`
+    is set (by whoever watches the database, db/listener.py) acquire fails at once instead of
+    spending the caller's time on a database known to be down."""
 
     def __init__(self, *args, wait_timeout: float | None = None, **kwargs) -> None:
         self.wait_timeout = wait_timeout
+        self.unreachable = False
         super().__init__(*args, **kwargs)
 
     def acquire(self, *, timeout: float | None = None):
         return super().acquire(timeout=self.wait_timeout if timeout is None else timeout)
+
+    async def _acquire(self, timeout):
+        if self.unreachable:
+            raise DatabaseUnreachable("the database does not answer (health probe)")
+        return await super()._acquire(timeout)
 
     async def release(self, connection, *, timeout: float | None = None) -> None:
         raw = connection._con  # None once released

@@ -133,6 +133,28 @@ async def test_a_hung_database_answers_unavailable_and_recovers(database_url, tm
         await proxy.cut()
 
 
+async def test_a_hung_database_under_load_answers_unavailable_before_the_client_deadline(database_url, tmp_path):
+    """With the defaults (--db-timeout 5 s, client deadline 10 s), calls queued behind hung ones, in the
+    group commit or waiting for a pool connection, also answer UNAVAILABLE rather than time out."""
+    proxy = PgProxy(database_url)
+    await proxy.start()
+    srv, port = await create_server(make_settings(proxy.url, tmp_path))
+    try:
+        async with AsyncClient(f"127.0.0.1:{port}", retries=0, timeout=10) as c:
+            await c.create_alert("hung", "drift", "low")
+            proxy.freeze()
+            for _ in range(2):  # and a second wave, while the database still hangs
+                results = await asyncio.gather(
+                    *[c.create_alert("hung", "drift", "low", metrics={"i": i}) for i in range(40)],
+                    *[c.list_alerts() for _ in range(20)], return_exceptions=True)
+                codes = {r.code() if isinstance(r, grpc.aio.AioRpcError) else type(r).__name__ for r in results}
+                assert codes == {grpc.StatusCode.UNAVAILABLE}, codes
+    finally:
+        proxy.thaw()
+        await srv.stop(1)
+        await proxy.cut()
+
+
 @pytest.mark.parametrize("outage", ["cut", "freeze"])
 async def test_health_follows_the_database(database_url, tmp_path, outage):
     proxy = PgProxy(database_url)
