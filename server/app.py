@@ -3,9 +3,11 @@
     create_server(settings) -> (server, port)   # tests: listen on port 0, then server.stop()
     serve(settings)                              # the CLI: run until SIGTERM/SIGINT, SIGHUP reloads rules
 
-Start: embedded PostgreSQL (when no URL) → pool → migrations → rules → executor → gRPC.
-Stop: health NOT_SERVING → gRPC stop with a grace period (in-flight RPCs finish) → ingest drained →
-background tasks → executor (claimed jobs return to the queue) → pool → embedded PostgreSQL.
+Start: embedded PostgreSQL (when no URL) → pool → migrations → rules → database watch → executor → gRPC.
+Stop: health NOT_SERVING → drain (still answering, so load balancers notice) → gRPC stop with a grace
+period (in-flight RPCs finish) → ingest drained → background tasks → executor (claimed jobs return to
+the queue) → database watch → pool → embedded PostgreSQL.
+Health is SERVING only while started, not draining, and the database answers (db/listener.py).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from .api.retrain import RetrainServicer
 from .api.rules import RuleServicer
 from .config import Settings
 from .db.embedded import EmbeddedPostgres
+from .db.listener import DatabaseWatch
 from .db.migrations import migrate
 from .db.pool import create_pool
 from .errors import ConfigError
@@ -44,6 +47,9 @@ from .store.models import MODELS_CHANGED_CHANNEL
 from .store.rules import RULES_CHANGED_CHANNEL
 
 log = structlog.get_logger(__name__)
+
+# How often the database watch checks that the database answers (health follows within this).
+HEALTH_PROBE_INTERVAL_S = 1.0
 
 SERVICE_NAMES = [
     alert_pb2.DESCRIPTOR.services_by_name["AlertService"].full_name,
@@ -62,6 +68,25 @@ def _is_loopback(listen: str) -> bool:
         return False
 
 
+def check_exposure(s: Settings) -> None:
+    """Refuse to put secrets or unauthenticated data on the network by accident (README, Security).
+
+    Off loopback, gRPC needs bearer tokens, and those tokens need TLS unless the operator says
+    --allow-insecure (e.g. TLS ends at a sidecar). The metrics endpoint has no authentication at all,
+    so off loopback it needs --allow-insecure too."""
+    if not _is_loopback(s.listen):
+        if not s.auth_enabled:
+            raise ConfigError(f"--listen {s.listen} is not a loopback address: configure --auth-tokens "
+                              "first (without auth closedloop only listens on loopback)")
+        if s.tls_cert is None and not s.allow_insecure:
+            raise ConfigError(f"--listen {s.listen} is not a loopback address and TLS is off: bearer tokens would "
+                              "cross the network in clear text; configure --tls-cert/--tls-key, or pass "
+                              "--allow-insecure if TLS is terminated in front of closedloop")
+    if s.metrics_listen and not _is_loopback(s.metrics_listen) and not s.allow_insecure:
+        raise ConfigError(f"--metrics-listen {s.metrics_listen} is not a loopback address: the metrics endpoint "
+                          "has no authentication; keep it on loopback, or pass --allow-insecure to expose it")
+
+
 class ClosedLoopServer:
     """The running service: the gRPC server plus everything it stands on."""
 
@@ -77,32 +102,39 @@ class ClosedLoopServer:
         self.facts: ModelFactsCache | None = None
         self.ingestor: AlertIngestor | None = None
         self.runner = None  # executor.runner.JobRunner when this process runs workers
-        self._listener: asyncpg.Connection | None = None
+        self.watch: DatabaseWatch | None = None
         self._tasks: list = []
+        self._background: set[asyncio.Task] = set()
+        self._started = False
+        self._draining = False
         self._stopped = asyncio.Event()
 
     async def start(self) -> int:
         s = self.settings
         configure_logging(s.log_format, s.log_level)
-        if not s.auth_enabled and not _is_loopback(s.listen):
-            raise ConfigError(f"--listen {s.listen} is not a loopback address: configure --auth-tokens "
-                              "first (without auth closedloop only listens on loopback)")
+        check_exposure(s)
         authenticator = Authenticator(load_tokens(s.auth_tokens)) if s.auth_tokens else None
         try:
             if self.database_url is None:
                 self.embedded = EmbeddedPostgres(s.data_dir)
                 self.database_url = await self.embedded.start()
-            self.pool = await create_pool(self.database_url, connect_timeout=s.connect_timeout)
-            async with self.pool.acquire() as conn:
+            self.pool = await create_pool(self.database_url, connect_timeout=s.connect_timeout,
+                                          wait_timeout=s.db_timeout)
+            # Migrations may wait for another replica's migrations (an advisory lock) and run long DDL:
+            # a connection of their own, without the per-command bound of the pool.
+            conn = await asyncpg.connect(self.database_url, timeout=s.connect_timeout)
+            try:
                 report = await migrate(conn)
+            finally:
+                await conn.close()
             log.info("db.ready", applied=report.applied, timescale=report.timescale)
             self.facts = ModelFactsCache(self.pool)
             self.rules = RuleEngine(self.pool, s.rules)
             await self.rules.load_at_start()
             self.ingestor = AlertIngestor(self.pool, self.rules, self.facts, job_max_attempts=s.job_max_attempts,
-                                          job_timeout_s=s.job_timeout)
+                                          job_timeout_s=s.job_timeout, wait_timeout=s.db_timeout)
             await self.ingestor.start()
-            await self._listen_for_changes()
+            await self._watch_database()
             if s.run_workers and s.workers > 0:
                 # Imported here so ingest-only processes never load the training stack.
                 from .executor.runner import JobRunner
@@ -120,8 +152,8 @@ class ClosedLoopServer:
         except BaseException:
             await self._teardown()
             raise
-        for name in ["", *SERVICE_NAMES]:
-            await self._set_health(name, health_pb2.HealthCheckResponse.SERVING)
+        self._started = True
+        await self._update_health()
         log.info("server.started", listen=s.listen, port=self.port, executor=s.executor,
                  workers=s.workers if s.run_workers else 0, auth="tokens" if authenticator else "off (loopback only)",
                  tls="mutual" if s.tls_client_ca else ("on" if s.tls_cert else "off"),
@@ -152,34 +184,58 @@ class ClosedLoopServer:
         if self.port == 0:
             raise ConfigError(f"cannot listen on {s.listen}")
 
-    async def _set_health(self, name: str, status) -> None:
-        result = self.health.set(name, status)
-        if asyncio.iscoroutine(result):
-            await result
+    async def _update_health(self) -> None:
+        """SERVING while started, not draining and the database answers; NOT_SERVING otherwise."""
+        serving = self._started and not self._draining and (self.watch is None or self.watch.reachable)
+        status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        for name in ["", *SERVICE_NAMES]:
+            result = self.health.set(name, status)
+            if asyncio.iscoroutine(result):
+                await result
 
-    async def _listen_for_changes(self) -> None:
-        """Other replicas announce rule and model changes through NOTIFY; adopt them here."""
-        self._listener = await asyncpg.connect(self.database_url)
+    async def _watch_database(self) -> None:
+        """Other replicas announce rule and model changes through NOTIFY; adopt them here. The same
+        connection tells health whether the database answers."""
 
-        def on_models(_conn, _pid, _channel, model_id: str) -> None:
+        def on_models(model_id: str) -> None:
             self.facts.invalidate(model_id or None)
 
-        def on_rules(_conn, _pid, _channel, _payload) -> None:
-            asyncio.get_running_loop().create_task(self.rules.refresh_from_database())
+        def on_rules(_payload: str) -> None:
+            task = asyncio.get_running_loop().create_task(self.rules.refresh_from_database())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
-        await self._listener.add_listener(MODELS_CHANGED_CHANNEL, on_models)
-        await self._listener.add_listener(RULES_CHANGED_CHANNEL, on_rules)
+        async def on_reconnect() -> None:
+            self.pool.unreachable = False
+            # What a NOTIFY missed while nobody listened could have said: re-read all of it.
+            self.facts.invalidate(None)
+            await self.rules.refresh_from_database()
+
+        async def on_reachable(reachable: bool) -> None:
+            log.warning("db.reachable" if reachable else "db.unreachable_not_serving")
+            self.pool.unreachable = not reachable  # calls fail fast instead of each waiting out --db-timeout
+            await self._update_health()
+
+        self.watch = DatabaseWatch(self.database_url, {MODELS_CHANGED_CHANNEL: on_models, RULES_CHANGED_CHANNEL: on_rules},
+                                   on_reconnect=on_reconnect, on_reachable=on_reachable,
+                                   interval=HEALTH_PROBE_INTERVAL_S, timeout=self.settings.db_timeout)
+        await self.watch.start()
 
     async def reload_rules(self) -> None:
         await self.rules.reload_from_file()
 
-    async def stop(self, grace: float | None = None) -> None:
+    async def stop(self, grace: float | None = None, drain: float = 0.0) -> None:
+        """Health NOT_SERVING, keep answering for `drain` seconds so load balancers move away (serve()
+        passes --drain on SIGTERM), then stop accepting calls and give those in flight `grace` seconds
+        (default --shutdown-grace)."""
         if self._stopped.is_set():
             return
         grace = self.settings.shutdown_grace if grace is None else grace
-        log.info("server.stopping", grace_s=grace)
-        for name in ["", *SERVICE_NAMES]:
-            await self._set_health(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+        log.info("server.stopping", drain_s=drain, grace_s=grace)
+        self._draining = True
+        await self._update_health()
+        if drain > 0 and self.grpc is not None:
+            await asyncio.sleep(drain)
         if self.grpc is not None:
             await self.grpc.stop(grace)
         await self._teardown()
@@ -196,12 +252,17 @@ class ClosedLoopServer:
         if self.runner is not None:
             await self.runner.stop()
             self.runner = None
-        if self._listener is not None:
-            with contextlib.suppress(Exception):
-                await self._listener.close()
-            self._listener = None
+        if self.watch is not None:
+            await self.watch.stop()
+            self.watch = None
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
         if self.pool is not None:
-            await self.pool.close()
+            try:  # a graceful close needs the database to answer; a hung one must not hold the stop
+                await asyncio.wait_for(self.pool.close(), self.settings.db_timeout)
+            except asyncio.TimeoutError:
+                self.pool.terminate()
             self.pool = None
         if self.embedded is not None:
             await self.embedded.stop()
@@ -216,7 +277,8 @@ async def create_server(settings: Settings) -> tuple[ClosedLoopServer, int]:
 
 
 async def serve(settings: Settings) -> None:
-    """Run until SIGTERM or SIGINT; SIGHUP re-reads --rules (keeping the old set if the new one fails)."""
+    """Run until SIGTERM or SIGINT, then drain and stop; SIGHUP re-reads --rules (keeping the old set if
+    the new one fails)."""
     server, _ = await create_server(settings)
     loop = asyncio.get_running_loop()
     stopping = asyncio.Event()
@@ -226,4 +288,4 @@ async def serve(settings: Settings) -> None:
     try:
         await stopping.wait()
     finally:
-        await server.stop()
+        await server.stop(drain=settings.drain)

@@ -74,6 +74,13 @@ class Settings:
     data_sources: pathlib.Path | None = None
     data_root: tuple[pathlib.Path, ...] = ()
     entry_point: tuple[str, ...] = ()
+    # Operations (issue 10): the longest any call waits on the database before answering UNAVAILABLE
+    # (below the client's 10 s default deadline, so the client can retry); seconds of SIGTERM drain
+    # (health NOT_SERVING while still answering) before the shutdown grace; serve bearer tokens or
+    # metrics in clear text on a non-loopback address.
+    db_timeout: float = 5.0
+    drain: float = 5.0
+    allow_insecure: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -91,9 +98,11 @@ class Settings:
             problems.append("--tls-client-ca needs --tls-cert and --tls-key")
         if self.log_format not in ("auto", "json", "console"):
             problems.append("--log-format must be auto, json or console")
-        for name in ("job_lease", "job_timeout", "shutdown_grace", "connect_timeout"):
+        for name in ("job_lease", "job_timeout", "shutdown_grace", "connect_timeout", "db_timeout"):
             if getattr(self, name) <= 0:
                 problems.append(f"--{name.replace('_', '-')} must be > 0")
+        if self.drain < 0:
+            problems.append("--drain must be >= 0")
         if self.age_sweep_interval < 0:
             problems.append("--age-sweep-interval must be >= 0")
         if self.job_max_attempts < 1:

@@ -1,4 +1,11 @@
-"""asyncpg pool creation with start-up retries, and the one place driver errors become ours."""
+"""asyncpg pool creation with start-up retries, bounded waits, and the one place driver errors become ours.
+
+A hung database (a frozen host, a stopped postmaster, a silent network) must not hold a call for the
+client's whole deadline: with `wait_timeout` set, acquiring a connection, every command and giving the
+connection back each wait at most that long, and a connection whose command timed out is dropped
+rather than waited for. The timeout surfaces as asyncio.TimeoutError, which `database_error` maps to
+UNAVAILABLE, so the client retries (elsewhere, or later).
+"""
 
 from __future__ import annotations
 
@@ -50,17 +57,60 @@ async def _reset_connection(conn: asyncpg.Connection) -> None:
         await conn.execute("ROLLBACK")
 
 
+class DatabaseUnreachable(ConnectionError):
+    """The pool refuses to wait: the database is known not to answer (see BoundedPool.unreachable)."""
+
+
+class BoundedPool(asyncpg.Pool):
+    """A pool whose acquire() waits at most `wait_timeout` seconds unless told otherwise.
+
+    asyncpg applies an acquire's timeout to the matching release too, so giving a connection back is
+    bounded as well. A connection still cancelling a timed-out command is terminated on release:
+    waiting for the cancel would need the database that just failed to answer. While `unreachable`
+    is set (by whoever watches the database, db/listener.py) acquire fails at once instead of
+    spending the caller's time on a database known to be down."""
+
+    def __init__(self, *args, wait_timeout: float | None = None, **kwargs) -> None:
+        self.wait_timeout = wait_timeout
+        self.unreachable = False
+        super().__init__(*args, **kwargs)
+
+    def acquire(self, *, timeout: float | None = None):
+        return super().acquire(timeout=self.wait_timeout if timeout is None else timeout)
+
+    async def _acquire(self, timeout):
+        if self.unreachable:
+            raise DatabaseUnreachable("the database does not answer (health probe)")
+        return await super()._acquire(timeout)
+
+    async def release(self, connection, *, timeout: float | None = None) -> None:
+        raw = connection._con  # None once released
+        if self.wait_timeout is not None and raw is not None and raw._protocol._is_cancelling():
+            # Terminating hands the connection's slot back to the pool (asyncpg's close hook).
+            connection._detach()
+            raw.terminate()
+            return
+        await super().release(connection, timeout=timeout)
+
+
 async def create_pool(url: str, *, min_size: int = 2, max_size: int = 16, connect_timeout: float = 15.0,
-                      command_timeout: float | None = 60.0) -> asyncpg.Pool:
-    """Connect, retrying with backoff for up to `connect_timeout` seconds; StartupError after that."""
+                      command_timeout: float | None = 60.0, wait_timeout: float | None = None) -> asyncpg.Pool:
+    """Connect, retrying with backoff for up to `connect_timeout` seconds; StartupError after that.
+
+    `wait_timeout` bounds every later wait on the database (see the module docstring); it also
+    replaces `command_timeout` when given."""
     deadline = time.monotonic() + connect_timeout
     delay = 0.1
     last: Exception | None = None
     while True:
         try:
-            return await asyncpg.create_pool(
-                url, min_size=min_size, max_size=max_size, init=_init_connection, reset=_reset_connection,
-                command_timeout=command_timeout, timeout=min(5.0, connect_timeout),
+            return await BoundedPool(
+                url, min_size=min_size, max_size=max_size, max_queries=50000, max_inactive_connection_lifetime=300.0,
+                setup=None, init=_init_connection, reset=_reset_connection, loop=None,
+                connection_class=asyncpg.Connection, record_class=asyncpg.Record,
+                command_timeout=wait_timeout if wait_timeout is not None else command_timeout,
+                timeout=min(5.0, connect_timeout) if wait_timeout is None else min(wait_timeout, connect_timeout),
+                wait_timeout=wait_timeout,
             )
         except (*CONNECTION_ERRORS, asyncpg.exceptions.InvalidCatalogNameError,
                 asyncpg.exceptions.InvalidPasswordError) as exc:

@@ -69,8 +69,10 @@ class AlertIngestor:
 
     def __init__(self, pool: asyncpg.Pool, rules: RuleEngine, facts: ModelFactsCache, *,
                  max_batch: int = 512, writers: int = 2, max_pending: int = 8192, linger: float = 0.002,
-                 job_max_attempts: int | None = None, job_timeout_s: float | None = None) -> None:
+                 job_max_attempts: int | None = None, job_timeout_s: float | None = None,
+                 wait_timeout: float | None = None) -> None:
         self.pool = pool
+        self.wait_timeout = wait_timeout  # the longest submit() waits for its batch (--db-timeout)
         self.job_max_attempts = job_max_attempts
         self.job_timeout_s = job_timeout_s
         self.rules = rules
@@ -92,8 +94,16 @@ class AlertIngestor:
         await self._batcher.stop()
 
     async def submit(self, new: alert_store.NewAlert, received: dt.datetime | None = None) -> IngestResult:
-        """Queue an alert and wait until it is committed (or failed)."""
-        return await (await self.submit_later(new, received))
+        """Queue an alert and wait until it is committed (or failed), at most `wait_timeout` seconds:
+        behind a hung batch an alert answers UNAVAILABLE (its retry, by request_id, is safe)."""
+        future = await self.submit_later(new, received)
+        if self.wait_timeout is None:
+            return await future
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self.wait_timeout)
+        except asyncio.TimeoutError:
+            future.add_done_callback(lambda f: f.cancelled() or f.exception())  # nobody awaits it now
+            raise Unavailable(f"the database did not answer within {self.wait_timeout:g} s") from None
 
     async def submit_later(self, new: alert_store.NewAlert, received: dt.datetime | None = None) -> asyncio.Future:
         """Queue an alert once there is room; returns the future of its result without waiting for it.

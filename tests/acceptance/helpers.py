@@ -34,7 +34,7 @@ def start_server_process(database_url: str, data_dir, *extra: str) -> tuple[subp
     port = free_port()
     cmd = [sys.executable, "-m", "closedloop.server.cli", "serve", "--database-url", database_url,
            "--data-dir", str(data_dir), "--listen", f"127.0.0.1:{port}", "--age-sweep-interval", "0",
-           "--log-format", "json", "--log-level", "warning", *extra]
+           "--log-format", "json", "--log-level", "warning", "--drain", "0", *extra]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ})
     target = f"127.0.0.1:{port}"
     deadline = time.monotonic() + 60

@@ -1,4 +1,5 @@
-"""A TCP proxy in front of the test PostgreSQL, so a test can make the database unreachable and back."""
+"""A TCP proxy in front of the test PostgreSQL, so a test can make the database unreachable and back
+(cut: connections break), or hung (freeze: connections stay open but nothing gets through)."""
 
 from __future__ import annotations
 
@@ -15,6 +16,8 @@ class PgProxy:
         self._upstream = parts
         self._server: asyncio.AbstractServer | None = None
         self._pipes: set[asyncio.StreamWriter] = set()
+        self._flowing = asyncio.Event()
+        self._flowing.set()
         self.port = 0
 
     @property
@@ -38,6 +41,7 @@ class PgProxy:
         async def pump(src, dst):
             try:
                 while data := await src.read(65536):
+                    await self._flowing.wait()
                     dst.write(data)
                     await dst.drain()
             except (OSError, asyncio.CancelledError):
@@ -60,3 +64,11 @@ class PgProxy:
         for w in list(self._pipes):
             w.close()
         self._pipes.clear()
+
+    def freeze(self) -> None:
+        """Stop forwarding without closing anything, in both directions and for new connections:
+        the database host hangs (a SIGSTOPped postmaster, a silent network)."""
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
