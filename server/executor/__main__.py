@@ -22,7 +22,7 @@ from ..errors import ConfigError, StartupError
 from ..logging_setup import configure_logging
 
 # The Settings fields a worker process uses (README, Configuration, describes each).
-WORKER_SETTINGS = ("database_url", "data_dir", "executor", "workers", "dask_scheduler", "job_lease",
+WORKER_SETTINGS = ("database_url", "data_dir", "executor", "workers", "dask_scheduler", "job_lease", "config",
                    "job_timeout", "log_format", "log_level", "connect_timeout")
 
 
