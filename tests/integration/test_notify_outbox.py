@@ -130,3 +130,33 @@ async def test_a_target_no_longer_configured_is_a_dead_letter(pool):
     async with pool.acquire() as conn:
         [row] = await rows(conn)
     assert row["state"] == "DEAD" and row["last_error"] == "target 'ops' is not configured"
+
+
+async def test_a_failed_retrain_writes_its_notification_with_the_failure(pool, database_url, tmp_path):
+    from closedloop.server.config import Settings
+    from closedloop.server.executor.backends import LocalBackend
+    from closedloop.server.executor.runner import JobRunner
+    from closedloop.server.store import queue
+
+    settings = Settings(database_url=database_url, data_dir=tmp_path, workers=1, notify=SETTINGS)
+    async with pool.acquire() as conn:
+        await conn.execute(
+            """INSERT INTO monitoring_retraining_integration (model_id, training, metric)
+               VALUES ('m1', '{"estimator": "linear_model.NoSuchModel", "synthetic": {"rows": 100}}', 'accuracy')""")
+        job_row, _ = await queue.enqueue(conn, model_id="m1", mode="FULL", priority=2, max_attempts=1)
+    backend = LocalBackend(1)
+    runner = JobRunner(settings, pool, database_url, backend=backend, retry_base_s=0.05, warm_up=False)
+    await runner.start()
+    try:
+        for _ in range(1000):
+            async with pool.acquire() as conn:
+                found = await rows(conn)
+            if found:
+                break
+            await asyncio.sleep(0.02)
+    finally:
+        await runner.stop()
+        backend.shutdown()
+    [row] = found
+    assert (row["event"], row["job_id"], row["target"]) == ("retrain.failed", job_row["id"], "ops")
+    assert row["payload"]["job"]["state"] == "FAILED" and row["payload"]["job"]["error"]
