@@ -112,7 +112,11 @@ class DeliveryWorker:
         """One round: claim due rows and deliver them; returns how many were claimed."""
         async with self.pool.acquire() as conn:
             rows = await outbox.claim_due(conn, limit=BATCH, lease_s=self.lease_s)
-        await asyncio.gather(*(self._deliver(row) for row in rows))
+        results = await asyncio.gather(*(self._deliver(row) for row in rows), return_exceptions=True)
+        for row, result in zip(rows, results):
+            if isinstance(result, Exception):  # e.g. the database went away: the lease brings it back
+                log.warning("notify.result_not_recorded", notification_id=row["id"], target=row["target"],
+                            error=type(result).__name__)
         return len(rows)
 
     async def _deliver(self, row) -> None:
