@@ -18,7 +18,7 @@ from typing import Any, Mapping
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from .v1 import alert_pb2, common_pb2, retrain_pb2, rules_pb2
+from .v1 import alert_pb2, common_pb2, notify_pb2, retrain_pb2, rules_pb2
 
 
 def enum_value(enum, value: Any, prefix: str) -> int:
@@ -157,3 +157,16 @@ class CallsMixin:
         """One page of the audit trail, newest first (operator token without model scopes)."""
         return self._invoke("RetrainService", "ListAuditRecords", retrain_pb2.ListAuditRecordsRequest(
             start_time=timestamp(start_time), page_size=page_size, page_token=page_token))
+
+    # --- notifications ------------------------------------------------------------------------
+    def list_notifications(self, *, state: Any = None, page_size: int = 0, page_token: str = ""):
+        """The outbox, newest first; `state` e.g. "DEAD" for the dead letters."""
+        request = notify_pb2.ListNotificationsRequest(
+            state=enum_value(notify_pb2.NotificationState, state, "NOTIFICATION_STATE_"),
+            page_size=page_size, page_token=page_token)
+        return self._invoke("NotificationService", "ListNotifications", request)
+
+    def retry_notification(self, notification_id: str):
+        """Send a notification again from its first attempt."""
+        return self._invoke("NotificationService", "RetryNotification",
+                            notify_pb2.RetryNotificationRequest(id=str(notification_id)))

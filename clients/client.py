@@ -22,7 +22,7 @@ from typing import Any, AsyncIterable, AsyncIterator, Iterable, Iterator
 import grpc
 
 from ._calls import CallsMixin
-from .v1 import alert_pb2, alert_pb2_grpc, retrain_pb2, retrain_pb2_grpc, rules_pb2_grpc
+from .v1 import alert_pb2, alert_pb2_grpc, notify_pb2_grpc, retrain_pb2, retrain_pb2_grpc, rules_pb2_grpc
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 RETRYABLE = ("UNAVAILABLE", "RESOURCE_EXHAUSTED")
@@ -31,6 +31,7 @@ _STUBS = {
     "AlertService": alert_pb2_grpc.AlertServiceStub,
     "RuleService": rules_pb2_grpc.RuleServiceStub,
     "RetrainService": retrain_pb2_grpc.RetrainServiceStub,
+    "NotificationService": notify_pb2_grpc.NotificationServiceStub,
 }
 # Methods that must never be resent: a second RollbackModel would roll back one version further.
 _NOT_IDEMPOTENT = (("closedloop.v1.RetrainService", "RollbackModel"),)

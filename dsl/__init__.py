@@ -29,7 +29,9 @@ nor false, and a rule matches only when its condition is true (interpret.py has 
 Nothing raises at run time; division by zero is missing too.
 
 Actions: ``retrain full|incremental priority P [cooldown D [per model]]``, ``rollback [priority
-P] [cooldown D [per model]]``, ``record``, ``notify``.
+P] [cooldown D [per model]]``, ``record``, ``notify TARGET``
+(a notification target of the server's configuration; ``compile_rules(..., targets=names)``
+reports an unknown name, with "did you mean").
 
 Passes: parser.py (Lark LALR) -> ast.py (typed syntax tree) -> checker.py (types, diagnostics)
 -> compiler.py (Python predicates); ruleset.py drives them and indexes the compiled rules.

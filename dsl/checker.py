@@ -72,8 +72,11 @@ def _poison(src: ast.Expr, type_: Type = ERR) -> t.Const:
 
 
 class Checker:
-    def __init__(self, filename: str):
+    def __init__(self, filename: str, targets: frozenset[str] | None = None):
+        """`targets`: the notification target names `notify NAME` may use; None leaves names
+        unchecked (tools that check a file without the server's configuration)."""
         self.filename = filename
+        self.targets = targets
         self.diagnostics: list[Diagnostic] = []
         self._errors = 0
 
@@ -399,7 +402,7 @@ class Checker:
             elif spec in specs:
                 self.warning("duplicate-action", f"'{spec.describe()}' is given twice", action.span)
                 continue
-            elif spec.kind in kinds:
+            elif spec.kind in kinds and spec.kind != "notify":  # one rule may page and post to a channel
                 other = next(s for s in specs if s.kind == spec.kind)
                 self.error(
                     "conflicting-actions",
@@ -414,6 +417,8 @@ class Checker:
             more = _suggest(a.name, ACTIONS) or f" (actions: {', '.join(ACTIONS)})"
             self.error("unknown-action", f"unknown action '{a.name}'{more}", a.name_span)
             return None
+        if a.name == "notify":
+            return self._notify(a)
         allowed = ACTION_ARGS[a.name]
         words, i, before = a.words, 0, self._errors
         mode = None
@@ -492,6 +497,29 @@ class Checker:
         if self._errors != before:
             return None
         return ActionSpec(a.name, mode, priority, cooldown, per_model)
+
+    def _notify(self, a: ast.Action) -> ActionSpec | None:
+        """``notify TARGET``: one target name, which must be configured when the names are known.
+        A bare ``notify`` still compiles (it only records the decision) but is warned about."""
+        if not a.words:
+            self.warning("no-target", "notify without a target only records the decision; name a configured "
+                         "target, e.g. notify slack_quants", a.span)
+            return ActionSpec("notify")
+        name, extra = a.words[0], a.words[1:]
+        if name.kind != "name":
+            self.error("bad-target", f"notify needs a target name, not {name.text}", name.span)
+            return None
+        if extra:
+            self.error("unknown-argument", "notify takes one target name", extra[0].span)
+            return None
+        if self.targets is not None and name.text not in self.targets:
+            if self.targets:
+                more = _suggest(name.text, sorted(self.targets)) or f" (targets: {', '.join(sorted(self.targets))})"
+            else:
+                more = " (no notification targets are configured: add [notify.targets.NAME] to the --config file)"
+            self.error("unknown-target", f"unknown notification target '{name.text}'{more}", name.span)
+            return None
+        return ActionSpec("notify", target=name.text)
 
 
 def _hint(left: t.Node, right: t.Node) -> str:

@@ -101,10 +101,13 @@ class ActionSpec:
     priority: int | None = None  # 1..4 like severity
     cooldown_seconds: float | None = None
     cooldown_per_model: bool = False
+    target: str | None = None  # notify: the configured notification target it names
 
     def describe(self) -> str:
         """The canonical text of the action, as `rules fmt` would write it."""
         words = [self.kind]
+        if self.target:
+            words.append(self.target)
         if self.mode:
             words.append(self.mode)
         if self.priority is not None:

@@ -103,14 +103,15 @@ def read_rule_tree(path: str | Path) -> RuleTree:
     return tree
 
 
-def check_rule_tree(tree: RuleTree, limits: Limits = DEFAULT_LIMITS) -> CheckResult:
+def check_rule_tree(tree: RuleTree, limits: Limits = DEFAULT_LIMITS, *,
+                    targets: frozenset[str] | None = None) -> CheckResult:
     """Every diagnostic of the tree, at real files and lines, and its error-free rules: what
     loading it would report. Never raises."""
     out = CheckResult(list(tree.diagnostics))
     first_seen: dict[str, tuple[str, Span]] = {}
     located: list[tuple[str, Span]] = []  # every rule's name, in load order
     for f in tree.files:
-        result = check(f.text, f.filename, limits=limits)
+        result = check(f.text, f.filename, limits=limits, targets=targets)
         out.diagnostics += result.diagnostics
         out.defined += result.defined
         duplicates = set()
@@ -142,13 +143,14 @@ def check_rule_tree(tree: RuleTree, limits: Limits = DEFAULT_LIMITS) -> CheckRes
     return out
 
 
-def load_rule_tree(path: str | Path, limits: Limits = DEFAULT_LIMITS) -> CompiledRuleSet:
+def load_rule_tree(path: str | Path, limits: Limits = DEFAULT_LIMITS, *,
+                   targets: frozenset[str] | None = None) -> CompiledRuleSet:
     """Compile a rule file or folder as the server runs it. Raises FileNotFoundError (see
     ``read_rule_tree``) or RuleCompileError with diagnostics at real files and lines."""
     tree = read_rule_tree(path)
     if not tree.is_folder and not tree.diagnostics:
-        return compile_rules(tree.source, tree.filename, limits=limits)  # its own positions are real
-    result = check_rule_tree(tree, limits)
+        return compile_rules(tree.source, tree.filename, limits=limits, targets=targets)  # real positions
+    result = check_rule_tree(tree, limits, targets=targets)
     if not result.ok:
         raise RuleCompileError(result.diagnostics, tree.sources)
-    return compile_rules(tree.source, tree.filename, limits=limits)
+    return compile_rules(tree.source, tree.filename, limits=limits, targets=targets)

@@ -73,13 +73,18 @@ class _Compiled:
     models: frozenset | None
 
 
-def check_parsed(source: str, filename: str, limits: Limits) -> tuple[list[CheckedRule], list[Diagnostic]]:
+def check_parsed(source: str, filename: str, limits: Limits,
+                 targets: frozenset[str] | None = None) -> tuple[list[CheckedRule], list[Diagnostic]]:
     with gc_paused():
         parsed = parse_source(source, filename, limits)
-        checker = Checker(filename)
+        checker = Checker(filename, targets)
         checked = checker.check_rules(parsed.rules)
     diagnostics = sorted(parsed.diagnostics + checker.diagnostics, key=sort_key)
     return checked, diagnostics
+
+
+def _frozen(targets) -> frozenset[str] | None:
+    return None if targets is None else frozenset(targets)
 
 
 def _info(c: CheckedRule) -> RuleInfo:
@@ -98,14 +103,16 @@ def _info(c: CheckedRule) -> RuleInfo:
     )
 
 
-def check(source: str, filename: str = "<rules>", *, limits: Limits = DEFAULT_LIMITS) -> CheckResult:
+def check(source: str, filename: str = "<rules>", *, limits: Limits = DEFAULT_LIMITS,
+          targets: frozenset[str] | None = None) -> CheckResult:
     """Diagnostics and the error-free rules of a rule file. Never raises on any input: a failure
-    of the checker itself is reported as an ``internal`` error diagnostic."""
+    of the checker itself is reported as an ``internal`` error diagnostic. `targets`: the
+    notification target names ``notify`` may use (None: any name)."""
     if not isinstance(source, str):
         message = f"rule source must be text, not {type(source).__name__}"
         return CheckResult([Diagnostic.at("error", "bad-input", message, filename, Span.point(1, 1))], [])
     try:
-        checked, diagnostics = check_parsed(source, filename, limits)
+        checked, diagnostics = check_parsed(source, filename, limits, _frozen(targets))
         defined = [(c.rule.name, c.rule.name_span) for c in checked]
         return CheckResult(diagnostics, [_info(c) for c in checked if c.ok], defined)
     except Exception as exc:  # the contract is "never raises"; the fuzz tests look for these
@@ -113,9 +120,11 @@ def check(source: str, filename: str = "<rules>", *, limits: Limits = DEFAULT_LI
         return CheckResult([Diagnostic.at("error", "internal", message, filename, Span.point(1, 1))], [])
 
 
-def compile_rules(source: str, filename: str = "<rules>", *, limits: Limits = DEFAULT_LIMITS) -> "CompiledRuleSet":
-    """Compile a rule file. Raises RuleCompileError (with every diagnostic) on any error."""
-    checked, diagnostics = check_parsed(source, filename, limits)
+def compile_rules(source: str, filename: str = "<rules>", *, limits: Limits = DEFAULT_LIMITS,
+                  targets: frozenset[str] | None = None) -> "CompiledRuleSet":
+    """Compile a rule file. Raises RuleCompileError (with every diagnostic) on any error.
+    `targets`: the notification target names ``notify`` may use (None: any name)."""
+    checked, diagnostics = check_parsed(source, filename, limits, _frozen(targets))
     if any(d.is_error for d in diagnostics):
         raise RuleCompileError(diagnostics, source)
     return CompiledRuleSet(source, filename, checked, diagnostics)

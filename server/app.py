@@ -23,12 +23,14 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from closedloop.v1 import alert_pb2, alert_pb2_grpc, retrain_pb2, retrain_pb2_grpc, rules_pb2, rules_pb2_grpc
+from closedloop.v1 import (alert_pb2, alert_pb2_grpc, notify_pb2, notify_pb2_grpc, retrain_pb2, retrain_pb2_grpc,
+                           rules_pb2, rules_pb2_grpc)
 
 from .api.alerts import AlertServicer
 from .api.audit import Auditor
 from .api.auth import Authenticator, load_tokens
 from .api.interceptors import ServerInterceptor
+from .api.notifications import NotificationServicer
 from .api.retrain import RetrainServicer
 from .api.rules import RuleServicer
 from .config import Settings
@@ -43,6 +45,7 @@ from .loop.ingest import AlertIngestor
 from .logging_setup import configure_logging
 from .loop.rule_engine import RuleEngine
 from .http.prometheus import MetricsEndpoint
+from .notify.worker import DeliveryWorker
 from .store.models import MODELS_CHANGED_CHANNEL
 from .store.rules import RULES_CHANGED_CHANNEL
 
@@ -55,6 +58,7 @@ SERVICE_NAMES = [
     alert_pb2.DESCRIPTOR.services_by_name["AlertService"].full_name,
     rules_pb2.DESCRIPTOR.services_by_name["RuleService"].full_name,
     retrain_pb2.DESCRIPTOR.services_by_name["RetrainService"].full_name,
+    notify_pb2.DESCRIPTOR.services_by_name["NotificationService"].full_name,
 ]
 
 
@@ -103,6 +107,7 @@ class ClosedLoopServer:
         self.ingestor: AlertIngestor | None = None
         self.runner = None  # executor.runner.JobRunner when this process runs workers
         self.watch: DatabaseWatch | None = None
+        self.notifier: DeliveryWorker | None = None  # when this process runs workers and targets exist
         self._tasks: list = []
         self._background: set[asyncio.Task] = set()
         self._started = False
@@ -129,10 +134,10 @@ class ClosedLoopServer:
                 await conn.close()
             log.info("db.ready", applied=report.applied, timescale=report.timescale)
             self.facts = ModelFactsCache(self.pool)
-            self.rules = RuleEngine(self.pool, s.rules)
+            self.rules = RuleEngine(self.pool, s.rules, s.notify.target_names)
             await self.rules.load_at_start()
             self.ingestor = AlertIngestor(self.pool, self.rules, self.facts, job_max_attempts=s.job_max_attempts,
-                                          job_timeout_s=s.job_timeout, wait_timeout=s.db_timeout)
+                                          job_timeout_s=s.job_timeout, wait_timeout=s.db_timeout, notify=s.notify)
             await self.ingestor.start()
             await self._watch_database()
             if s.run_workers and s.workers > 0:
@@ -141,12 +146,16 @@ class ClosedLoopServer:
 
                 self.runner = JobRunner(s, self.pool, self.database_url)
                 await self.runner.start()
+            if s.run_workers and s.notify.targets:
+                self.notifier = DeliveryWorker(self.pool, s.notify)
             self._start_grpc(authenticator)
             await self.grpc.start()
             if s.age_sweep_interval > 0:
                 self._tasks.append(AgeSweep(self.pool, self.rules, self.ingestor, s.age_sweep_interval))
             if s.metrics_listen:
                 self._tasks.append(MetricsEndpoint(s.metrics_listen, self))
+            if self.notifier is not None:
+                self._tasks.append(self.notifier)
             for task in self._tasks:
                 await task.start()
         except BaseException:
@@ -172,6 +181,8 @@ class ClosedLoopServer:
         rules_pb2_grpc.add_RuleServiceServicer_to_server(RuleServicer(self.pool, self.rules, self.facts), self.grpc)
         retrain_pb2_grpc.add_RetrainServiceServicer_to_server(
             RetrainServicer(self.pool, s, self.facts, self.rules), self.grpc)
+        notify_pb2_grpc.add_NotificationServiceServicer_to_server(
+            NotificationServicer(self.pool, self.notifier.wake if self.notifier else None), self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection([*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME], self.grpc)
         if s.tls_cert:

@@ -2,6 +2,8 @@
 
 Every option has a flag `--name` and a variable `CLOSEDLOOP_NAME` (dashes become underscores); a flag
 beats the variable, the variable beats the default. Nothing reads the environment after this.
+What does not fit a flag lives in the TOML file named by `--config` (NotifySettings: notification
+targets and the loop's own notifications), read and validated while Settings is built.
 Every process builds its settings here: `closedloop serve` and `migrate` offer every flag, the
 stand-alone worker process (executor/__main__.py) the subset it uses, with the same defaults.
 """
@@ -27,6 +29,167 @@ def default_data_dir() -> pathlib.Path:
     import platformdirs
 
     return pathlib.Path(platformdirs.user_data_dir("closedloop"))
+
+
+# --- the configuration file ---------------------------------------------------------------------
+#
+#   [notify]
+#   on_retrain_failed = "slack_quants"     # the loop's own outcomes, each naming a target
+#   on_not_promoted = "slack_quants"
+#   on_rollback = "pagerduty_fx"
+#
+#   [notify.targets.pagerduty_fx]
+#   kind = "pagerduty"                     # webhook | slack | pagerduty
+#   secret_env = "PD_ROUTING_KEY"          # or secret = "..."; pagerduty: the routing key
+#   max_attempts = 8                       # then the notification is dead-lettered
+#
+# Secrets (a webhook's HMAC key, a PagerDuty routing key, a Slack URL, which carries its token)
+# are kept out of repr() so that no log line or error message can print them.
+
+TARGET_KINDS = ("webhook", "slack", "pagerduty")
+PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
+OUTCOME_EVENTS = ("on_retrain_failed", "on_not_promoted", "on_rollback")
+
+
+@dataclass(frozen=True)
+class NotifyTarget:
+    """Where and how one named target is reached, and how hard delivery tries."""
+
+    name: str
+    kind: str
+    url: str = field(repr=False)
+    secret: str = field(default="", repr=False)
+    max_attempts: int = 8
+    backoff_initial: float = 2.0  # seconds before the second attempt; doubles per attempt
+    backoff_max: float = 600.0
+    timeout: float = 10.0  # seconds per request
+
+
+@dataclass(frozen=True)
+class NotifySettings:
+    targets: Mapping[str, NotifyTarget] = field(default_factory=dict)
+    on_retrain_failed: str | None = None
+    on_not_promoted: str | None = None
+    on_rollback: str | None = None
+    poll_interval: float = 1.0  # seconds between looks for due notifications when idle
+
+    @property
+    def target_names(self) -> frozenset[str]:
+        return frozenset(self.targets)
+
+
+_TARGET_KEYS = {"kind", "url", "secret", "secret_env", "url_env", "max_attempts", "backoff_initial",
+                "backoff_max", "timeout"}
+_NOTIFY_KEYS = {"targets", "poll_interval", *OUTCOME_EVENTS}
+
+
+def _unknown_keys(where: str, table: Mapping, allowed: set[str], problems: list[str]) -> None:
+    import difflib
+
+    for key in sorted(set(table) - allowed):
+        close = difflib.get_close_matches(key, sorted(allowed), n=1)
+        problems.append(f"{where}.{key}: unknown key" + (f"; did you mean '{close[0]}'?" if close else ""))
+
+
+def _number(where: str, value: Any, problems: list[str], *, integer: bool = False):
+    """A positive number (an integer >= 1 when `integer`), or None with the problem noted."""
+    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok or value <= 0:
+        problems.append(f"{where} must be " + ("an integer >= 1" if integer else "a number > 0"))
+        return None
+    return value
+
+
+def _target(name: str, table: Any, environ: Mapping[str, str], problems: list[str]) -> NotifyTarget | None:
+    where = f"notify.targets.{name}"
+    if not isinstance(table, dict):
+        problems.append(f"{where} must be a table")
+        return None
+    _unknown_keys(where, table, _TARGET_KEYS, problems)
+    kind = table.get("kind")
+    if kind not in TARGET_KINDS:
+        problems.append(f"{where}.kind must be one of {', '.join(TARGET_KINDS)}")
+        return None
+    values: dict[str, Any] = {}
+    for key in ("url", "secret"):
+        if key in table and f"{key}_env" in table:
+            problems.append(f"{where}: give {key} or {key}_env, not both")
+        elif f"{key}_env" in table:
+            variable = table[f"{key}_env"]
+            if not environ.get(variable):
+                problems.append(f"{where}.{key}_env: the variable {variable} is not set")
+            else:
+                values[key] = environ[variable]
+        elif key in table:
+            if not isinstance(table[key], str) or not table[key]:
+                problems.append(f"{where}.{key} must be a non-empty string")
+            else:
+                values[key] = table[key]
+    if kind == "pagerduty":
+        values.setdefault("url", PAGERDUTY_EVENTS_URL)
+    if "url" not in table and "url_env" not in table and "url" not in values:
+        problems.append(f"{where}: a {kind} target needs url (or url_env)")
+    elif "url" in values and not values["url"].startswith(("http://", "https://")):
+        problems.append(f"{where}.url must start with http:// or https://")  # the value may be secret
+    if kind in ("webhook", "pagerduty") and "secret" not in table and "secret_env" not in table:
+        what = "the shared HMAC key" if kind == "webhook" else "the routing key"
+        problems.append(f"{where}: a {kind} target needs secret or secret_env ({what})")
+    for key, integer in (("max_attempts", True), ("backoff_initial", False), ("backoff_max", False),
+                         ("timeout", False)):
+        if key in table:
+            value = _number(f"{where}.{key}", table[key], problems, integer=integer)
+            if value is not None:
+                values[key] = value
+    if any(p.startswith(where) for p in problems):
+        return None
+    return NotifyTarget(name=name, kind=kind, **values)
+
+
+def notify_settings(document: Mapping, environ: Mapping[str, str]) -> NotifySettings:
+    """The [notify] part of a parsed configuration file; ConfigError lists every problem."""
+    problems: list[str] = []
+    notify = document.get("notify", {})
+    if not isinstance(notify, dict):
+        raise ConfigError("notify must be a table")
+    _unknown_keys("notify", notify, _NOTIFY_KEYS, problems)
+    tables = notify.get("targets", {})
+    targets = {}
+    for name, table in (tables.items() if isinstance(tables, dict) else ()):
+        if not name.isidentifier():
+            problems.append(f"notify.targets.{name}: a target name is a rule-language name (letters, digits, _)")
+            continue
+        target = _target(name, table, environ, problems)
+        if target is not None:
+            targets[name] = target
+    values: dict[str, Any] = {}
+    for key in OUTCOME_EVENTS:
+        if key in notify:
+            if notify[key] not in targets:
+                problems.append(f"notify.{key}: {notify[key]!r} is not a configured target")
+            values[key] = notify[key]
+    if "poll_interval" in notify:
+        values["poll_interval"] = _number("notify.poll_interval", notify["poll_interval"], problems)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return NotifySettings(targets=targets, **values)
+
+
+def load_config_file(path: pathlib.Path, environ: Mapping[str, str] | None = None) -> NotifySettings:
+    import tomllib
+
+    try:
+        document = tomllib.loads(pathlib.Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"--config {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config {path}: not valid TOML: {exc}") from None
+    unknown = sorted(set(document) - {"notify"})
+    if unknown:
+        raise ConfigError(f"--config {path}: unknown section(s) {', '.join(unknown)} (known: notify)")
+    try:
+        return notify_settings(document, os.environ if environ is None else environ)
+    except ConfigError as exc:
+        raise ConfigError(f"--config {path}: {exc}") from None
 
 
 @dataclass(frozen=True)
@@ -81,6 +244,10 @@ class Settings:
     db_timeout: float = 5.0
     drain: float = 5.0
     allow_insecure: bool = False
+    # TOML configuration file: [notify] and [notify.targets.NAME] sections (NotifySettings).
+    config: pathlib.Path | None = None
+    # Read from --config, not a flag of its own; tests may pass it directly.
+    notify: NotifySettings = field(default_factory=NotifySettings, metadata={"flag": False})
 
     def __post_init__(self) -> None:
         problems = []
@@ -113,6 +280,8 @@ class Settings:
                 problems.append(f"--entry-point must be NAME=package.module:function, not {item!r}")
         if problems:
             raise ConfigError("; ".join(problems))
+        if self.config is not None and self.notify == NotifySettings():
+            object.__setattr__(self, "notify", load_config_file(self.config))
 
     @property
     def auth_enabled(self) -> bool:
@@ -150,10 +319,14 @@ def _convert(f: dataclasses.Field, raw: str | list[str]) -> Any:
     return raw
 
 
+def _flag_fields() -> tuple[dataclasses.Field, ...]:
+    return tuple(f for f in dataclasses.fields(Settings) if f.metadata.get("flag", True))
+
+
 def add_arguments(parser: argparse.ArgumentParser, only: Iterable[str] | None = None) -> None:
     """One flag per Settings field (or per field named in `only`); defaults are None so we can tell
     'not given' apart."""
-    fields = dataclasses.fields(Settings)
+    fields = _flag_fields()
     if only is not None:
         wanted = set(only)
         unknown = wanted - {f.name for f in fields}
@@ -175,7 +348,7 @@ def settings_from(args: argparse.Namespace | None = None, environ: Mapping[str, 
     """Flags, then CLOSEDLOOP_* variables, then defaults; `overrides` beat both (for tests)."""
     environ = os.environ if environ is None else environ
     values: dict[str, Any] = {}
-    for f in dataclasses.fields(Settings):
+    for f in _flag_fields():
         given = getattr(args, f.name, None) if args is not None else None
         if given is not None:
             values[f.name] = given if isinstance(given, bool) else _convert(

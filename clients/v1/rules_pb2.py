@@ -28,53 +28,53 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63losedloop/v1/rules.proto\x12\rclosedloop.v1\x1a\x19\x63losedloop/v1/alert.proto\x1a\x1a\x63losedloop/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf9\x01\n\nDiagnostic\x12.\n\x05level\x18\x01 \x01(\x0e\x32\x1f.closedloop.v1.Diagnostic.Level\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\x12\x0c\n\x04line\x18\x04 \x01(\x05\x12\x0e\n\x06\x63olumn\x18\x05 \x01(\x05\x12\x10\n\x08\x65nd_line\x18\x06 \x01(\x05\x12\x12\n\nend_column\x18\x07 \x01(\x05\x12\x10\n\x08rendered\x18\x08 \x01(\t\"B\n\x05Level\x12\x15\n\x11LEVEL_UNSPECIFIED\x10\x00\x12\x0f\n\x0bLEVEL_ERROR\x10\x01\x12\x11\n\rLEVEL_WARNING\x10\x02\"\xd3\x01\n\nRuleAction\x12\'\n\x04kind\x18\x01 \x01(\x0e\x32\x19.closedloop.v1.ActionKind\x12(\n\x04mode\x18\x02 \x01(\x0e\x32\x1a.closedloop.v1.RetrainMode\x12)\n\x08priority\x18\x03 \x01(\x0e\x32\x17.closedloop.v1.Priority\x12+\n\x08\x63ooldown\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1a\n\x12\x63ooldown_per_model\x18\x05 \x01(\x08\"\x85\x01\n\x04Rule\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x11\n\tcondition\x18\x03 \x01(\t\x12*\n\x07\x61\x63tions\x18\x04 \x03(\x0b\x32\x19.closedloop.v1.RuleAction\x12\x13\n\x0b\x61lert_types\x18\x05 \x03(\t\x12\x0c\n\x04line\x18\x06 \x01(\x05\"\xd1\x01\n\x07RuleSet\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\"\n\x05rules\x18\x02 \x03(\x0b\x32\x13.closedloop.v1.Rule\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x10\n\x08\x66ilename\x18\x04 \x01(\t\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x0b\x64iagnostics\x18\x07 \x03(\x0b\x32\x19.closedloop.v1.Diagnostic\"8\n\x14ValidateRulesRequest\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\"z\n\x15ValidateRulesResponse\x12.\n\x0b\x64iagnostics\x18\x01 \x03(\x0b\x32\x19.closedloop.v1.Diagnostic\x12\"\n\x05rules\x18\x02 \x03(\x0b\x32\x13.closedloop.v1.Rule\x12\r\n\x05valid\x18\x03 \x01(\x08\"F\n\x11\x41pplyRulesRequest\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\"$\n\x11GetRuleSetRequest\x12\x0f\n\x07version\x18\x01 \x01(\x03\"]\n\x14\x45valuateRulesRequest\x12#\n\x05\x61lert\x18\x01 \x01(\x0b\x32\x14.closedloop.v1.Alert\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\"A\n\x06\x43lause\x12\x0c\n\x04text\x18\x01 \x01(\t\x12)\n\x05value\x18\x02 \x01(\x0e\x32\x1a.closedloop.v1.ClauseValue\"\x83\x01\n\x0eRuleEvaluation\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\x0f\n\x07matched\x18\x02 \x01(\x08\x12&\n\x07\x63lauses\x18\x03 \x03(\x0b\x32\x15.closedloop.v1.Clause\x12*\n\x07\x61\x63tions\x18\x04 \x03(\x0b\x32\x19.closedloop.v1.RuleAction\"\x98\x01\n\x15\x45valuateRulesResponse\x12\x32\n\x0b\x65valuations\x18\x01 \x03(\x0b\x32\x1d.closedloop.v1.RuleEvaluation\x12\x18\n\x10rule_set_version\x18\x02 \x01(\x03\x12\x31\n\x0emerged_actions\x18\x03 \x03(\x0b\x32\x19.closedloop.v1.RuleAction\"\x96\x01\n\x14\x42\x61\x63ktestRulesRequest\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"C\n\x10RuleTriggerCount\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\x0f\n\x07matches\x18\x02 \x01(\x03\x12\x10\n\x08retrains\x18\x03 \x01(\x03\"/\n\rModelJobCount\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0c\n\x04jobs\x18\x02 \x01(\x03\"k\n\x12\x42\x61\x63ktestDifference\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x16\n\x0e\x61\x63tive_outcome\x18\x03 \x01(\t\x12\x19\n\x11\x63\x61ndidate_outcome\x18\x04 \x01(\t\"\x94\x01\n\x0c\x42\x61\x63ktestSide\x12\x18\n\x10rule_set_version\x18\x01 \x01(\x03\x12.\n\x05rules\x18\x02 \x03(\x0b\x32\x1f.closedloop.v1.RuleTriggerCount\x12,\n\x06models\x18\x03 \x03(\x0b\x32\x1c.closedloop.v1.ModelJobCount\x12\x0c\n\x04jobs\x18\x04 \x01(\x03\"\x80\x02\n\x0e\x42\x61\x63ktestReport\x12\x0e\n\x06\x61lerts\x18\x01 \x01(\x03\x12+\n\x06\x61\x63tive\x18\x02 \x01(\x0b\x32\x1b.closedloop.v1.BacktestSide\x12.\n\tcandidate\x18\x03 \x01(\x0b\x32\x1b.closedloop.v1.BacktestSide\x12\x36\n\x0b\x64ifferences\x18\x04 \x03(\x0b\x32!.closedloop.v1.BacktestDifference\x12\x19\n\x11\x64ifferences_total\x18\x05 \x01(\x03\x12.\n\x0b\x64iagnostics\x18\x06 \x03(\x0b\x32\x19.closedloop.v1.Diagnostic*t\n\x0b\x43lauseValue\x12\x1c\n\x18\x43LAUSE_VALUE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43LAUSE_VALUE_TRUE\x10\x01\x12\x16\n\x12\x43LAUSE_VALUE_FALSE\x10\x02\x12\x18\n\x14\x43LAUSE_VALUE_MISSING\x10\x03\x32\xaa\x03\n\x0bRuleService\x12Z\n\rValidateRules\x12#.closedloop.v1.ValidateRulesRequest\x1a$.closedloop.v1.ValidateRulesResponse\x12\x46\n\nApplyRules\x12 .closedloop.v1.ApplyRulesRequest\x1a\x16.closedloop.v1.RuleSet\x12\x46\n\nGetRuleSet\x12 .closedloop.v1.GetRuleSetRequest\x1a\x16.closedloop.v1.RuleSet\x12Z\n\rEvaluateRules\x12#.closedloop.v1.EvaluateRulesRequest\x1a$.closedloop.v1.EvaluateRulesResponse\x12S\n\rBacktestRules\x12#.closedloop.v1.BacktestRulesRequest\x1a\x1d.closedloop.v1.BacktestReportb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x63losedloop/v1/rules.proto\x12\rclosedloop.v1\x1a\x19\x63losedloop/v1/alert.proto\x1a\x1a\x63losedloop/v1/common.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf9\x01\n\nDiagnostic\x12.\n\x05level\x18\x01 \x01(\x0e\x32\x1f.closedloop.v1.Diagnostic.Level\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\x12\x0c\n\x04line\x18\x04 \x01(\x05\x12\x0e\n\x06\x63olumn\x18\x05 \x01(\x05\x12\x10\n\x08\x65nd_line\x18\x06 \x01(\x05\x12\x12\n\nend_column\x18\x07 \x01(\x05\x12\x10\n\x08rendered\x18\x08 \x01(\t\"B\n\x05Level\x12\x15\n\x11LEVEL_UNSPECIFIED\x10\x00\x12\x0f\n\x0bLEVEL_ERROR\x10\x01\x12\x11\n\rLEVEL_WARNING\x10\x02\"\xe3\x01\n\nRuleAction\x12\'\n\x04kind\x18\x01 \x01(\x0e\x32\x19.closedloop.v1.ActionKind\x12(\n\x04mode\x18\x02 \x01(\x0e\x32\x1a.closedloop.v1.RetrainMode\x12)\n\x08priority\x18\x03 \x01(\x0e\x32\x17.closedloop.v1.Priority\x12+\n\x08\x63ooldown\x18\x04 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1a\n\x12\x63ooldown_per_model\x18\x05 \x01(\x08\x12\x0e\n\x06target\x18\x06 \x01(\t\"\x85\x01\n\x04Rule\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05title\x18\x02 \x01(\t\x12\x11\n\tcondition\x18\x03 \x01(\t\x12*\n\x07\x61\x63tions\x18\x04 \x03(\x0b\x32\x19.closedloop.v1.RuleAction\x12\x13\n\x0b\x61lert_types\x18\x05 \x03(\t\x12\x0c\n\x04line\x18\x06 \x01(\x05\"\xd1\x01\n\x07RuleSet\x12\x0f\n\x07version\x18\x01 \x01(\x03\x12\"\n\x05rules\x18\x02 \x03(\x0b\x32\x13.closedloop.v1.Rule\x12\x0e\n\x06source\x18\x03 \x01(\t\x12\x10\n\x08\x66ilename\x18\x04 \x01(\t\x12\x0e\n\x06sha256\x18\x05 \x01(\t\x12/\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x0b\x64iagnostics\x18\x07 \x03(\x0b\x32\x19.closedloop.v1.Diagnostic\"8\n\x14ValidateRulesRequest\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\"z\n\x15ValidateRulesResponse\x12.\n\x0b\x64iagnostics\x18\x01 \x03(\x0b\x32\x19.closedloop.v1.Diagnostic\x12\"\n\x05rules\x18\x02 \x03(\x0b\x32\x13.closedloop.v1.Rule\x12\r\n\x05valid\x18\x03 \x01(\x08\"F\n\x11\x41pplyRulesRequest\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12\x0f\n\x07\x64ry_run\x18\x03 \x01(\x08\"$\n\x11GetRuleSetRequest\x12\x0f\n\x07version\x18\x01 \x01(\x03\"]\n\x14\x45valuateRulesRequest\x12#\n\x05\x61lert\x18\x01 \x01(\x0b\x32\x14.closedloop.v1.Alert\x12\x0e\n\x06source\x18\x02 \x01(\t\x12\x10\n\x08\x66ilename\x18\x03 \x01(\t\"A\n\x06\x43lause\x12\x0c\n\x04text\x18\x01 \x01(\t\x12)\n\x05value\x18\x02 \x01(\x0e\x32\x1a.closedloop.v1.ClauseValue\"\x83\x01\n\x0eRuleEvaluation\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\x0f\n\x07matched\x18\x02 \x01(\x08\x12&\n\x07\x63lauses\x18\x03 \x03(\x0b\x32\x15.closedloop.v1.Clause\x12*\n\x07\x61\x63tions\x18\x04 \x03(\x0b\x32\x19.closedloop.v1.RuleAction\"\x98\x01\n\x15\x45valuateRulesResponse\x12\x32\n\x0b\x65valuations\x18\x01 \x03(\x0b\x32\x1d.closedloop.v1.RuleEvaluation\x12\x18\n\x10rule_set_version\x18\x02 \x01(\x03\x12\x31\n\x0emerged_actions\x18\x03 \x03(\x0b\x32\x19.closedloop.v1.RuleAction\"\x96\x01\n\x14\x42\x61\x63ktestRulesRequest\x12\x0e\n\x06source\x18\x01 \x01(\t\x12\x10\n\x08\x66ilename\x18\x02 \x01(\t\x12.\n\nstart_time\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"C\n\x10RuleTriggerCount\x12\x0c\n\x04rule\x18\x01 \x01(\t\x12\x0f\n\x07matches\x18\x02 \x01(\x03\x12\x10\n\x08retrains\x18\x03 \x01(\x03\"/\n\rModelJobCount\x12\x10\n\x08model_id\x18\x01 \x01(\t\x12\x0c\n\x04jobs\x18\x02 \x01(\x03\"k\n\x12\x42\x61\x63ktestDifference\x12\x10\n\x08\x61lert_id\x18\x01 \x01(\t\x12\x10\n\x08model_id\x18\x02 \x01(\t\x12\x16\n\x0e\x61\x63tive_outcome\x18\x03 \x01(\t\x12\x19\n\x11\x63\x61ndidate_outcome\x18\x04 \x01(\t\"\x94\x01\n\x0c\x42\x61\x63ktestSide\x12\x18\n\x10rule_set_version\x18\x01 \x01(\x03\x12.\n\x05rules\x18\x02 \x03(\x0b\x32\x1f.closedloop.v1.RuleTriggerCount\x12,\n\x06models\x18\x03 \x03(\x0b\x32\x1c.closedloop.v1.ModelJobCount\x12\x0c\n\x04jobs\x18\x04 \x01(\x03\"\x80\x02\n\x0e\x42\x61\x63ktestReport\x12\x0e\n\x06\x61lerts\x18\x01 \x01(\x03\x12+\n\x06\x61\x63tive\x18\x02 \x01(\x0b\x32\x1b.closedloop.v1.BacktestSide\x12.\n\tcandidate\x18\x03 \x01(\x0b\x32\x1b.closedloop.v1.BacktestSide\x12\x36\n\x0b\x64ifferences\x18\x04 \x03(\x0b\x32!.closedloop.v1.BacktestDifference\x12\x19\n\x11\x64ifferences_total\x18\x05 \x01(\x03\x12.\n\x0b\x64iagnostics\x18\x06 \x03(\x0b\x32\x19.closedloop.v1.Diagnostic*t\n\x0b\x43lauseValue\x12\x1c\n\x18\x43LAUSE_VALUE_UNSPECIFIED\x10\x00\x12\x15\n\x11\x43LAUSE_VALUE_TRUE\x10\x01\x12\x16\n\x12\x43LAUSE_VALUE_FALSE\x10\x02\x12\x18\n\x14\x43LAUSE_VALUE_MISSING\x10\x03\x32\xaa\x03\n\x0bRuleService\x12Z\n\rValidateRules\x12#.closedloop.v1.ValidateRulesRequest\x1a$.closedloop.v1.ValidateRulesResponse\x12\x46\n\nApplyRules\x12 .closedloop.v1.ApplyRulesRequest\x1a\x16.closedloop.v1.RuleSet\x12\x46\n\nGetRuleSet\x12 .closedloop.v1.GetRuleSetRequest\x1a\x16.closedloop.v1.RuleSet\x12Z\n\rEvaluateRules\x12#.closedloop.v1.EvaluateRulesRequest\x1a$.closedloop.v1.EvaluateRulesResponse\x12S\n\rBacktestRules\x12#.closedloop.v1.BacktestRulesRequest\x1a\x1d.closedloop.v1.BacktestReportb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'closedloop.v1.rules_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_CLAUSEVALUE']._serialized_start=2511
-  _globals['_CLAUSEVALUE']._serialized_end=2627
+  _globals['_CLAUSEVALUE']._serialized_start=2527
+  _globals['_CLAUSEVALUE']._serialized_end=2643
   _globals['_DIAGNOSTIC']._serialized_start=165
   _globals['_DIAGNOSTIC']._serialized_end=414
   _globals['_DIAGNOSTIC_LEVEL']._serialized_start=348
   _globals['_DIAGNOSTIC_LEVEL']._serialized_end=414
   _globals['_RULEACTION']._serialized_start=417
-  _globals['_RULEACTION']._serialized_end=628
-  _globals['_RULE']._serialized_start=631
-  _globals['_RULE']._serialized_end=764
-  _globals['_RULESET']._serialized_start=767
-  _globals['_RULESET']._serialized_end=976
-  _globals['_VALIDATERULESREQUEST']._serialized_start=978
-  _globals['_VALIDATERULESREQUEST']._serialized_end=1034
-  _globals['_VALIDATERULESRESPONSE']._serialized_start=1036
-  _globals['_VALIDATERULESRESPONSE']._serialized_end=1158
-  _globals['_APPLYRULESREQUEST']._serialized_start=1160
-  _globals['_APPLYRULESREQUEST']._serialized_end=1230
-  _globals['_GETRULESETREQUEST']._serialized_start=1232
-  _globals['_GETRULESETREQUEST']._serialized_end=1268
-  _globals['_EVALUATERULESREQUEST']._serialized_start=1270
-  _globals['_EVALUATERULESREQUEST']._serialized_end=1363
-  _globals['_CLAUSE']._serialized_start=1365
-  _globals['_CLAUSE']._serialized_end=1430
-  _globals['_RULEEVALUATION']._serialized_start=1433
-  _globals['_RULEEVALUATION']._serialized_end=1564
-  _globals['_EVALUATERULESRESPONSE']._serialized_start=1567
-  _globals['_EVALUATERULESRESPONSE']._serialized_end=1719
-  _globals['_BACKTESTRULESREQUEST']._serialized_start=1722
-  _globals['_BACKTESTRULESREQUEST']._serialized_end=1872
-  _globals['_RULETRIGGERCOUNT']._serialized_start=1874
-  _globals['_RULETRIGGERCOUNT']._serialized_end=1941
-  _globals['_MODELJOBCOUNT']._serialized_start=1943
-  _globals['_MODELJOBCOUNT']._serialized_end=1990
-  _globals['_BACKTESTDIFFERENCE']._serialized_start=1992
-  _globals['_BACKTESTDIFFERENCE']._serialized_end=2099
-  _globals['_BACKTESTSIDE']._serialized_start=2102
-  _globals['_BACKTESTSIDE']._serialized_end=2250
-  _globals['_BACKTESTREPORT']._serialized_start=2253
-  _globals['_BACKTESTREPORT']._serialized_end=2509
-  _globals['_RULESERVICE']._serialized_start=2630
-  _globals['_RULESERVICE']._serialized_end=3056
+  _globals['_RULEACTION']._serialized_end=644
+  _globals['_RULE']._serialized_start=647
+  _globals['_RULE']._serialized_end=780
+  _globals['_RULESET']._serialized_start=783
+  _globals['_RULESET']._serialized_end=992
+  _globals['_VALIDATERULESREQUEST']._serialized_start=994
+  _globals['_VALIDATERULESREQUEST']._serialized_end=1050
+  _globals['_VALIDATERULESRESPONSE']._serialized_start=1052
+  _globals['_VALIDATERULESRESPONSE']._serialized_end=1174
+  _globals['_APPLYRULESREQUEST']._serialized_start=1176
+  _globals['_APPLYRULESREQUEST']._serialized_end=1246
+  _globals['_GETRULESETREQUEST']._serialized_start=1248
+  _globals['_GETRULESETREQUEST']._serialized_end=1284
+  _globals['_EVALUATERULESREQUEST']._serialized_start=1286
+  _globals['_EVALUATERULESREQUEST']._serialized_end=1379
+  _globals['_CLAUSE']._serialized_start=1381
+  _globals['_CLAUSE']._serialized_end=1446
+  _globals['_RULEEVALUATION']._serialized_start=1449
+  _globals['_RULEEVALUATION']._serialized_end=1580
+  _globals['_EVALUATERULESRESPONSE']._serialized_start=1583
+  _globals['_EVALUATERULESRESPONSE']._serialized_end=1735
+  _globals['_BACKTESTRULESREQUEST']._serialized_start=1738
+  _globals['_BACKTESTRULESREQUEST']._serialized_end=1888
+  _globals['_RULETRIGGERCOUNT']._serialized_start=1890
+  _globals['_RULETRIGGERCOUNT']._serialized_end=1957
+  _globals['_MODELJOBCOUNT']._serialized_start=1959
+  _globals['_MODELJOBCOUNT']._serialized_end=2006
+  _globals['_BACKTESTDIFFERENCE']._serialized_start=2008
+  _globals['_BACKTESTDIFFERENCE']._serialized_end=2115
+  _globals['_BACKTESTSIDE']._serialized_start=2118
+  _globals['_BACKTESTSIDE']._serialized_end=2266
+  _globals['_BACKTESTREPORT']._serialized_start=2269
+  _globals['_BACKTESTREPORT']._serialized_end=2525
+  _globals['_RULESERVICE']._serialized_start=2646
+  _globals['_RULESERVICE']._serialized_end=3072
 # @@protoc_insertion_point(module_scope)

@@ -53,18 +53,20 @@ class Diagnostic(_message.Message):
     def __init__(self, level: _Optional[_Union[Diagnostic.Level, str]] = ..., message: _Optional[str] = ..., filename: _Optional[str] = ..., line: _Optional[int] = ..., column: _Optional[int] = ..., end_line: _Optional[int] = ..., end_column: _Optional[int] = ..., rendered: _Optional[str] = ...) -> None: ...
 
 class RuleAction(_message.Message):
-    __slots__ = ("kind", "mode", "priority", "cooldown", "cooldown_per_model")
+    __slots__ = ("kind", "mode", "priority", "cooldown", "cooldown_per_model", "target")
     KIND_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     COOLDOWN_FIELD_NUMBER: _ClassVar[int]
     COOLDOWN_PER_MODEL_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
     kind: _alert_pb2.ActionKind
     mode: _common_pb2.RetrainMode
     priority: _common_pb2.Priority
     cooldown: _duration_pb2.Duration
     cooldown_per_model: bool
-    def __init__(self, kind: _Optional[_Union[_alert_pb2.ActionKind, str]] = ..., mode: _Optional[_Union[_common_pb2.RetrainMode, str]] = ..., priority: _Optional[_Union[_common_pb2.Priority, str]] = ..., cooldown: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., cooldown_per_model: _Optional[bool] = ...) -> None: ...
+    target: str
+    def __init__(self, kind: _Optional[_Union[_alert_pb2.ActionKind, str]] = ..., mode: _Optional[_Union[_common_pb2.RetrainMode, str]] = ..., priority: _Optional[_Union[_common_pb2.Priority, str]] = ..., cooldown: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., cooldown_per_model: _Optional[bool] = ..., target: _Optional[str] = ...) -> None: ...
 
 class Rule(_message.Message):
     __slots__ = ("name", "title", "condition", "actions", "alert_types", "line")

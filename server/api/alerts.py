@@ -11,6 +11,7 @@ from closedloop.v1 import alert_pb2, alert_pb2_grpc
 
 from ..errors import ClosedLoopError, FailedPrecondition, NotFound
 from ..loop.ingest import AlertIngestor, IngestResult
+from ..notify import events as notify_events
 from ..store import alerts as alert_store
 from . import convert, paging
 from .auth import may_see, model_scopes, require_model
@@ -156,5 +157,7 @@ class AlertServicer(alert_pb2_grpc.AlertServiceServicer):
                     raise FailedPrecondition(f"alert {request.id} is {row['state']}; cannot move it to {target}")
                 else:
                     updated = await alert_store.update_state(conn, alert_id, target)
+                    if target == "RESOLVED":  # in the same transaction: resolved means its pages resolve
+                        await notify_events.record_alert_resolved(conn, updated)
             actions = await alert_store.actions_for(conn, [alert_id])
         return convert.alert_message(updated, actions.get(alert_id, []))

@@ -130,7 +130,7 @@ def diagnostic_message(d, source: str | None = None) -> rules_pb2.Diagnostic:
 def rule_action_message(spec) -> rules_pb2.RuleAction:
     msg = rules_pb2.RuleAction(
         kind=ACTION_KINDS[spec.kind.upper()], mode=MODES.get((spec.mode or "").upper(), 0),
-        priority=spec.priority or 0, cooldown_per_model=bool(spec.cooldown_per_model),
+        priority=spec.priority or 0, cooldown_per_model=bool(spec.cooldown_per_model), target=spec.target or "",
     )
     if spec.cooldown_seconds:
         msg.cooldown.CopyFrom(duration(spec.cooldown_seconds))

@@ -46,23 +46,23 @@ def _invalid(diagnostics, source: str) -> RuleSetInvalid:
     return RuleSetInvalid(list(diagnostics), rendered)
 
 
-def _compile(source: str, filename: str):
+def _compile(source: str, filename: str, targets: frozenset[str] | None = None):
     """Compile after the DSL's cheap size/token/rule bounds, so a hostile file is refused before it
     costs a parse. Runs in a worker thread (see RuleServicer._off_loop)."""
     over = check_limits(source, filename)
     if over:
         raise _invalid(over, source)
     try:
-        return compile_rules(source, filename)
+        return compile_rules(source, filename, targets=targets)
     except RuleCompileError as exc:
         raise _invalid(exc.diagnostics, source) from None
 
 
-def _check_with_rules(source: str, filename: str):
+def _check_with_rules(source: str, filename: str, targets: frozenset[str] | None = None):
     over = check_limits(source, filename)
     if over:
         return over, []
-    result = check(source, filename)
+    result = check(source, filename, targets=targets)
     return result.diagnostics, result.rules
 
 
@@ -109,7 +109,7 @@ class RuleServicer(rules_pb2_grpc.RuleServiceServicer):
         v.raise_if_any()
         filename = request.filename or "<rules>"
         source = _source_of(request)
-        diagnostics, rules = await self._off_loop(_check_with_rules, source, filename)
+        diagnostics, rules = await self._off_loop(_check_with_rules, source, filename, self.engine.targets)
         valid = not any(d.severity == "error" for d in diagnostics)
         return rules_pb2.ValidateRulesResponse(
             diagnostics=[convert.diagnostic_message(d, source) for d in diagnostics],
@@ -120,7 +120,7 @@ class RuleServicer(rules_pb2_grpc.RuleServiceServicer):
         _check_source(v, request.source, required=False)  # an empty set turns automation off
         v.raise_if_any()
         filename = request.filename or "<rules>"
-        compiled = await self._off_loop(_compile, _source_of(request), filename)
+        compiled = await self._off_loop(_compile, _source_of(request), filename, self.engine.targets)
         warnings = list(compiled.diagnostics)  # compile kept its warnings: no second parse
         if request.dry_run:
             return ruleset_message(0, compiled, diagnostics=warnings)
@@ -159,7 +159,8 @@ class RuleServicer(rules_pb2_grpc.RuleServiceServicer):
         v.raise_if_any()
         require_model(request.alert.model_id, "alert.model_id")
         if request.source:
-            ruleset, version = await self._off_loop(_compile, _source_of(request), request.filename or "<rules>"), 0
+            ruleset, version = await self._off_loop(_compile, _source_of(request), request.filename or "<rules>",
+                                                   self.engine.targets), 0
         else:
             active = self.engine.active
             if active is None:
@@ -204,7 +205,8 @@ class RuleServicer(rules_pb2_grpc.RuleServiceServicer):
         if valid and request.end_time.ToNanoseconds() <= request.start_time.ToNanoseconds():
             v.add("end_time", "must be after start_time")
         v.raise_if_any()
-        candidate = await self._off_loop(_compile, _source_of(request), request.filename or "<candidate>")
+        candidate = await self._off_loop(_compile, _source_of(request), request.filename or "<candidate>",
+                                             self.engine.targets)
         report = await run_backtest(self.pool, candidate, convert.from_timestamp(request.start_time),
                                     convert.from_timestamp(request.end_time))
         return backtest_message(report)

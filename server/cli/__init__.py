@@ -108,6 +108,16 @@ def _add_client_commands(sub) -> None:
     p.add_argument("--reason", default="manual retrain from the CLI")
     p.set_defaults(func=client_commands.jobs_submit)
 
+    notifications = sub.add_parser("notifications", help="the notification outbox: see and resend").add_subparsers(
+        dest="notifications_command", required=True)
+    p = notifications.add_parser("list", parents=[common], help="newest first")
+    p.add_argument("--state", choices=["pending", "delivered", "dead"], help="only this state")
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(func=client_commands.notifications_list)
+    p = notifications.add_parser("retry", parents=[common], help="send a notification again (e.g. a dead letter)")
+    p.add_argument("notification_id")
+    p.set_defaults(func=client_commands.notifications_retry)
+
     rules = sub.add_parser("rules", help="check, format, test, explain, apply and backtest rules")
     rsub = rules.add_subparsers(dest="rules_command", required=True)
     p = rsub.add_parser("check", help="diagnostics; exit 1 on any error")

@@ -21,7 +21,7 @@ from google.protobuf import json_format
 from closedloop import Client
 from closedloop.dsl import RuleCompileError, check_rule_tree, read_rule_tree
 from closedloop.dsl import tools as rule_tools
-from closedloop.v1 import alert_pb2, common_pb2, retrain_pb2
+from closedloop.v1 import alert_pb2, common_pb2, notify_pb2, retrain_pb2
 
 from ..errors import ServerError
 from .render import as_json, enum_name, fmt_metric, job_progress_line, print_alert_actions, render_report, table, ts
@@ -198,6 +198,33 @@ def jobs_submit(args) -> int:
 
 
 # --- rules (server side) --------------------------------------------------------------------------
+NOTIFICATION_HEADERS = ["id", "target", "event", "state", "attempts", "last", "created", "summary"]
+
+
+def _notification_state(n: notify_pb2.Notification) -> str:
+    return enum_name(notify_pb2.NotificationState, n.state, "NOTIFICATION_STATE_")
+
+
+def notifications_list(args) -> int:
+    with _client(args) as c:
+        resp = _call(c.list_notifications, state=args.state.upper() if args.state else None, page_size=args.limit)
+    if args.json:
+        print(as_json(resp))
+    else:
+        table(NOTIFICATION_HEADERS, [
+            (n.id, n.target, n.event, _notification_state(n), n.attempts,
+             n.last_error or (str(n.last_status) if n.last_status else "-"), ts(n.create_time), n.summary)
+            for n in resp.notifications])
+    return 0
+
+
+def notifications_retry(args) -> int:
+    with _client(args) as c:
+        n = _call(c.retry_notification, args.notification_id)
+    print(as_json(n) if args.json else f"notification {n.id} to {n.target}: {_notification_state(n)}, sending again")
+    return 0
+
+
 def _read_rules(path: str) -> tuple[str, str]:
     """(source, filename) to send: a rule file, or a folder's files joined exactly as the server joins
     its --rules folder (dsl/loader.py), with errors at their real files and lines."""

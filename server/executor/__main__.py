@@ -24,7 +24,7 @@ from ..logging_setup import configure_logging
 # The Settings fields a worker process uses (README, Configuration, describes each).
 WORKER_SETTINGS = ("database_url", "data_dir", "executor", "workers", "dask_scheduler", "job_lease",
                    "job_timeout", "log_format", "log_level", "connect_timeout", "data_sources", "data_root",
-                   "entry_point")
+                   "entry_point", "config")
 
 
 def _parse(argv: list[str] | None) -> argparse.Namespace:

@@ -28,6 +28,7 @@ import asyncpg
 import structlog
 
 from ..db.pool import CONNECTION_ERRORS, transaction
+from ..notify import events as notify_events
 from ..store import jobs as job_store
 from ..store import queue
 from .backends import Backend, create_backend, is_worker_lost
@@ -333,6 +334,7 @@ class JobRunner:
                 fields = await self.kind.record(conn, owned, result)
                 row = await queue.complete(conn, entry.id, entry.token, **fields)
                 await job_store.record_feedback(conn, row)
+                await notify_events.record_job_outcome(conn, self.settings.notify, row)
         except Exception as exc:  # noqa: BLE001 - recording failed: the attempt failed
             await self._fail(entry, exc, jlog)
             return
@@ -355,6 +357,7 @@ class JobRunner:
                 return
             if row["state"] == "FAILED":
                 await job_store.record_feedback(conn, row)
+                await notify_events.record_job_outcome(conn, self.settings.notify, row)
         if row["state"] == "FAILED":
             jlog.error("retrain.job_failed", error=error, attempts=row["attempt"], retryable=retryable)
         else:
@@ -417,6 +420,7 @@ class JobRunner:
                     for row in rows:
                         if row["state"] != "QUEUED":
                             await job_store.record_feedback(conn, row)
+                            await notify_events.record_job_outcome(conn, self.settings.notify, row)
             except Exception as exc:  # noqa: BLE001 - the next round retries
                 self.log.warning("retrain.rescue_failed", error=str(exc) or type(exc).__name__)
                 continue

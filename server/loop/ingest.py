@@ -9,7 +9,7 @@ writes the batch:
 - otherwise, in one transaction: take the decision locks of the models rules want to act on → read
   their state (cooldowns, active job, budget) → decide every alert in arrival order → insert the
   alerts with their final state → queue new jobs, fold coalescing triggers into active ones →
-  insert the actions.
+  insert the actions → write the outbox rows of `notify TARGET` actions (notify/events.py).
 
 All of it commits or none of it does, so a decision is never half-written. That is also what lets a
 failed batch be written again without the request that failed it (see `_write_batch`).
@@ -29,7 +29,9 @@ from closedloop.dsl import RuleMatch
 from closedloop.dsl.facts import alert_facts
 
 from ..db.pool import CONNECTION_ERRORS
+from ..config import NotifySettings
 from ..errors import AlreadyExists, ClosedLoopError, FieldViolation, InternalError, InvalidArgument, Unavailable
+from ..notify import events as notify_events
 from ..store import alerts as alert_store
 from ..store import clock
 from ..store import models as model_store
@@ -70,9 +72,10 @@ class AlertIngestor:
     def __init__(self, pool: asyncpg.Pool, rules: RuleEngine, facts: ModelFactsCache, *,
                  max_batch: int = 512, writers: int = 2, max_pending: int = 8192, linger: float = 0.002,
                  job_max_attempts: int | None = None, job_timeout_s: float | None = None,
-                 wait_timeout: float | None = None) -> None:
+                 wait_timeout: float | None = None, notify: NotifySettings | None = None) -> None:
         self.pool = pool
         self.wait_timeout = wait_timeout  # the longest submit() waits for its batch (--db-timeout)
+        self.notify = notify or NotifySettings()
         self.job_max_attempts = job_max_attempts
         self.job_timeout_s = job_timeout_s
         self.rules = rules
@@ -279,6 +282,9 @@ class AlertIngestor:
         for i, job_id in new_jobs.items():
             first = next(r for r in by_alert[row_of[i]["id"]] if r["job_id"] == job_id)
             await job_queue.set_trigger_action(conn, job_id, first["id"])
+        await notify_events.record_alert_matches(conn, [
+            (row_of[i]["id"], _alert_fields(batch[i].new), batch[i].matches, by_alert.get(row_of[i]["id"], []))
+            for i in fresh])
         for i in fresh:
             results[i] = self._result(batch[i], row_of[i], decisions[i].alert_state,
                                       by_alert.get(row_of[i]["id"], []), version)
@@ -344,8 +350,9 @@ class AlertIngestor:
     async def _rollback(self, conn, model_id: str, alert_id: int, decision: AlertDecision) -> None:
         from ..store import versions as version_store
 
-        await version_store.rollback(conn, model_id, to_version=None,
-                                     reason=f"rule {decision.rollback.rule} on alert {alert_id}")
+        change = await version_store.rollback(conn, model_id, to_version=None,
+                                              reason=f"rule {decision.rollback.rule} on alert {alert_id}")
+        await notify_events.record_rollback(conn, self.notify, change, alert_id=alert_id, rule=decision.rollback.rule)
 
     async def _resolve_duplicates(self, conn, batch, indexes: list[int], results: list) -> None:
         """A request_id seen before: the stored alert if the payload is the same, else ALREADY_EXISTS."""

@@ -28,9 +28,12 @@ class ActiveRules:
 
 
 class RuleEngine:
-    def __init__(self, pool: asyncpg.Pool, rules_path: pathlib.Path | None) -> None:
+    def __init__(self, pool: asyncpg.Pool, rules_path: pathlib.Path | None,
+                 targets: frozenset[str] | None = None) -> None:
+        """`targets`: the configured notification target names `notify` may use (None: unchecked)."""
         self.pool = pool
         self.rules_path = rules_path
+        self.targets = targets
         self.active: ActiveRules | None = None
 
     async def load_at_start(self) -> ActiveRules:
@@ -40,11 +43,11 @@ class RuleEngine:
         if self.rules_path is not None:
             # The same loader as `closedloop rules check`: a folder joined as check joins it, errors
             # at their real files and lines. RuleCompileError propagates: bad --rules stops start-up.
-            compiled = load_rule_tree(self.rules_path)
+            compiled = load_rule_tree(self.rules_path, targets=self.targets)
         else:
             source, filename = ((stored["source"], stored["filename"]) if stored is not None
                                 else load_default_rules())
-            compiled = compile_rules(source, filename)
+            compiled = compile_rules(source, filename, targets=self.targets)
         if stored is not None and stored["sha256"] == compiled.sha256:
             self.active = ActiveRules(stored["version"], compiled)
         else:
@@ -67,7 +70,7 @@ class RuleEngine:
                 # Most likely a file caught half-written by an editor or deploy; an intentionally
                 # empty rule set can still be applied with ApplyRules.
                 raise OSError(f"{self.rules_path} is empty")
-            compiled = load_rule_tree(self.rules_path)
+            compiled = load_rule_tree(self.rules_path, targets=self.targets)
         except (OSError, RuleCompileError) as exc:
             log.error("rules.reload_failed", error=str(exc), kept_version=self.active.version if self.active else 0)
             return None
@@ -82,7 +85,7 @@ class RuleEngine:
         if stored is None or (self.active is not None and stored["version"] == self.active.version):
             return
         try:
-            compiled = compile_rules(stored["source"], stored["filename"])
+            compiled = compile_rules(stored["source"], stored["filename"], targets=self.targets)
         except RuleCompileError as exc:
             log.error("rules.refresh_failed", version=stored["version"], error=str(exc))
             return
