@@ -3,9 +3,10 @@
     create_server(settings) -> (server, port)   # tests: listen on port 0, then server.stop()
     serve(settings)                              # the CLI: run until SIGTERM/SIGINT, SIGHUP reloads rules
 
-Start: embedded PostgreSQL (when no URL) → pool → migrations → rules → executor → gRPC.
-Stop: health NOT_SERVING → gRPC stop with a grace period (in-flight RPCs finish) → ingest drained →
-background tasks → executor (claimed jobs return to the queue) → pool → embedded PostgreSQL.
+Start: embedded PostgreSQL (when no URL) → pool → migrations → rules → executor → gRPC → background
+tasks (age sweep, the HTTP side).
+Stop: health NOT_SERVING → gRPC stop with a grace period (in-flight RPCs finish) → background tasks
+(the HTTP side) → ingest drained → executor (claimed jobs return to the queue) → pool → embedded PostgreSQL.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from .loop.model_cache import ModelFactsCache
 from .loop.ingest import AlertIngestor
 from .logging_setup import configure_logging
 from .loop.rule_engine import RuleEngine
-from .http.prometheus import MetricsEndpoint
+from .http.server import HttpSide
 from .store.models import MODELS_CHANGED_CHANNEL
 from .store.rules import RULES_CHANGED_CHANNEL
 
@@ -76,6 +77,8 @@ class ClosedLoopServer:
         self.facts: ModelFactsCache | None = None
         self.ingestor: AlertIngestor | None = None
         self.runner = None  # executor.runner.JobRunner when this process runs workers
+        self.http: HttpSide | None = None  # with --http-listen; .port is the bound port
+        self.serving_status = "NOT_SERVING"  # the "" service's gRPC health, mirrored by /healthz
         self._listener: asyncpg.Connection | None = None
         self._tasks: list = []
         self._stopped = asyncio.Event()
@@ -86,6 +89,9 @@ class ClosedLoopServer:
         if not s.auth_enabled and not _is_loopback(s.listen):
             raise ConfigError(f"--listen {s.listen} is not a loopback address: configure --auth-tokens "
                               "first (without auth closedloop only listens on loopback)")
+        if not s.auth_enabled and s.http_address and not _is_loopback(s.http_address):
+            raise ConfigError(f"--http-listen {s.http_address} is not a loopback address: configure --auth-tokens "
+                              "first (without auth the HTTP side only listens on loopback)")
         authenticator = Authenticator(load_tokens(s.auth_tokens)) if s.auth_tokens else None
         try:
             if self.database_url is None:
@@ -112,8 +118,9 @@ class ClosedLoopServer:
             await self.grpc.start()
             if s.age_sweep_interval > 0:
                 self._tasks.append(AgeSweep(self.pool, self.rules, self.ingestor, s.age_sweep_interval))
-            if s.metrics_listen:
-                self._tasks.append(MetricsEndpoint(s.metrics_listen, self))
+            if s.http_address:
+                self.http = HttpSide(s.http_address, self, authenticator)
+                self._tasks.append(self.http)
             for task in self._tasks:
                 await task.start()
         except BaseException:
@@ -151,6 +158,8 @@ class ClosedLoopServer:
             raise ConfigError(f"cannot listen on {s.listen}")
 
     async def _set_health(self, name: str, status) -> None:
+        if name == "":
+            self.serving_status = health_pb2.HealthCheckResponse.ServingStatus.Name(status)
         result = self.health.set(name, status)
         if asyncio.iscoroutine(result):
             await result

@@ -34,6 +34,7 @@ METHOD_ROLES = {
     "/closedloop.v1.RetrainService/ListJobs": "read",
     "/closedloop.v1.RetrainService/WatchJob": "read",
     "/closedloop.v1.RetrainService/GetFeedbackReport": "read",
+    "/closedloop.http/Metrics": "read",  # the HTTP side's /metrics (http/server.py)
 }
 
 

@@ -19,6 +19,7 @@ import structlog
 from grpc_status import rpc_status
 
 from ..db.pool import database_error
+from ..metrics import timed_rpc
 from ..errors import ClosedLoopError, to_status
 from .auth import Authenticator
 
@@ -112,6 +113,6 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, authenticator) -> grpc.Rp
                           ("stream_stream", grpc.stream_stream_rpc_method_handler)):
         inner = getattr(handler, kind)
         if inner is not None:
-            return factory(guard(inner), request_deserializer=handler.request_deserializer,
+            return factory(guard(timed_rpc(inner, rpc_name, kind)), request_deserializer=handler.request_deserializer,
                            response_serializer=handler.response_serializer)
     return handler

@@ -27,6 +27,7 @@ from typing import Any
 import asyncpg
 import structlog
 
+from .. import metrics
 from ..db.pool import CONNECTION_ERRORS, transaction
 from ..store import jobs as job_store
 from ..store import queue
@@ -248,6 +249,7 @@ class JobRunner:
 
     def _start_job(self, job: asyncpg.Record) -> None:
         entry = _Running(job, str(job["lease_token"]))
+        metrics.record_job_claimed(job)
         self._running[job["id"]] = entry
         task = asyncio.get_running_loop().create_task(self._run(entry), name=f"retrain-job-{job['id']}")
         self._job_tasks.add(task)
@@ -347,6 +349,7 @@ class JobRunner:
         except Exception as exc:  # noqa: BLE001 - recording failed: the attempt failed
             await self._fail(entry, exc, jlog)
             return
+        metrics.record_job_finished("succeeded", time.monotonic() - entry.claimed_at, bool(row["promoted"]))
         jlog.info("retrain.job_succeeded", promoted=row["promoted"], new_version=row["new_version"],
                   metric=row["metric"], champion=row["champion_metric"], challenger=row["challenger_metric"],
                   run_s=round(time.monotonic() - entry.claimed_at, 3))
@@ -366,6 +369,7 @@ class JobRunner:
         elif state == "CANCELLED":
             jlog.info("retrain.job_cancelled", when="finished as cancellation arrived")
         else:
+            metrics.record_job_finished("succeeded", time.monotonic() - entry.claimed_at)
             jlog.info("retrain.job_succeeded", run_s=round(time.monotonic() - entry.claimed_at, 3))
 
     async def _fail(self, entry: _Running, exc: BaseException, jlog: Any) -> None:
@@ -383,6 +387,7 @@ class JobRunner:
                 return
             if row["state"] == "FAILED":
                 await job_store.record_feedback(conn, row)
+        metrics.record_job_finished("failed" if row["state"] == "FAILED" else "retry")
         if row["state"] == "FAILED":
             jlog.error("retrain.job_failed", error=error, attempts=row["attempt"], retryable=retryable)
         else:
@@ -403,8 +408,10 @@ class JobRunner:
         if row is None:
             jlog.warning("retrain.completion_fenced", reason=f"lease lost before {reason} was recorded")
         elif reason == "cancel":
+            metrics.record_job_finished("cancelled")
             jlog.info("retrain.job_cancelled")
         else:
+            metrics.record_job_finished("released")
             jlog.info("retrain.job_released")
 
     async def _complete_batches(self) -> None:
