@@ -52,7 +52,7 @@ SEVERITIES = {
 }
 DEFAULT_SEVERITY = common_pb2.SEVERITY_MEDIUM
 METRIC_ANNOTATION_PREFIX = "metric_"
-_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])")
 _NOT_KEY = re.compile(r"[^a-z0-9_.-]+")
 
 
