@@ -77,7 +77,7 @@ def run_empty_http_server(port_queue) -> None:
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        port_queue.put(site._server.sockets[0].getsockname()[1])
+        port_queue.put(runner.addresses[0][1])
         await asyncio.Event().wait()
 
     asyncio.run(main())

@@ -81,7 +81,7 @@ class HttpSide:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, ssl_context=context, reuse_port=False)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # the bound port when 0 was asked for
+        self.port = self._runner.addresses[0][1]  # the bound port when 0 was asked for
         log.info("http.listening", host=self.host, port=self.port, tls=context is not None,
                  auth="tokens" if self.authenticator else "off (loopback only)")
 
