@@ -7,7 +7,7 @@ registers, which the dashboards and the metric-name test must not depend on.
 
 Counters and histograms are per process (each replica exports its own; Prometheus sums them). The
 database truths every replica shares (queue depth, table sizes) are read at scrape time by
-http/metrics.py from store/stats.py, not counted here.
+http/metrics_page.py from store/stats.py, not counted here.
 """
 
 from __future__ import annotations

@@ -118,8 +118,10 @@ def map_alert(raw, index: int, mapping: Mapping) -> tuple[Mapped | None, list[Fi
         v.add("startsAt", f"must be an RFC 3339 time, got {str(starts)[:40]!r}")
     request_id = f"am:{fingerprint}:{starts}"
     check_request_id(v, request_id, "fingerprint")
-    if v.items or status == "resolved":
-        return (None if v.items else Mapped(status, fingerprint, alert_pb2.CreateAlertRequest(request_id=request_id))), v.items
+    if v.items:
+        return None, v.items
+    if status == "resolved":  # only its identity matters: it resolves what the firing one stored
+        return Mapped(status, fingerprint, alert_pb2.CreateAlertRequest(request_id=request_id)), []
 
     alert = alert_pb2.Alert(source=SOURCE)
     alert.observe_time.CopyFrom(observe)

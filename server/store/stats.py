@@ -1,10 +1,10 @@
-"""Database truths for the HTTP side's /metrics scrape (http/metrics.py), cheap at any table size.
+"""Database truths for the HTTP side's /metrics scrape (http/metrics_page.py), cheap at any table size.
 
 What every replica shares lives in the database: the job queue's depth and its oldest wait. Both
 read only the active jobs through the partial indexes on retrain_jobs (WHERE state = 'QUEUED' /
 'RUNNING'), so their cost follows the queue's length, not the history's. Table sizes come from the
 planner's estimate in pg_class (kept fresh by autovacuum), never from count(*): a scrape never reads
-the alert or action tables (tests/acceptance/test_http_metrics.py EXPLAINs these statements).
+the alert or action tables (tests/acceptance/test_http.py EXPLAINs these statements).
 Counts of what happened (alerts ingested, decisions, promotions) are process counters (metrics.py).
 """
 
