@@ -1,13 +1,20 @@
-"""Ingest benchmark: the real server against an empty grpc.aio handler, same load, same run.
+"""Ingest benchmark: the real server against empty handlers, same load, same run; and /metrics.
 
-    python bench/ingest.py [--alerts 6000] [--concurrency 64]
+    python bench/ingest.py [--alerts 6000] [--concurrency 64] [--stored-alerts 1000000]
 
 Baseline: an in-process empty grpc.aio service (unary and bidirectional streaming) with the same
 request message, driven by the same client loop. Real: closedloop's CreateAlert and StreamAlerts on
 the embedded PostgreSQL, every reply sent after its alert is committed. Alerts are for models with no
 retrain-worthy metrics so the figure is ingest (the loop's cost is bench/loop.py's). The server runs
 in its own process, like the baseline, so client and server do not share one event loop.
-Last line: RESULT unary_ratio=… stream_ratio=… unary_p99_ms=…
+
+The HTTP JSON path: POST /v1/alerts on closedloop's HTTP side against an empty aiohttp handler
+that parses the same JSON body and answers a small JSON alert (its own process too).
+The scrape: GET /metrics timed (best of 50: on a shared machine the minimum is the scrape's own
+cost, a median adds the neighbours' load) after the runs above (the process counters are then
+as full as they get; the database holds their ~18,000 alerts) and again after --stored-alerts alerts
+and one action each are bulk-inserted and vacuumed: a scrape must not grow with the tables.
+Last line: RESULT unary_ratio=… stream_ratio=… http_ratio=… scrape_ratio=… unary_p99_ms=…
 """
 
 from __future__ import annotations
@@ -21,7 +28,10 @@ import sys
 import tempfile
 import time
 
+import aiohttp
 import grpc
+from aiohttp import web
+from google.protobuf import json_format
 
 from closedloop.v1 import alert_pb2, alert_pb2_grpc
 
@@ -56,6 +66,25 @@ def run_empty_server(port_queue) -> None:
     asyncio.run(main())
 
 
+def run_empty_http_server(port_queue) -> None:
+    """The HTTP ceiling: aiohttp parsing the same JSON body and answering a small JSON alert."""
+    async def create(request):
+        body = await request.json()
+        return web.json_response({"id": "1", "modelId": body["alert"]["modelId"]})
+
+    async def main():
+        app = web.Application()
+        app.router.add_post("/v1/alerts", create)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port_queue.put(runner.addresses[0][1])
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
 def run_real_server(port_queue, data_dir: str) -> None:
     from closedloop.server.app import create_server
     from closedloop.server.config import Settings
@@ -65,13 +94,13 @@ def run_real_server(port_queue, data_dir: str) -> None:
 
     async def main():
         settings = Settings(data_dir=data_dir, listen="127.0.0.1:0", run_workers=False, age_sweep_interval=0,
-                            log_format="json", log_level="warning")
+                            log_format="json", log_level="warning", http_listen="127.0.0.1:0")
         server, port = await create_server(settings)
         # The benchmark ends this process with SIGTERM: stop properly, so the embedded PostgreSQL
         # stops with it instead of running on after the benchmark.
         stopping = asyncio.Event()
         asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stopping.set)
-        port_queue.put(port)
+        port_queue.put((port, server.http.port))
         await stopping.wait()
         await server.stop(1)
 
@@ -112,6 +141,65 @@ async def drive_stream(target: str, n: int, prefix: str) -> float:
         return n / (time.perf_counter() - start)
 
 
+async def drive_http(base: str, n: int, concurrency: int, prefix: str) -> tuple[float, list[float]]:
+    """POST /v1/alerts with the JSON mapping of the same requests, `concurrency` at a time."""
+    bodies = [json_format.MessageToJson(request(i, prefix), indent=None) for i in range(n)]
+    latencies: list[float] = []
+    headers = {"Content-Type": "application/json"}
+    async with aiohttp.ClientSession(base, connector=aiohttp.TCPConnector(limit=concurrency)) as http:
+        async with http.post("/v1/alerts", data=json_format.MessageToJson(request(-1, prefix + "warm")),
+                             headers=headers) as r:
+            assert r.status == 200, await r.text()
+        counter = iter(range(n))
+
+        async def worker():
+            for i in counter:
+                t = time.perf_counter()
+                async with http.post("/v1/alerts", data=bodies[i], headers=headers) as r:
+                    await r.read()
+                    assert r.status == 200, r.status
+                latencies.append(time.perf_counter() - t)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return n / (time.perf_counter() - start), latencies
+
+
+async def scrape_ms(base: str, times: int = 50) -> float:
+    """Best wall time of GET /metrics over `times` scrapes (after two warm-ups)."""
+    spent = []
+    async with aiohttp.ClientSession(base) as http:
+        for _ in range(times + 2):
+            t = time.perf_counter()
+            async with http.get("/metrics") as r:
+                await r.read()
+                assert r.status == 200
+            spent.append(time.perf_counter() - t)
+    return min(spent[2:]) * 1000
+
+
+async def store_alerts(pg_handle, count: int) -> None:
+    """Bulk-insert `count` alerts with one action each, like a long-lived deployment's history, then
+    ANALYZE (autovacuum would)."""
+    import asyncpg
+
+    conn = await asyncpg.connect(pg_handle.get_uri())
+    try:
+        await conn.execute(
+            """INSERT INTO monitoring_alert_triggers (model_id, alert_type, severity, metrics, observe_time, state)
+               SELECT 'hist-' || (g % 500), 'drift', 2, '{"drift_score": 0.1}', now() - g * interval '1 second',
+                      'RESOLVED'
+                 FROM generate_series(1, $1) g""", count)
+        await conn.execute(
+            """INSERT INTO closed_loop_actions (alert_id, model_id, rule, rule_set_version, kind, decision, reason)
+               SELECT id, model_id, 'drift_auto_retrain', 1, 'RECORD', 'RECORDED', 'history'
+                 FROM monitoring_alert_triggers WHERE model_id LIKE 'hist-%'""")
+        await conn.execute("VACUUM ANALYZE")  # what autovacuum does after a bulk load
+        await conn.execute("CHECKPOINT")
+    finally:
+        await conn.close()
+
+
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))] * 1000
@@ -143,34 +231,53 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--alerts", type=int, default=6000)
     ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--stored-alerts", type=int, default=1_000_000)
     args = ap.parse_args()
     n, c = args.alerts, args.concurrency
     data_dir = tempfile.mkdtemp(prefix="closedloop-bench-")
     empty, empty_port = start(run_empty_server)
-    real, real_port = start(run_real_server, data_dir)
+    empty_http, empty_http_port = start(run_empty_http_server)
+    real, (real_port, real_http_port) = start(run_real_server, data_dir)
+    real_http = f"http://127.0.0.1:{real_http_port}"
+    pg_handle = None
     try:
         base_unary, base_lat = asyncio.run(drive_unary(f"127.0.0.1:{empty_port}", n, c, "e"))
         base_stream = asyncio.run(drive_stream(f"127.0.0.1:{empty_port}", n, "es"))
+        base_http, base_http_lat = asyncio.run(drive_http(f"http://127.0.0.1:{empty_http_port}", n, c, "eh"))
         real_unary, real_lat = asyncio.run(drive_unary(f"127.0.0.1:{real_port}", n, c, "u"))
         real_stream = asyncio.run(drive_stream(f"127.0.0.1:{real_port}", n, "s"))
+        real_http_rate, real_http_lat = asyncio.run(drive_http(real_http, n, c, "h"))
         stored, pg_handle = asyncio.run(committed(data_dir))
+        scrape_empty = asyncio.run(scrape_ms(real_http))
+        started = time.perf_counter()
+        asyncio.run(store_alerts(pg_handle, args.stored_alerts))
+        insert_s = time.perf_counter() - started
+        scrape_full = asyncio.run(scrape_ms(real_http))
     finally:
-        for p in (empty, real):
+        for p in (empty, empty_http, real):
             p.terminate()
             p.join(30)
-    pg_handle.cleanup()
-    expected = 2 * n + 1
+    if pg_handle is not None:
+        pg_handle.cleanup()
+    expected = 3 * n + 2
     print(f"empty handler   unary  {base_unary:8.0f} alerts/s  p50 {pct(base_lat, .5):6.2f} ms  p99 {pct(base_lat, .99):6.2f} ms (C={c})")
     print(f"empty handler   stream {base_stream:8.0f} alerts/s")
     print(f"closedloop      unary  {real_unary:8.0f} alerts/s  p50 {pct(real_lat, .5):6.2f} ms  p99 {pct(real_lat, .99):6.2f} ms (C={c})")
     print(f"closedloop      stream {real_stream:8.0f} alerts/s")
+    print(f"empty aiohttp   http   {base_http:8.0f} alerts/s  p50 {pct(base_http_lat, .5):6.2f} ms  p99 {pct(base_http_lat, .99):6.2f} ms (C={c})")
+    print(f"closedloop      http   {real_http_rate:8.0f} alerts/s  p50 {pct(real_http_lat, .5):6.2f} ms  p99 {pct(real_http_lat, .99):6.2f} ms (C={c})")
     print(f"ratios: unary {real_unary / base_unary:.2f}  stream {real_stream / base_stream:.2f}  "
-          f"(target >= 0.6 each); committed rows {stored} of {expected} sent")
+          f"http {real_http_rate / base_http:.2f} (target >= 0.6 each); committed rows {stored} of {expected} sent")
+    print(f"closedloop http / closedloop unary gRPC: {real_http_rate / real_unary:.2f} (same ingest path, JSON instead of protobuf)")
+    print(f"/metrics scrape: {scrape_empty:.2f} ms with the {stored:,} alerts above, {scrape_full:.2f} ms with "
+          f"{args.stored_alerts:,} more alerts and actions (inserted in {insert_s:.0f} s): "
+          f"ratio {scrape_full / scrape_empty:.2f} (target <= 2)")
     if stored != expected:
         print("ERROR: not every alert was committed", file=sys.stderr)
         sys.exit(1)
     print(f"RESULT unary_ratio={real_unary / base_unary:.2f} stream_ratio={real_stream / base_stream:.2f} "
-          f"unary_p99_ms={pct(real_lat, .99):.2f} unary_alerts_per_s={real_unary:.0f} stream_alerts_per_s={real_stream:.0f}")
+          f"http_ratio={real_http_rate / base_http:.2f} scrape_ratio={scrape_full / scrape_empty:.2f} "
+          f"scrape_ms={scrape_empty:.2f}/{scrape_full:.2f} unary_p99_ms={pct(real_lat, .99):.2f} unary_alerts_per_s={real_unary:.0f} stream_alerts_per_s={real_stream:.0f}")
 
 
 if __name__ == "__main__":

@@ -3,10 +3,11 @@
     create_server(settings) -> (server, port)   # tests: listen on port 0, then server.stop()
     serve(settings)                              # the CLI: run until SIGTERM/SIGINT, SIGHUP reloads rules
 
-Start: embedded PostgreSQL (when no URL) → pool → migrations → rules → database watch → executor → gRPC.
+Start: embedded PostgreSQL (when no URL) → pool → migrations → rules → database watch → executor → gRPC →
+background tasks (age sweep, the HTTP side, notification delivery).
 Stop: health NOT_SERVING → drain (still answering, so load balancers notice) → gRPC stop with a grace
-period (in-flight RPCs finish) → ingest drained → background tasks → executor (claimed jobs return to
-the queue) → database watch → pool → embedded PostgreSQL.
+period (in-flight RPCs finish) → background tasks (the HTTP side) → ingest drained → executor (claimed
+jobs return to the queue) → database watch → pool → embedded PostgreSQL.
 Health is SERVING only while started, not draining, and the database answers (db/listener.py).
 """
 
@@ -44,7 +45,7 @@ from .loop.model_cache import ModelFactsCache
 from .loop.ingest import AlertIngestor
 from .logging_setup import configure_logging
 from .loop.rule_engine import RuleEngine
-from .http.prometheus import MetricsEndpoint
+from .http.server import HttpSide
 from .notify.worker import DeliveryWorker
 from .store.models import MODELS_CHANGED_CHANNEL
 from .store.rules import RULES_CHANGED_CHANNEL
@@ -73,22 +74,20 @@ def _is_loopback(listen: str) -> bool:
 
 
 def check_exposure(s: Settings) -> None:
-    """Refuse to put secrets or unauthenticated data on the network by accident (README, Security).
+    """Refuse to put secrets or unauthenticated calls on the network by accident (README, Security).
 
-    Off loopback, gRPC needs bearer tokens, and those tokens need TLS unless the operator says
-    --allow-insecure (e.g. TLS ends at a sidecar). The metrics endpoint has no authentication at all,
-    so off loopback it needs --allow-insecure too."""
-    if not _is_loopback(s.listen):
+    Off loopback, gRPC and the HTTP side (which ingests alerts too) need bearer tokens, and those
+    tokens need TLS unless the operator says --allow-insecure (e.g. TLS ends at a sidecar on the host)."""
+    for flag, address in (("--listen", s.listen), ("--http-listen", s.http_address)):
+        if not address or _is_loopback(address):
+            continue
         if not s.auth_enabled:
-            raise ConfigError(f"--listen {s.listen} is not a loopback address: configure --auth-tokens "
-                              "first (without auth closedloop only listens on loopback)")
+            raise ConfigError(f"{flag} {address} is not a loopback address: configure --auth-tokens first "
+                              "(without auth closedloop only listens on loopback)")
         if s.tls_cert is None and not s.allow_insecure:
-            raise ConfigError(f"--listen {s.listen} is not a loopback address and TLS is off: bearer tokens would "
+            raise ConfigError(f"{flag} {address} is not a loopback address and TLS is off: bearer tokens would "
                               "cross the network in clear text; configure --tls-cert/--tls-key, or pass "
                               "--allow-insecure if TLS is terminated in front of closedloop")
-    if s.metrics_listen and not _is_loopback(s.metrics_listen) and not s.allow_insecure:
-        raise ConfigError(f"--metrics-listen {s.metrics_listen} is not a loopback address: the metrics endpoint "
-                          "has no authentication; keep it on loopback, or pass --allow-insecure to expose it")
 
 
 class ClosedLoopServer:
@@ -108,6 +107,8 @@ class ClosedLoopServer:
         self.runner = None  # executor.runner.JobRunner when this process runs workers
         self.watch: DatabaseWatch | None = None
         self.notifier: DeliveryWorker | None = None  # when this process runs workers and targets exist
+        self.http: HttpSide | None = None  # with --http-listen; .port is the bound port
+        self.serving_status = "NOT_SERVING"  # the "" service's gRPC health, mirrored by /healthz
         self._tasks: list = []
         self._background: set[asyncio.Task] = set()
         self._started = False
@@ -152,8 +153,9 @@ class ClosedLoopServer:
             await self.grpc.start()
             if s.age_sweep_interval > 0:
                 self._tasks.append(AgeSweep(self.pool, self.rules, self.ingestor, s.age_sweep_interval))
-            if s.metrics_listen:
-                self._tasks.append(MetricsEndpoint(s.metrics_listen, self))
+            if s.http_address:
+                self.http = HttpSide(s.http_address, self, authenticator)
+                self._tasks.append(self.http)
             if self.notifier is not None:
                 self._tasks.append(self.notifier)
             for task in self._tasks:
@@ -199,6 +201,7 @@ class ClosedLoopServer:
         """SERVING while started, not draining and the database answers; NOT_SERVING otherwise."""
         serving = self._started and not self._draining and (self.watch is None or self.watch.reachable)
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
+        self.serving_status = health_pb2.HealthCheckResponse.ServingStatus.Name(status)  # for /healthz
         for name in ["", *SERVICE_NAMES]:
             result = self.health.set(name, status)
             if asyncio.iscoroutine(result):

@@ -207,8 +207,21 @@ class Settings:
     dask_scheduler: str | None = None
     # Run the job workers in this process; off for ingest-only replicas.
     run_workers: bool = True
-    # Prometheus-style text metrics over HTTP, e.g. 127.0.0.1:9464; None: off.
+    # The HTTP side (http/): /metrics, /healthz, /readyz, the Alertmanager receiver and JSON alerts,
+    # e.g. 127.0.0.1:9464; None: off. Same auth as gRPC; without auth only a loopback address.
+    http_listen: str | None = None
+    # Deprecated alias of http_listen (before the HTTP side it served only /metrics); kept so that
+    # existing deployments keep their scrape address. See `http_address`.
     metrics_listen: str | None = None
+    # Alertmanager receiver mapping (README "Connecting Prometheus, Alertmanager and your pager"):
+    # the label naming the model, the label naming the alert type (absent: the alertname in
+    # snake_case), the label carrying the severity (absent: medium), the annotation carrying the
+    # number, and the label naming the metric that number is (absent: "<type>_score").
+    alertmanager_model_label: str = "model_id"
+    alertmanager_type_label: str = "type"
+    alertmanager_severity_label: str = "severity"
+    alertmanager_value_annotation: str = "value"
+    alertmanager_metric_label: str = "metric"
     # TLS: server certificate and key (PEM files); a client CA turns on mutual TLS.
     tls_cert: pathlib.Path | None = None
     tls_key: pathlib.Path | None = None
@@ -259,6 +272,12 @@ class Settings:
             problems.append("--workers must be >= 0")
         if ":" not in self.listen:
             problems.append(f"--listen must be host:port, not {self.listen!r}")
+        for name in ("http_listen", "metrics_listen"):
+            value = getattr(self, name)
+            if value is not None and ":" not in value:
+                problems.append(f"--{name.replace('_', '-')} must be host:port, not {value!r}")
+        if self.http_listen and self.metrics_listen and self.http_listen != self.metrics_listen:
+            problems.append("--metrics-listen is the old name of --http-listen: give one of them")
         if (self.tls_cert is None) != (self.tls_key is None):
             problems.append("--tls-cert and --tls-key go together")
         if self.tls_client_ca is not None and self.tls_cert is None:
@@ -286,6 +305,11 @@ class Settings:
     @property
     def auth_enabled(self) -> bool:
         return self.auth_tokens is not None
+
+    @property
+    def http_address(self) -> str | None:
+        """Where the HTTP side listens: --http-listen, or the deprecated --metrics-listen; None: off."""
+        return self.http_listen or self.metrics_listen
 
 
 def _repeatable(f: dataclasses.Field) -> bool:

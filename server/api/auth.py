@@ -55,6 +55,7 @@ METHOD_ROLES = {
     f"{_SERVICE}RetrainService/ListJobs": "read",
     f"{_SERVICE}RetrainService/WatchJob": "read",
     f"{_SERVICE}RetrainService/GetFeedbackReport": "read",
+    "/closedloop.http/Metrics": "read",  # the HTTP side's /metrics (http/server.py)
 }
 # RPCs that act on or reveal every model at once: an unscoped token only. (Rule sets are global;
 # a backtest replays every model's alerts; the audit trail names every model.)

@@ -33,6 +33,7 @@ from ..errors import ClosedLoopError, FieldViolation, InvalidArgument, to_status
 from .audit import AUDITED_METHODS, Auditor
 from .auth import Authenticator, bind_caller
 from .validation import malformed, pending_malformed
+from ..metrics import timed_rpc
 
 log = structlog.get_logger(__name__)
 
@@ -225,6 +226,7 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, authenticator, auditor) -
             ("stream_stream", grpc.stream_stream_rpc_method_handler, True)):
         inner = getattr(handler, kind)
         if inner is not None:
-            return factory(guard(inner, streaming_requests), request_deserializer=_tolerant(handler.request_deserializer),
+            return factory(guard(timed_rpc(inner, rpc_name, kind), streaming_requests),
+                           request_deserializer=_tolerant(handler.request_deserializer),
                            response_serializer=handler.response_serializer)
     return handler

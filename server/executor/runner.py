@@ -27,6 +27,7 @@ from typing import Any
 import asyncpg
 import structlog
 
+from .. import metrics
 from ..db.pool import CONNECTION_ERRORS, transaction
 from ..notify import events as notify_events
 from ..store import jobs as job_store
@@ -242,6 +243,7 @@ class JobRunner:
 
     def _start_job(self, job: asyncpg.Record) -> None:
         entry = _Running(job, str(job["lease_token"]))
+        metrics.record_job_claimed(job)
         self._running[job["id"]] = entry
         task = asyncio.get_running_loop().create_task(self._run(entry), name=f"retrain-job-{job['id']}")
         self._job_tasks.add(task)
@@ -338,6 +340,7 @@ class JobRunner:
         except Exception as exc:  # noqa: BLE001 - recording failed: the attempt failed
             await self._fail(entry, exc, jlog)
             return
+        metrics.record_job_finished("succeeded", time.monotonic() - entry.claimed_at, bool(row["promoted"]))
         jlog.info("retrain.job_succeeded", promoted=row["promoted"], new_version=row["new_version"],
                   metric=row["metric"], champion=row["champion_metric"], challenger=row["challenger_metric"],
                   run_s=round(time.monotonic() - entry.claimed_at, 3))
@@ -358,6 +361,7 @@ class JobRunner:
             if row["state"] == "FAILED":
                 await job_store.record_feedback(conn, row)
                 await notify_events.record_job_outcome(conn, self.settings.notify, row)
+        metrics.record_job_finished("failed" if row["state"] == "FAILED" else "retry")
         if row["state"] == "FAILED":
             jlog.error("retrain.job_failed", error=error, attempts=row["attempt"], retryable=retryable)
         else:
@@ -378,8 +382,10 @@ class JobRunner:
         if row is None:
             jlog.warning("retrain.completion_fenced", reason=f"lease lost before {reason} was recorded")
         elif reason == "cancel":
+            metrics.record_job_finished("cancelled")
             jlog.info("retrain.job_cancelled")
         else:
+            metrics.record_job_finished("released")
             jlog.info("retrain.job_released")
 
     # -- leases ------------------------------------------------------------------------------------

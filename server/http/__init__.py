@@ -1,0 +1,1 @@
+"""The HTTP side (--http-listen): server.py assembles the routes; see its docstring."""

@@ -28,6 +28,7 @@ import structlog
 from closedloop.dsl import RuleMatch
 from closedloop.dsl.facts import alert_facts
 
+from .. import metrics
 from ..db.pool import CONNECTION_ERRORS
 from ..config import NotifySettings
 from ..errors import AlreadyExists, ClosedLoopError, FieldViolation, InternalError, InvalidArgument, Unavailable
@@ -159,6 +160,7 @@ class AlertIngestor:
         for model_id in rolled_back:
             self.facts.invalidate(model_id)
         log.debug("alert.batch_committed", size=len(batch), ms=round((time.perf_counter() - started) * 1000, 2))
+        metrics.record_ingest_batch([p.new.alert_type for p in batch], results, time.perf_counter() - started)
         return results
 
     async def _evaluate(self, batch: list[_Pending], active) -> None:

@@ -219,16 +219,31 @@ async def test_tokens_over_tls_off_loopback_start_without_allow_insecure(databas
     await srv.stop(1)
 
 
-async def test_metrics_off_loopback_need_allow_insecure(database_url, tmp_path):
+async def test_the_http_side_off_loopback_needs_tokens_and_tls_or_allow_insecure(database_url, tmp_path):
+    """The HTTP side ingests alerts and serves metrics: off loopback it follows gRPC's rule."""
+    from closedloop.server.api.auth import new_token_line
+
     port = free_port()
-    with pytest.raises(ConfigError, match="metrics-listen.*no authentication"):
-        await create_server(make_settings(database_url, tmp_path, metrics_listen=f"0.0.0.0:{port}"))
-    srv, _ = await create_server(make_settings(database_url, tmp_path, metrics_listen=f"0.0.0.0:{port}",
-                                               allow_insecure=True))
+    for alias in ("http_listen", "metrics_listen"):  # --metrics-listen is the deprecated alias
+        with pytest.raises(ConfigError, match="auth-tokens"):
+            await create_server(make_settings(database_url, tmp_path, **{alias: f"0.0.0.0:{port}"}, allow_insecure=True))
+    reader_token, line = new_token_line("read", "scraper")
+    tokens = tmp_path / "http-tokens"
+    tokens.write_text(line + "\n")
+    with pytest.raises(ConfigError, match="TLS is off"):
+        await create_server(make_settings(database_url, tmp_path, http_listen=f"0.0.0.0:{port}", auth_tokens=tokens))
+    srv, _ = await create_server(make_settings(database_url, tmp_path, http_listen=f"0.0.0.0:{port}",
+                                               auth_tokens=tokens, allow_insecure=True))
     try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        assert "closedloop_rule_set_version" in (await reader.read()).decode()
-        writer.close()
+        async def scrape(headers: bytes) -> str:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n" + headers + b"\r\n")
+            body = (await reader.read()).decode()
+            writer.close()
+            return body
+
+        assert (await scrape(b"")).startswith("HTTP/1.1 401")
+        authorized = await scrape(f"Authorization: Bearer {reader_token}\r\n".encode())
+        assert authorized.startswith("HTTP/1.1 200") and "closedloop_rule_set_version" in authorized
     finally:
         await srv.stop(1)

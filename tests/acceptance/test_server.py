@@ -229,10 +229,12 @@ async def test_metrics_endpoint(database_url, tmp_path):
         async with AsyncClient(srv_target(srv)) as c:
             await c.create_alert("metered", "drift", "low")
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
-        body = (await reader.read()).decode()
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        body = (await asyncio.wait_for(reader.read(), 30)).decode()
         writer.close()
-        assert "closedloop_alerts_total 1" in body and "closedloop_rule_set_version 1" in body
+        # --metrics-listen is now the old name of --http-listen; counts are process counters.
+        assert 'closedloop_alerts_ingested_total{outcome="created",type="drift"}' in body
+        assert "closedloop_rule_set_version 1" in body
     finally:
         await srv.stop(1)
 

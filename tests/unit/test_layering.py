@@ -3,8 +3,8 @@
     cli -> app -> api, http -> loop, monitor, executor, feedback, notify -> store -> db
 
 An arrow means "may import". Nothing imports a layer above its own, and there are no import circles,
-so a newcomer can read a package knowing only what is below it. errors, config and logging_setup are
-leaves everyone may use. Imports inside functions count too: a lazy import is still a dependency.
+so a newcomer can read a package knowing only what is below it. errors, config, logging_setup and
+metrics (the in-process Prometheus registry) are leaves everyone may use. Imports inside functions count too: a lazy import is still a dependency.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ SERVER = ROOT / "server"
 
 # Lower number = lower layer. A module may import its own layer (no circles) or any lower one.
 LAYERS = {
-    "__init__": 0, "errors": 0, "config": 0, "logging_setup": 0,
+    "__init__": 0, "errors": 0, "config": 0, "logging_setup": 0, "metrics": 0,
     "db": 1,
     "store": 2,
     "loop": 3, "monitor": 3, "executor": 3, "feedback": 3, "notify": 3,
