@@ -12,6 +12,7 @@ alternate and the best of each is kept (the machine is shared).
 Measured alongside, over the same rounds:
 - CPU per alert of a replica process and of PostgreSQL (all its processes), from psutil;
 - transactions committed per alert (pg_stat_database.xact_commit: group commit batches alerts);
+- the connections the two replicas hold on the database after the load;
 - PostgreSQL's commit ceiling: single-row autocommit INSERTs, 32 concurrent over 8 connections, the
   method of shared/anchors/pg_bench.py, on the same server.
 Last line: RESULT replicas_ratio=… one_replica_alerts_per_s=… two_replicas_alerts_per_s=… …
@@ -124,6 +125,16 @@ async def commits(database_url: str) -> int:
         await conn.close()
 
 
+async def open_connections(database_url: str) -> int:
+    """Connections the replicas hold on their database right after the load (ours excluded)."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        return await conn.fetchval("SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+                                   "AND pid <> pg_backend_pid()")
+    finally:
+        await conn.close()
+
+
 async def commit_ceiling(admin_url: str, n: int = 5000) -> float:
     """Single-row autocommit INSERTs, 32 concurrent over 8 connections (shared/anchors/pg_bench.py)."""
     admin = await asyncpg.connect(admin_url)
@@ -182,6 +193,7 @@ def main() -> None:
                 print(f"round {r}: {count} replica(s) {rate:7.0f} alerts/s  p99 {pct(latencies, .99):6.2f} ms")
                 if rate > best[count][0]:
                     best[count] = (rate, latencies)
+        connections = asyncio.run(open_connections(url))
         ceiling = asyncio.run(commit_ceiling(admin_url))
     finally:
         for proc, _ in replicas:
@@ -205,13 +217,15 @@ def main() -> None:
           f"  -> ratio {two / one:.2f} on {psutil.cpu_count()} cores shared by clients, replicas and PostgreSQL")
     print(f"CPU per alert: replica {replica_ms:.3f} ms, PostgreSQL {pg_ms:.3f} ms; "
           f"{per_alert_commits:.3f} commits per alert (group commit)")
+    print(f"connections the 2 replicas hold after the load: {connections} (pool max 16 each, +1 LISTEN each)")
     print(f"PostgreSQL commit ceiling (single-row autocommit, 32 concurrent, 8 connections): {ceiling:.0f}/s")
     print(f"one replica on its own core: ~{replica_core_rate:.0f} alerts/s; replicas one PostgreSQL core carries "
           f"by CPU: {per_pg_core:.1f}; by the measured commit ceiling: {per_commit_ceiling:.1f}")
     print(f"RESULT replicas_ratio={two / one:.2f} one_replica_alerts_per_s={one:.0f} two_replicas_alerts_per_s={two:.0f} "
           f"pg_commits_per_s={ceiling:.0f} commits_per_alert={per_alert_commits:.3f} "
           f"replica_cpu_ms_per_alert={replica_ms:.3f} pg_cpu_ms_per_alert={pg_ms:.3f} "
-          f"replicas_per_pg_core={per_pg_core:.1f} replicas_per_commit_ceiling={per_commit_ceiling:.1f}")
+          f"replicas_per_pg_core={per_pg_core:.1f} replicas_per_commit_ceiling={per_commit_ceiling:.1f} "
+          f"connections_two_replicas={connections}")
 
 
 def with_database(url: str, name: str) -> str:
