@@ -29,7 +29,7 @@ TRAINING = {"estimator": "linear_model.LogisticRegression", "params": {"max_iter
 @pytest.fixture(scope="module")
 def cluster():
     c = distributed.LocalCluster(n_workers=DASK_WORKERS, threads_per_worker=1, processes=True,
-                                 dashboard_address=None, memory_limit="1GiB")
+                                 dashboard_address=":0", memory_limit="1GiB")
     yield c
     c.close()
 
