@@ -9,7 +9,8 @@ CancelJob, timeouts and a shutdown that hands jobs back) and `shutdown()`.
   that shared a pool with it. Processes start through the `forkserver`: forking the server process
   itself is unsafe once gRPC's core threads run in it.
 - DaskBackend: `distributed.Client(address).get_executor(pure=False)`; pure=False because two jobs
-  with identical arguments must both run, never be deduplicated into one result.
+  with identical arguments must both run, never be deduplicated into one result. On connecting it sets
+  the scheduler's allowed-failures to 0 (see DASK_ALLOWED_FAILURES).
 
 Job functions must be top-level and picklable (see job_kinds.py).
 """
@@ -153,6 +154,23 @@ def _pool_pids(pool: concurrent.futures.ProcessPoolExecutor) -> list[int]:
     return [pid for pid, p in list(processes.items()) if p.is_alive()]
 
 
+# `distributed.scheduler.allowed-failures`: how many workers may die running one task before the
+# scheduler gives up on it with KilledWorker (Dask's default: 3, so a task is run up to 4 times).
+# The runner owns retries: a lost worker counts as a failed attempt (max_attempts, backoff, the
+# attempt number in the job row, a fresh lease for the next try). With Dask's own re-runs on top,
+# a job that kills its worker (out of memory on a too large data window) would take down 4 workers
+# per attempt, 12 in all, while the job row showed one attempt. 0 hands the first loss to the runner.
+DASK_ALLOWED_FAILURES = 0
+
+
+def _set_allowed_failures(dask_scheduler: Any, allowed: int) -> int:
+    # Runs inside the scheduler (Client.run_on_scheduler): the setting is the scheduler's, read from
+    # its own configuration at start, so a client-side dask.config.set would not reach it.
+    previous = dask_scheduler.allowed_failures
+    dask_scheduler.allowed_failures = allowed
+    return previous
+
+
 class DaskBackend:
     name = "dask"
 
@@ -161,6 +179,9 @@ class DaskBackend:
 
         self.slots = max(1, slots)
         self._client = distributed.Client(address, set_as_default=False, timeout="15s")
+        previous = self._client.run_on_scheduler(_set_allowed_failures, allowed=DASK_ALLOWED_FAILURES)
+        if previous != DASK_ALLOWED_FAILURES:
+            log.info("retrain.dask_allowed_failures", previous=previous, now=DASK_ALLOWED_FAILURES)
         self._executor = self._client.get_executor(pure=False)
 
     def submit(self, fn: Callable[..., Any], /, *args: Any) -> concurrent.futures.Future:
