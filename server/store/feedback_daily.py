@@ -120,7 +120,7 @@ async def uncounted_alerts(conn: asyncpg.Connection, start: dt.datetime, end: dt
                            days_start: dt.datetime, days_end: dt.datetime, after_id: int,
                            model_id: str | None, scopes: Sequence[str] | None) -> list[asyncpg.Record]:
     """The window's alerts the aggregates of [days_start, days_end) do not hold: those outside the whole
-    days, and those inside them that the roll-up has not reached (id > after_id)."""
+    days, and those inside them that the roll-up has not reached (id > after_id); oldest first."""
     return await conn.fetch(
         f"""SELECT {ALERT_FIELDS} FROM monitoring_alert_triggers
              WHERE observe_time >= $1 AND observe_time < $2 AND NOT (observe_time >= $3 AND observe_time < $4)
@@ -128,5 +128,6 @@ async def uncounted_alerts(conn: asyncpg.Connection, start: dt.datetime, end: dt
             UNION ALL
             SELECT {ALERT_FIELDS} FROM monitoring_alert_triggers
              WHERE id > $5 AND observe_time >= $3 AND observe_time < $4
-               AND ($6::text IS NULL OR model_id = $6) AND ($7::text[] IS NULL OR model_id LIKE ANY($7::text[]))""",
+               AND ($6::text IS NULL OR model_id = $6) AND ($7::text[] IS NULL OR model_id LIKE ANY($7::text[]))
+             ORDER BY observe_time, id""",
         start, end, days_start, days_end, after_id, model_id, like_patterns(scopes))
