@@ -40,6 +40,7 @@ from .db.listener import DatabaseWatch
 from .db.migrations import migrate
 from .db.pool import create_pool
 from .errors import ConfigError
+from .feedback.rollup import FeedbackRollup
 from .loop.age_sweep import AgeSweep
 from .loop.model_cache import ModelFactsCache
 from .loop.ingest import AlertIngestor
@@ -158,6 +159,9 @@ class ClosedLoopServer:
                 self._tasks.append(self.http)
             if self.notifier is not None:
                 self._tasks.append(self.notifier)
+            if s.run_workers:
+                # Background work, like the jobs: ingest-only replicas leave the roll-up to the others.
+                self._tasks.append(FeedbackRollup(self.pool))
             for task in self._tasks:
                 await task.start()
         except BaseException:

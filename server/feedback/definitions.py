@@ -60,14 +60,14 @@ def performance_value(alert) -> float:
     return float(alert["metrics"].get("performance_drop", alert["severity"]))
 
 
-def verdict(action, outcome, perf_alerts: list) -> str:
-    """One retrain action's verdict: PENDING, NO_EFFECT, HARMED or HELPED (see DEFINITIONS)."""
+def verdict(outcome, before, after) -> str:
+    """One retrain action's verdict: PENDING, NO_EFFECT, HARMED or HELPED (see DEFINITIONS).
+    `before`: the model's last performance alert at or before the action's alert; `after`: its first
+    one after the job ended (both within the report's window; None: there is none)."""
     if outcome is None:
         return PENDING
     if outcome["outcome"] != "SUCCEEDED" or not outcome["promoted"]:
         return NO_EFFECT
-    before = [a for a in perf_alerts if a["observe_time"] <= action["observe_time"]]
-    after = [a for a in perf_alerts if a["observe_time"] > outcome["time"]]
-    if before and after and performance_value(after[0]) > performance_value(before[-1]):
+    if before is not None and after is not None and performance_value(after) > performance_value(before):
         return HARMED
     return HELPED

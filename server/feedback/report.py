@@ -1,8 +1,19 @@
 """GetFeedbackReport: per rule and per model, did the loop's actions help?
 
-Everything is computed from the record (closed_loop_actions, retrain_jobs, feedback_loop_metrics,
-monitoring_alert_triggers) on demand, so the figures always agree with the history and a new
-definition applies to the past too. definitions.py says what each figure means.
+The figures are computed on demand from the record, so they always agree with the history and a new
+definition applies to the past too; definitions.py says what each figure means. What is read:
+
+- per alert (triggers, actions by decision, quiet checks): the daily aggregates (feedback_daily*,
+  filled by rollup.py) for the window's whole UTC days, about one row per day, rule and model; the
+  alert table only for the alerts they do not hold (the window's partial first and last day and the
+  alerts past the roll-up's watermark), counted by tally.py as the roll-up counts them;
+- per retrain (retrains, outcomes, improvement mean and median, recovery, false positives, verdicts,
+  suggestions): the window's QUEUED actions with their job's feedback row and the model's nearest
+  performance alerts. A verdict depends on the performance alerts inside the window, and a median on
+  every value, so neither can be summed from daily rows; there are about a hundred alerts per retrain;
+- false negatives: the number of quiet checks comes from the aggregates; which of them were missed
+  depends on the request's false-negative window, so only the alerts within that window before a
+  promoted retrain of their model are replayed.
 """
 
 from __future__ import annotations
@@ -15,18 +26,17 @@ from typing import Sequence
 
 import asyncpg
 
-from closedloop.dsl import RuleCompileError, compile_rules
-from closedloop.dsl.facts import alert_facts
-
-from ..store import alerts as alert_store
+from ..store import feedback_daily as daily
 from ..store import history
 from .definitions import (DEFINITIONS, HARMED, HELPED, NO_EFFECT, beat_champion, false_positive, judged, missed,
                           verdict)
 from .suggest import ThresholdSuggestion, suggest_thresholds
+from .tally import Tallies, compile_sources, quiet_rules, tally
 
 DEFAULT_WINDOW = dt.timedelta(days=30)
 DEFAULT_FN_WINDOW = dt.timedelta(hours=24)
 MAX_VERDICTS = 500
+DAY = dt.timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -79,12 +89,19 @@ class FeedbackReport:
 class _Group:
     """Accumulates one rule's or one model's figures."""
 
-    triggers: set = field(default_factory=set)
+    triggers: int = 0
     decisions: dict = field(default_factory=lambda: defaultdict(int))
     jobs: dict = field(default_factory=dict)          # job_id -> action row (QUEUED)
     quiet: int = 0
     quiet_missed: int = 0
     verdicts: dict = field(default_factory=lambda: defaultdict(int))
+
+    def count(self, triggers: int, decisions: dict, quiet: int = 0) -> None:
+        self.triggers += triggers
+        for decision, n in decisions.items():
+            if n:
+                self.decisions[decision] += n
+        self.quiet += quiet
 
     def stats(self, outcomes: dict[int, asyncpg.Record]) -> FeedbackStats:
         finished = [outcomes[j] for j in self.jobs if j in outcomes and outcomes[j]["outcome"] == "SUCCEEDED"]
@@ -94,7 +111,7 @@ class _Group:
         fps = [o for o in compared if false_positive(o)]
         recovery = [o["alert_to_promotion_s"] for o in promoted if o["alert_to_promotion_s"] is not None]
         return FeedbackStats(
-            triggers=len(self.triggers), actions_by_decision=dict(self.decisions), retrains=len(self.jobs),
+            triggers=self.triggers, actions_by_decision=dict(self.decisions), retrains=len(self.jobs),
             succeeded=len(finished), promoted=len(promoted),
             finished_rate=len(finished) / len(self.jobs) if self.jobs else 0.0,
             promotion_rate=len(promoted) / len(finished) if finished else 0.0,
@@ -109,6 +126,51 @@ class _Group:
         )
 
 
+def whole_days(start: dt.datetime, end: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    """The UTC days lying wholly in [start, end), as [first, last) (empty: first == last)."""
+    start, end = start.astimezone(dt.timezone.utc), end.astimezone(dt.timezone.utc)
+    first = dt.datetime.combine(start.date(), dt.time(), dt.timezone.utc)
+    if first < start:
+        first += DAY
+    last = dt.datetime.combine(end.date(), dt.time(), dt.timezone.utc)
+    return (first, last) if first < last else (start, start)
+
+
+async def _with_actions(conn, alerts) -> tuple[dict[int, list], dict]:
+    """The alerts' actions by alert id, and their rule sets compiled."""
+    by_alert: dict[int, list] = defaultdict(list)
+    for act in await history.actions_for_alerts(conn, [a["id"] for a in alerts]):
+        by_alert[act["alert_id"]].append(act)
+    sources = await history.rule_set_sources(conn, sorted({a["rule_set_version"] for a in alerts}))
+    return by_alert, compile_sources(sources)
+
+
+async def _count_alerts(conn, start, end, model_id, rule, scopes, by_rule, by_model) -> None:
+    """The per-alert figures: the aggregates' whole days, plus the alerts they do not hold."""
+    first, last = whole_days(start, end)
+    after_id = await daily.watermark(conn)
+    alerts = await daily.uncounted_alerts(conn, start, end, first, last, after_id, model_id, scopes)
+    by_alert, compiled = await _with_actions(conn, alerts)
+    counted: Tallies = tally(alerts, by_alert, compiled, lambda a: None)
+    rows = [(r["rule"], r["model_id"], r["triggers"], {d: r[c] for d, c in daily.DECISION_COLUMNS.items()},
+             r["quiet"]) for r in await daily.rule_sums(conn, first.date(), last.date(), model_id, rule, scopes)]
+    rows += [(r, m, c.triggers, c.decisions, c.quiet) for (_, m, r), c in counted.rules.items()
+             if rule is None or r == rule]
+    model_triggers: dict[str, int] = defaultdict(int)
+    if rule is None:
+        for m, n in (await daily.model_triggers(conn, first.date(), last.date(), model_id, scopes)).items():
+            model_triggers[m] += n
+        for (_, m), n in counted.models.items():
+            model_triggers[m] += n
+    for r, m, triggers, decisions, quiet in rows:
+        if triggers or quiet or any(decisions.values()):
+            by_rule[r].count(triggers, decisions, quiet)
+        if any(decisions.values()):
+            by_model[m].count(triggers if rule is not None else 0, decisions)
+    for m, n in model_triggers.items():
+        by_model[m].triggers += n
+
+
 async def build_report(pool: asyncpg.Pool, *, model_id: str | None, rule: str | None,
                        start: dt.datetime | None, end: dt.datetime | None,
                        fn_window: dt.timedelta | None, active_ruleset=None,
@@ -117,76 +179,62 @@ async def build_report(pool: asyncpg.Pool, *, model_id: str | None, rule: str | 
     end = end or dt.datetime.now(dt.timezone.utc)
     start = start or end - DEFAULT_WINDOW
     fn_window = fn_window or DEFAULT_FN_WINDOW
-    async with pool.acquire() as conn:
-        actions = await history.actions_in_window(conn, start, end, model_id, rule, scopes)
-        outcomes_rows = await history.feedback_rows(conn, start, end + fn_window + DEFAULT_WINDOW, model_id, scopes)
-        alerts = await alert_store.alerts_in_window(conn, start, end, model_id, scopes)
-        sources = await history.rule_set_sources(conn, sorted({a["rule_set_version"] for a in alerts}))
-    outcomes = {o["job_id"]: o for o in outcomes_rows}
-
+    horizon = end + fn_window + DEFAULT_WINDOW  # outcomes written later than this are not waited for
     by_rule: dict[str, _Group] = defaultdict(_Group)
     by_model: dict[str, _Group] = defaultdict(_Group)
-    fired: set[tuple[int, str]] = set()
-    perf_by_model: dict[str, list] = defaultdict(list)
-    for a in alerts:
-        if a["alert_type"] == "performance":
-            perf_by_model[a["model_id"]].append(a)
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        # One snapshot: the aggregates and the watermark agree with the alerts read beside them.
+        await _count_alerts(conn, start, end, model_id, rule, scopes, by_rule, by_model)
+        actions = await history.retrain_actions(conn, start, end, model_id, rule, scopes)
+        manual_ids = await history.manual_jobs(conn, start, end, model_id, scopes)
+        outcomes = await history.outcomes(conn, [a["job_id"] for a in actions] + manual_ids, start, horizon)
+        retrains = [a for a in actions if a["kind"] == "RETRAIN"]
+        neighbours = await history.performance_neighbours(
+            conn, [a["model_id"] for a in retrains], [a["observe_time"] for a in retrains],
+            [outcomes[a["job_id"]]["time"] if a["job_id"] in outcomes else end for a in retrains], start, end)
+        helpful_by_model: dict[str, list[dt.datetime]] = defaultdict(list)
+        # A quiet alert is observed before `end`, so the retrain that shows it missed ended by end + fn_window.
+        for o in await history.promoted_retrains(conn, start, end + fn_window, model_id, scopes):
+            if beat_champion(o):
+                helpful_by_model[o["model_id"]].append(o["time"])
+        pairs = [(m, t) for m, times in helpful_by_model.items() for t in times]
+        near = await history.alerts_before(conn, [m for m, _ in pairs], [t for _, t in pairs], fn_window,
+                                           start, end)
+        near_actions, compiled = await _with_actions(conn, near)
+
     verdicts = []
     for act in actions:
-        fired.add((act["alert_id"], act["rule"]))
         for group in (by_rule[act["rule"]], by_model[act["model_id"]]):
-            group.triggers.add(act["alert_id"])
-            group.decisions[act["decision"]] += 1
-            if act["decision"] == "QUEUED" and act["job_id"] is not None:
-                group.jobs[act["job_id"]] = act
-        if act["kind"] == "RETRAIN" and act["decision"] == "QUEUED" and act["job_id"] is not None:
-            o = outcomes.get(act["job_id"])
-            judgement = verdict(act, o, perf_by_model.get(act["model_id"], []))
-            by_rule[act["rule"]].verdicts[judgement] += 1
-            by_model[act["model_id"]].verdicts[judgement] += 1
-            if len(verdicts) < MAX_VERDICTS:
-                verdicts.append(ActionVerdict(
-                    action_id=act["id"], alert_id=act["alert_id"], rule=act["rule"], model_id=act["model_id"],
-                    job_id=act["job_id"], verdict=judgement, improvement=(o["improvement"] or 0.0) if o else 0.0))
+            group.jobs[act["job_id"]] = act
+    for act, (before, after) in zip(retrains, neighbours):
+        o = outcomes.get(act["job_id"])
+        judgement = verdict(o, before, after)
+        by_rule[act["rule"]].verdicts[judgement] += 1
+        by_model[act["model_id"]].verdicts[judgement] += 1
+        if len(verdicts) < MAX_VERDICTS:
+            verdicts.append(ActionVerdict(
+                action_id=act["id"], alert_id=act["alert_id"], rule=act["rule"], model_id=act["model_id"],
+                job_id=act["job_id"], verdict=judgement, improvement=(o["improvement"] or 0.0) if o else 0.0))
 
-    # False negatives: replay each alert through the rule set it met, to learn which rules were
-    # checked and stayed quiet, then look for a retrain that helped soon after.
-    helpful_by_model: dict[str, list[dt.datetime]] = defaultdict(list)
-    for o in outcomes_rows:
-        if beat_champion(o):
-            helpful_by_model[o["model_id"]].append(o["time"])
-    compiled = {}
-    for version, row in sources.items():
-        try:
-            compiled[version] = compile_rules(row["source"], row["filename"])
-        except RuleCompileError:
-            continue  # a set stored by an older closedloop that no longer compiles: skip its alerts
+    # False negatives: of the quiet checks (counted above), those followed within fn_window by a
+    # retrain of the same model that beat its champion. Only alerts that close to one can be.
     quiet_alerts: dict[str, list] = defaultdict(list)
-    for a in alerts:
-        ruleset = compiled.get(a["rule_set_version"])
-        if ruleset is None:
+    for a in near:
+        if not missed(a["observe_time"], helpful_by_model.get(a["model_id"], ()), fn_window):
             continue
-        facts = alert_facts(type=a["alert_type"], model_id=a["model_id"], severity=a["severity"],
-                            metrics=a["metrics"], labels=a["labels"], source=a["source"],
-                            observe_time=a["observe_time"], received=a["create_time"])
-        for name in ruleset.evaluated_rules(facts):
+        for name in quiet_rules(a, {act["rule"] for act in near_actions.get(a["id"], [])}, compiled):
             if rule and name != rule:
                 continue
-            if (a["id"], name) in fired:
-                continue
-            was_missed = missed(a["observe_time"], helpful_by_model.get(a["model_id"], ()), fn_window)
-            by_rule[name].quiet += 1
-            by_rule[name].quiet_missed += was_missed
-            quiet_alerts[name].append((a, was_missed))
+            by_rule[name].quiet_missed += 1
+            quiet_alerts[name].append((a, True))
 
     manual = _Group()
-    for o in outcomes_rows:
-        if o["manual"] and start <= o["time"] < end:
-            manual.jobs[o["job_id"]] = o
+    for job_id in manual_ids:
+        if job_id in outcomes:
+            manual.jobs[job_id] = outcomes[job_id]
     suggestions = []
-    ruleset = active_ruleset
-    if ruleset is not None:
-        suggestions = suggest_thresholds(ruleset, actions, outcomes, quiet_alerts, rule)
+    if active_ruleset is not None:
+        suggestions = suggest_thresholds(active_ruleset, actions, outcomes, quiet_alerts, rule)
     return FeedbackReport(
         start_time=start, end_time=end,
         rules={r: g.stats(outcomes) for r, g in sorted(by_rule.items())},

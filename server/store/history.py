@@ -46,32 +46,96 @@ async def rule_set_sources(conn: asyncpg.Connection, versions: Sequence[int]) ->
     return {r["version"]: r for r in rows}
 
 
-async def feedback_rows(conn: asyncpg.Connection, start: dt.datetime, end: dt.datetime,
-                        model_id: str | None, scopes: Sequence[str] | None = None) -> list[asyncpg.Record]:
-    """Finished jobs with their trigger, in the window (by job end); `scopes`: model globs (None: all)."""
-    return await conn.fetch(
-        """SELECT f.*, a.observe_time AS alert_time
-             FROM feedback_loop_metrics f
-             LEFT JOIN monitoring_alert_triggers a ON a.id = f.alert_id
-            WHERE f.time >= $1 AND f.time < $2 AND ($3::text IS NULL OR f.model_id = $3)
-              AND ($4::text[] IS NULL OR f.model_id LIKE ANY($4::text[]))
-            ORDER BY f.time""",
-        start, end, model_id, like_patterns(scopes))
-
-
-async def actions_in_window(conn: asyncpg.Connection, start: dt.datetime, end: dt.datetime,
-                            model_id: str | None, rule: str | None,
-                            scopes: Sequence[str] | None = None) -> list[asyncpg.Record]:
+async def retrain_actions(conn: asyncpg.Connection, start: dt.datetime, end: dt.datetime,
+                          model_id: str | None, rule: str | None,
+                          scopes: Sequence[str] | None = None) -> list[asyncpg.Record]:
+    """The QUEUED actions (each started a job) on the alerts observed in [start, end), with the
+    alert's observe_time and metrics, in action order: one row per retrain, not per alert."""
     return await conn.fetch(
         """SELECT c.id, c.alert_id, c.model_id, c.rule, c.kind, c.decision, c.job_id, a.observe_time,
-                  a.metrics AS alert_metrics,
-                  j.state AS job_state, j.promoted, j.champion_metric, j.challenger_metric, j.metric,
-                  j.new_version
+                  a.metrics AS alert_metrics
              FROM closed_loop_actions c
              JOIN monitoring_alert_triggers a ON a.id = c.alert_id
-             LEFT JOIN retrain_jobs j ON j.id = c.job_id
-            WHERE a.observe_time >= $1 AND a.observe_time < $2
+            WHERE c.decision = 'QUEUED' AND c.job_id IS NOT NULL
+              AND a.observe_time >= $1 AND a.observe_time < $2
               AND ($3::text IS NULL OR c.model_id = $3) AND ($4::text IS NULL OR c.rule = $4)
               AND ($5::text[] IS NULL OR c.model_id LIKE ANY($5::text[]))
             ORDER BY c.id""",
         start, end, model_id, rule, like_patterns(scopes))
+
+
+async def manual_jobs(conn: asyncpg.Connection, start: dt.datetime, end: dt.datetime, model_id: str | None,
+                      scopes: Sequence[str] | None = None) -> list[int]:
+    """Manual retrains that ended in [start, end) (by their feedback row)."""
+    rows = await conn.fetch(
+        """SELECT DISTINCT job_id FROM feedback_loop_metrics
+            WHERE manual AND time >= $1 AND time < $2 AND ($3::text IS NULL OR model_id = $3)
+              AND ($4::text[] IS NULL OR model_id LIKE ANY($4::text[]))""",
+        start, end, model_id, like_patterns(scopes))
+    return [r["job_id"] for r in rows]
+
+
+async def outcomes(conn: asyncpg.Connection, job_ids: Sequence[int], start: dt.datetime,
+                   until: dt.datetime) -> dict[int, asyncpg.Record]:
+    """Each job's feedback row (its latest, if several) written in [start, until)."""
+    rows = await conn.fetch(
+        """SELECT DISTINCT ON (job_id) * FROM feedback_loop_metrics
+            WHERE job_id = ANY($1::bigint[]) AND time >= $2 AND time < $3
+            ORDER BY job_id, time DESC""",
+        list(job_ids), start, until)
+    return {r["job_id"]: r for r in rows}
+
+
+async def promoted_retrains(conn: asyncpg.Connection, start: dt.datetime, until: dt.datetime,
+                            model_id: str | None, scopes: Sequence[str] | None = None) -> list[asyncpg.Record]:
+    """Feedback rows of promoted jobs (manual ones too) written in [start, until]."""
+    return await conn.fetch(
+        """SELECT * FROM feedback_loop_metrics
+            WHERE promoted AND time >= $1 AND time <= $2 AND ($3::text IS NULL OR model_id = $3)
+              AND ($4::text[] IS NULL OR model_id LIKE ANY($4::text[]))""",
+        start, until, model_id, like_patterns(scopes))
+
+
+async def alerts_before(conn: asyncpg.Connection, models: Sequence[str], times: Sequence[dt.datetime],
+                        window: dt.timedelta, start: dt.datetime, end: dt.datetime) -> list[asyncpg.Record]:
+    """The alerts observed in [start, end) of models[i] within `window` before times[i] (inclusive),
+    each once, oldest first."""
+    return await conn.fetch(
+        """SELECT DISTINCT ON (a.observe_time, a.id) a.id, a.model_id, a.alert_type, a.severity, a.metrics,
+                  a.labels, a.source, a.observe_time, a.create_time, a.rule_set_version
+             FROM unnest($1::text[], $2::timestamptz[]) AS h(model_id, time)
+             JOIN monitoring_alert_triggers a
+               ON a.model_id = h.model_id AND a.observe_time >= greatest(h.time - $3::interval, $4)
+              AND a.observe_time <= h.time AND a.observe_time < $5
+            ORDER BY a.observe_time, a.id""",
+        list(models), list(times), window, start, end)
+
+
+async def performance_neighbours(conn: asyncpg.Connection, models: Sequence[str], before: Sequence[dt.datetime],
+                                 after: Sequence[dt.datetime], start: dt.datetime,
+                                 end: dt.datetime) -> list[tuple]:
+    """For each i: models[i]'s last performance alert observed in [start, before[i]] and its first one
+    observed in (after[i], end), as (row or None, row or None). Order ties by id, as in the alert table."""
+    rows = await conn.fetch(
+        """SELECT h.i, b.metrics AS b_metrics, b.severity AS b_severity, b.observe_time AS b_time,
+                  n.metrics AS n_metrics, n.severity AS n_severity, n.observe_time AS n_time
+             FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) WITH ORDINALITY
+                  AS h(model_id, before, after, i)
+             LEFT JOIN LATERAL (
+                  SELECT metrics, severity, observe_time FROM monitoring_alert_triggers
+                   WHERE model_id = h.model_id AND alert_type = 'performance'
+                     AND observe_time >= $4 AND observe_time <= h.before AND observe_time < $5
+                   ORDER BY observe_time DESC, id DESC LIMIT 1) b ON true
+             LEFT JOIN LATERAL (
+                  SELECT metrics, severity, observe_time FROM monitoring_alert_triggers
+                   WHERE model_id = h.model_id AND alert_type = 'performance'
+                     AND observe_time > h.after AND observe_time >= $4 AND observe_time < $5
+                   ORDER BY observe_time, id LIMIT 1) n ON true
+            ORDER BY h.i""",
+        list(models), list(before), list(after), start, end)
+
+    def alert(r, p):
+        if r[p + "time"] is None:
+            return None
+        return {"metrics": r[p + "metrics"], "severity": r[p + "severity"], "observe_time": r[p + "time"]}
+    return [(alert(r, "b_"), alert(r, "n_")) for r in rows]

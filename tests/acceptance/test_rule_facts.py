@@ -23,7 +23,7 @@ UTC = dt.timezone.utc
 def seen(monkeypatch):
     """The AlertFacts and ModelFacts each path builds, by path."""
     from closedloop.server.api import rules as api_rules
-    from closedloop.server.feedback import report
+    from closedloop.server.feedback import tally
     from closedloop.server.loop import backtest, ingest, model_cache
 
     got: dict[str, list] = {}
@@ -40,7 +40,7 @@ def seen(monkeypatch):
     spy(ingest, "alert_facts", "ingest")
     spy(backtest, "alert_facts", "backtest")
     spy(api_rules, "alert_facts", "evaluate")
-    spy(report, "alert_facts", "feedback")
+    spy(tally, "alert_facts", "feedback")
     spy(backtest, "model_facts", "backtest.model")
     spy(model_cache, "model_facts", "cache.model")
     return got

@@ -1,0 +1,91 @@
+"""The periodic roll-up of alerts into the daily feedback aggregates (migration 0009).
+
+Every `interval` seconds one replica (an advisory lock elects it) counts the alerts past the watermark
+into feedback_daily and feedback_daily_models, by the UTC day of their observe_time, and moves the
+watermark, each batch in one transaction, so every alert is counted exactly once. An alert that
+arrives late (an old observe_time) updates its own day. Only settled ids are counted (see
+store/feedback_daily.py): the decision transactions still running when a pass begins are waited for,
+briefly; a pass that cannot wait that long leaves the rest to the next one. Nothing here is on the
+ingest path: a decision costs the same with or without the aggregates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+
+import asyncpg
+import structlog
+
+from ..store import feedback_daily as daily
+from ..store import history
+from .tally import compile_sources, tally
+
+log = structlog.get_logger(__name__)
+INTERVAL_S = 60.0
+BATCH = 5000
+SETTLE_WAIT_S = 10.0
+
+
+def utc_day(alert) -> dt.date:
+    return alert["observe_time"].astimezone(dt.timezone.utc).date()
+
+
+async def roll_up(pool: asyncpg.Pool, *, settle_wait: float = SETTLE_WAIT_S, batch: int = BATCH) -> int:
+    """One pass: count every settled alert past the watermark. Returns how many were counted."""
+    counted = 0
+    async with pool.acquire() as conn:
+        hi, at = await daily.settle_point(conn)
+        deadline = asyncio.get_running_loop().time() + settle_wait
+        while not await daily.settled(conn, at):
+            if asyncio.get_running_loop().time() > deadline:
+                log.info("feedback.rollup_unsettled", up_to_id=hi)
+                return 0
+            await asyncio.sleep(0.05)
+        while True:
+            async with conn.transaction():
+                if not await daily.lock_rollup(conn):
+                    return counted  # another replica is rolling up
+                low = await daily.watermark(conn)
+                alerts = await daily.alerts_after(conn, low, hi, batch)
+                if not alerts:
+                    return counted
+                actions = await history.actions_for_alerts(conn, [a["id"] for a in alerts])
+                sources = await history.rule_set_sources(conn, sorted({a["rule_set_version"] for a in alerts}))
+                by_alert: dict[int, list] = {}
+                for act in actions:
+                    by_alert.setdefault(act["alert_id"], []).append(act)
+                t = tally(alerts, by_alert, compile_sources(sources), utc_day)
+                await daily.add(
+                    conn,
+                    [(model, day, rule, c.triggers, c.decisions, c.quiet) for (day, model, rule), c in t.rules.items()],
+                    [(model, day, n) for (day, model), n in t.models.items()])
+                await daily.set_watermark(conn, alerts[-1]["id"])
+                counted += len(alerts)
+
+
+class FeedbackRollup:
+    """The background task that runs `roll_up` every `interval` seconds (started by app.py)."""
+
+    def __init__(self, pool: asyncpg.Pool, interval: float = INTERVAL_S) -> None:
+        self.pool = pool
+        self.interval = interval
+        self._task: asyncio.Task | None = None
+
+    async def start(self) -> None:
+        self._task = asyncio.create_task(self._loop(), name="feedback-rollup")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                counted = await roll_up(self.pool)
+                if counted:
+                    log.info("feedback.rolled_up", alerts=counted)
+            except (asyncpg.PostgresError, OSError) as exc:
+                log.warning("feedback.rollup_failed", error=str(exc))  # the next pass retries
+            await asyncio.sleep(self.interval)

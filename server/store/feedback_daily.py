@@ -1,0 +1,133 @@
+"""SQL for the daily feedback aggregates (migration 0009) and the roll-up's watermark.
+
+The roll-up counts alerts in id order. An id is drawn when a decision transaction inserts its alert,
+but transactions commit in any order, so a visible id does not prove that every smaller one is
+visible too. `settle_point` and `settled` close that gap: every id up to the largest one seen at
+instant T was drawn by a transaction that was already running at T; once no transaction started
+before T is still running, those ids are all committed (or rolled back) for good.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Iterable, Sequence
+
+import asyncpg
+
+from .models import like_patterns
+
+# The decisions of closed_loop_actions and the aggregate column that counts each.
+DECISION_COLUMNS = {
+    "QUEUED": "queued", "COALESCED": "coalesced", "SKIPPED_COOLDOWN": "skipped_cooldown",
+    "SKIPPED_BUDGET": "skipped_budget", "RECORDED": "recorded", "ROLLED_BACK": "rolled_back",
+}
+# Serialises roll-ups across replicas (pg_try_advisory_xact_lock); any constant shared by all.
+ROLLUP_LOCK_KEY = 0x636C66646179  # "clfday"
+ALERT_FIELDS = """id, model_id, alert_type, severity, metrics, labels, source, observe_time, create_time,
+                  rule_set_version"""
+
+
+async def settle_point(conn: asyncpg.Connection) -> tuple[int, dt.datetime]:
+    """The largest alert id now visible (0: none) and the instant it was read."""
+    row = await conn.fetchrow(
+        "SELECT coalesce((SELECT max(id) FROM monitoring_alert_triggers), 0) AS hi, clock_timestamp() AS at")
+    return row["hi"], row["at"]
+
+
+async def settled(conn: asyncpg.Connection, at: dt.datetime) -> bool:
+    """No other session of this database is still inside a transaction that began before `at`.
+    Sessions of other roles show no xact_start to an unprivileged role; closedloop writes alerts
+    as one role, so its own sessions are the ones that matter."""
+    return await conn.fetchval(
+        """SELECT NOT EXISTS (SELECT 1 FROM pg_stat_activity
+                               WHERE datname = current_database() AND pid <> pg_backend_pid()
+                                 AND backend_type = 'client backend' AND xact_start < $1)""", at)
+
+
+async def lock_rollup(conn: asyncpg.Connection) -> bool:
+    """Inside a transaction: True if this session may roll up now (no other replica is)."""
+    return await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", ROLLUP_LOCK_KEY)
+
+
+async def watermark(conn: asyncpg.Connection) -> int:
+    return await conn.fetchval("SELECT last_alert_id FROM feedback_rollup_state")
+
+
+async def set_watermark(conn: asyncpg.Connection, last_alert_id: int) -> None:
+    await conn.execute("UPDATE feedback_rollup_state SET last_alert_id = $1, update_time = now()", last_alert_id)
+
+
+async def alerts_after(conn: asyncpg.Connection, after_id: int, up_to_id: int, limit: int) -> list[asyncpg.Record]:
+    """The next alerts to count, in id order."""
+    return await conn.fetch(
+        f"""SELECT {ALERT_FIELDS} FROM monitoring_alert_triggers
+             WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3""", after_id, up_to_id, limit)
+
+
+async def add(conn: asyncpg.Connection, rules: Iterable[tuple], models: Iterable[tuple]) -> None:
+    """Add counts to the aggregates. `rules`: (model_id, day, rule, triggers, {decision: n}, quiet);
+    `models`: (model_id, day, triggers)."""
+    rules = list(rules)
+    columns = list(DECISION_COLUMNS.values())
+    if rules:
+        arrays = [[r[0] for r in rules], [r[1] for r in rules], [r[2] for r in rules], [r[3] for r in rules]]
+        arrays += [[r[4].get(d, 0) for r in rules] for d in DECISION_COLUMNS]
+        arrays.append([r[5] for r in rules])
+        types = ["text", "date", "text", "bigint"] + ["bigint"] * len(columns) + ["bigint"]
+        unnest = ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(types))
+        counted = ["triggers", *columns, "quiet"]
+        await conn.execute(
+            f"""INSERT INTO feedback_daily (model_id, day, rule, {", ".join(counted)})
+                SELECT * FROM unnest({unnest})
+                ON CONFLICT (model_id, day, rule) DO UPDATE SET
+                {", ".join(f"{c} = feedback_daily.{c} + EXCLUDED.{c}" for c in counted)}""",
+            *arrays)
+    models = list(models)
+    if models:
+        await conn.execute(
+            """INSERT INTO feedback_daily_models (model_id, day, triggers)
+               SELECT * FROM unnest($1::text[], $2::date[], $3::bigint[])
+               ON CONFLICT (model_id, day) DO UPDATE SET triggers = feedback_daily_models.triggers + EXCLUDED.triggers""",
+            [m[0] for m in models], [m[1] for m in models], [m[2] for m in models])
+
+
+async def rule_sums(conn: asyncpg.Connection, first_day: dt.date, end_day: dt.date, model_id: str | None,
+                    rule: str | None, scopes: Sequence[str] | None) -> list[asyncpg.Record]:
+    """Per rule and model, the counts of the days in [first_day, end_day)."""
+    columns = ["triggers", *DECISION_COLUMNS.values(), "quiet"]
+    return await conn.fetch(
+        f"""SELECT rule, model_id, {", ".join(f"sum({c})::bigint AS {c}" for c in columns)}
+              FROM feedback_daily
+             WHERE day >= $1 AND day < $2 AND ($3::text IS NULL OR model_id = $3)
+               AND ($4::text IS NULL OR rule = $4) AND ($5::text[] IS NULL OR model_id LIKE ANY($5::text[]))
+             GROUP BY rule, model_id""",
+        first_day, end_day, model_id, rule, like_patterns(scopes))
+
+
+async def model_triggers(conn: asyncpg.Connection, first_day: dt.date, end_day: dt.date, model_id: str | None,
+                         scopes: Sequence[str] | None) -> dict[str, int]:
+    """Per model, its alerts that drew any action on the days in [first_day, end_day)."""
+    rows = await conn.fetch(
+        """SELECT model_id, sum(triggers)::bigint AS triggers FROM feedback_daily_models
+            WHERE day >= $1 AND day < $2 AND ($3::text IS NULL OR model_id = $3)
+              AND ($4::text[] IS NULL OR model_id LIKE ANY($4::text[]))
+            GROUP BY model_id""",
+        first_day, end_day, model_id, like_patterns(scopes))
+    return {r["model_id"]: r["triggers"] for r in rows}
+
+
+async def uncounted_alerts(conn: asyncpg.Connection, start: dt.datetime, end: dt.datetime,
+                           days_start: dt.datetime, days_end: dt.datetime, after_id: int,
+                           model_id: str | None, scopes: Sequence[str] | None) -> list[asyncpg.Record]:
+    """The window's alerts the aggregates of [days_start, days_end) do not hold: those outside the whole
+    days, and those inside them that the roll-up has not reached (id > after_id); oldest first."""
+    return await conn.fetch(
+        f"""SELECT {ALERT_FIELDS} FROM monitoring_alert_triggers
+             WHERE observe_time >= $1 AND observe_time < $2 AND NOT (observe_time >= $3 AND observe_time < $4)
+               AND ($6::text IS NULL OR model_id = $6) AND ($7::text[] IS NULL OR model_id LIKE ANY($7::text[]))
+            UNION ALL
+            SELECT {ALERT_FIELDS} FROM monitoring_alert_triggers
+             WHERE id > $5 AND observe_time >= $3 AND observe_time < $4
+               AND ($6::text IS NULL OR model_id = $6) AND ($7::text[] IS NULL OR model_id LIKE ANY($7::text[]))
+             ORDER BY observe_time, id""",
+        start, end, days_start, days_end, after_id, model_id, like_patterns(scopes))
