@@ -139,11 +139,14 @@ def exact_psi(reference, window, bins=10):
 
 @pytest.mark.parametrize("seed,shift", [(31, 0.0), (32, 0.1), (33, 0.3), (34, 1.0)])
 def test_psi_from_sketches_agrees_with_exact_psi(seed, shift):
-    """Tolerance: 0.01 absolute + 5% relative (edges and shares each within ~1.3% rank error)."""
+    """Tolerance: 0.02 absolute + 25% relative. The window sketch (k=200) has ~1.3% rank error, and PSI
+    amplifies a share error where the window's share is small (its log term): at a full-sigma shift the
+    sketched PSI moved by up to 0.19 on 0.96 over 1,500 sketches (the library seeds its own randomness,
+    so the test must hold for any draw, not one); at 0.3 sigma by up to 0.017 on 0.091."""
     rng = np.random.default_rng(seed)
     a, b = rng.standard_normal(50000).astype(np.float32), (rng.standard_normal(10000) + shift).astype(np.float32)
     sketched = psi(numeric_state(a, 1000), numeric_state(b, 200))
-    assert sketched == pytest.approx(exact_psi(a, b), abs=0.01, rel=0.05)
+    assert sketched == pytest.approx(exact_psi(a, b), abs=0.02, rel=0.25)
 
 
 def test_wasserstein_from_quantiles_agrees_with_scipy():
