@@ -13,7 +13,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import os
 import signal
+import socket
+import uuid
 
 import asyncpg
 import grpc
@@ -21,11 +24,14 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from closedloop.v1 import alert_pb2, alert_pb2_grpc, retrain_pb2, retrain_pb2_grpc, rules_pb2, rules_pb2_grpc
+from closedloop.v1 import (
+    alert_pb2, alert_pb2_grpc, monitor_pb2, monitor_pb2_grpc, retrain_pb2, retrain_pb2_grpc, rules_pb2, rules_pb2_grpc,
+)
 
 from .api.alerts import AlertServicer
 from .api.auth import Authenticator, load_tokens
 from .api.interceptors import ServerInterceptor
+from .api.monitor import MonitorServicer
 from .api.retrain import RetrainServicer
 from .api.rules import RuleServicer
 from .config import Settings
@@ -48,6 +54,7 @@ SERVICE_NAMES = [
     alert_pb2.DESCRIPTOR.services_by_name["AlertService"].full_name,
     rules_pb2.DESCRIPTOR.services_by_name["RuleService"].full_name,
     retrain_pb2.DESCRIPTOR.services_by_name["RetrainService"].full_name,
+    monitor_pb2.DESCRIPTOR.services_by_name["MonitorService"].full_name,
 ]
 
 
@@ -75,6 +82,7 @@ class ClosedLoopServer:
         self.rules: RuleEngine | None = None
         self.facts: ModelFactsCache | None = None
         self.ingestor: AlertIngestor | None = None
+        self.monitor: MonitorServicer | None = None
         self.runner = None  # executor.runner.JobRunner when this process runs workers
         self._listener: asyncpg.Connection | None = None
         self._tasks: list = []
@@ -101,6 +109,10 @@ class ClosedLoopServer:
             self.ingestor = AlertIngestor(self.pool, self.rules, self.facts, job_max_attempts=s.job_max_attempts,
                                           job_timeout_s=s.job_timeout)
             await self.ingestor.start()
+            # Stopped with the background tasks, before the ingestor: its last flush may raise alerts.
+            self.monitor = MonitorServicer(self.pool, self.ingestor, f"{socket.gethostname()}:{os.getpid()}:"
+                                           f"{uuid.uuid4().hex[:8]}")
+            self._tasks.append(self.monitor)
             await self._listen_for_changes()
             if s.run_workers and s.workers > 0:
                 # Imported here so ingest-only processes never load the training stack.
@@ -138,6 +150,7 @@ class ClosedLoopServer:
         rules_pb2_grpc.add_RuleServiceServicer_to_server(RuleServicer(self.pool, self.rules, self.facts), self.grpc)
         retrain_pb2_grpc.add_RetrainServiceServicer_to_server(
             RetrainServicer(self.pool, s, self.facts, self.rules), self.grpc)
+        monitor_pb2_grpc.add_MonitorServiceServicer_to_server(self.monitor, self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection([*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME], self.grpc)
         if s.tls_cert:
@@ -161,6 +174,7 @@ class ClosedLoopServer:
 
         def on_models(_conn, _pid, _channel, model_id: str) -> None:
             self.facts.invalidate(model_id or None)
+            self.monitor.invalidate(model_id or None)
 
         def on_rules(_conn, _pid, _channel, _payload) -> None:
             asyncio.get_running_loop().create_task(self.rules.refresh_from_database())

@@ -34,6 +34,10 @@ METHOD_ROLES = {
     "/closedloop.v1.RetrainService/ListJobs": "read",
     "/closedloop.v1.RetrainService/WatchJob": "read",
     "/closedloop.v1.RetrainService/GetFeedbackReport": "read",
+    "/closedloop.v1.MonitorService/LogObservations": "ingest",
+    "/closedloop.v1.MonitorService/LogOutcomes": "ingest",
+    "/closedloop.v1.MonitorService/GetDriftReport": "read",
+    "/closedloop.v1.MonitorService/ListDriftWindows": "read",
 }
 
 
