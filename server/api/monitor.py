@@ -35,10 +35,11 @@ UTC = dt.timezone.utc
 
 
 class MonitorServicer(monitor_pb2_grpc.MonitorServiceServicer):
-    def __init__(self, pool: asyncpg.Pool, ingestor, server_id: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, ingestor, server_id: str, flush_interval: float = 1.0) -> None:
         self.pool = pool
         self.ingestor = ingestor
         self.server_id = server_id
+        self.flush_interval = flush_interval  # also how often due (time-closed) windows are looked for
         self.engine = None  # monitor.engine.MonitorEngine, from the first Log* call
         self._starting = asyncio.Lock()
 
@@ -47,7 +48,7 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServiceServicer):
             if self.engine is None:
                 from ..monitor.engine import MonitorEngine
 
-                engine = MonitorEngine(self.pool, self.ingestor, self.server_id)
+                engine = MonitorEngine(self.pool, self.ingestor, self.server_id, flush_interval=self.flush_interval)
                 await engine.start()
                 self.engine = engine
         return self.engine

@@ -239,3 +239,51 @@ async def test_monitoring_spec_is_validated_and_returned(server, client):
     model = await client.get_model("fx-spec")
     assert model.monitoring.window_rows == 2000 and model.monitoring.numeric_method == "psi"
     assert model.monitoring.min_rows == 500  # defaults filled in
+
+
+async def test_a_window_closes_by_time_and_a_short_one_is_not_judged(server, client):
+    await register(client, "fx-clock", window_rows="0", window_duration="1s", min_rows="100")
+    await install_version(server, "fx-clock", normal_frame(np.random.default_rng(10), 5_000))
+    server.monitor.flush_interval = 0.1
+    rng = np.random.default_rng(11)
+    await client.log_observations(batches("fx-clock", normal_frame(rng, 300), size=100))
+    await client.log_observations(batches("fx-clock", normal_frame(rng, 50), size=50, version=1))
+    for _ in range(200):
+        report = await client.drift_report("fx-clock")
+        if report.windows:
+            break
+        await asyncio.sleep(0.05)
+    [window] = report.windows
+    assert window.rows == 350 and window.judged and len(window.features) == 20
+    assert window.close_time.ToDatetime() >= window.start_time.ToDatetime()
+
+
+async def test_cli_replays_a_csv_and_reports_with_sparklines(watched, server, tmp_path):
+    import pandas as pd
+
+    from closedloop.server.cli import main
+
+    rng = np.random.default_rng(12)
+    for n, shift in enumerate((0.0, 0.3)):
+        path = tmp_path / f"obs{n}.csv"
+        frame = pd.DataFrame(normal_frame(rng, 10_000, shift=shift))
+        frame["pred"] = rng.random(10_000)
+        frame["ts"] = pd.date_range("2026-01-01", periods=10_000, freq="s", tz="UTC")
+        frame.to_csv(path, index=False)
+        code = await asyncio.to_thread(main, ["monitor", "log", str(path), "--model", watched, "--target",
+                                              server.test_target, "--prediction-column", "pred", "--time-column", "ts"])
+        assert code == 0
+    out = tmp_path / "report.txt"
+
+    def report() -> int:
+        import contextlib
+
+        with open(out, "w") as fh, contextlib.redirect_stdout(fh):
+            return main(["monitor", "report", watched, "--target", server.test_target])
+
+    assert await asyncio.to_thread(report) == 0
+    text = out.read_text()
+    assert "drift over the last 2 windows" in text and "DRIFT" in text
+    assert any(ch in text for ch in "▁▂▃▄▅▆▇█")
+    [line] = [line for line in text.splitlines() if line.startswith("f05 ")]
+    assert "DRIFT" in line and line.rstrip().endswith("█")
