@@ -195,8 +195,10 @@ class MonitorEngine:
                                              target.spec.features, target.spec.window_sketch_k)
 
     async def _flush_if_full(self, key: tuple[str, int, str], pending: _Pending) -> None:
-        """Flush in the background once this server's rows would fill the window or reach a quarter of
-        it: a window closes with at most about a quarter window (plus a batch) more than its size."""
+        """Hand this server's rows to a background flush once they would fill the window or reach a
+        quarter of it. The rows are taken at once (later batches start a new pending part), so a window
+        closes with at most a quarter window plus one batch more than its size, and exactly at its size
+        when batches divide it."""
         limit = pending.target.row_limit(key[2])
         if limit is None:
             return
@@ -205,8 +207,9 @@ class MonitorEngine:
             if running is not None and not running.done():
                 # Back-pressure: the stream waits for the previous flush rather than piling up rows.
                 await asyncio.wait([running])
-            if key in self._pending:
-                task = asyncio.create_task(self.flush([key]), name=f"monitor-flush-{key[0]}")
+            taken = self._pending.pop(key, None)
+            if taken is not None:
+                task = asyncio.create_task(self._flush_one(key, taken), name=f"monitor-flush-{key[0]}")
                 task.add_done_callback(_log_failure)
                 self._flushing[key] = task
 
@@ -215,11 +218,16 @@ class MonitorEngine:
     async def flush(self, keys) -> None:
         """Store this server's pending rows of `keys`; the flush that fills a window closes it."""
         for key in keys:
+            running = self._flushing.get(key)
+            if running is not None and not running.done():
+                await asyncio.wait([running])
             await self._flush_one(key)
 
-    async def _flush_one(self, key: tuple[str, int, str]) -> None:
+    async def _flush_one(self, key: tuple[str, int, str], pending: _Pending | None = None) -> None:
+        """Flush `pending` (default: whatever is pending for `key` when the lock is ours)."""
         async with self._locks.setdefault(key, asyncio.Lock()):
-            pending = self._pending.pop(key, None)
+            if pending is None:
+                pending = self._pending.pop(key, None)
             if pending is None or pending.state.rows == 0:
                 return
             target = pending.target
