@@ -12,6 +12,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import pathlib
+import sys
+from typing import TextIO
 
 from closedloop import observation_batch
 from closedloop.v1 import monitor_pb2
@@ -37,29 +39,36 @@ def monitor_report(args: argparse.Namespace) -> int:
     if args.json:
         print(as_json(report))
         return 0
-    print(f"{report.model_id}: current version {report.current_version}")
+    render_drift_report(report, sys.stdout)
+    return 0
+
+
+def render_drift_report(report: monitor_pb2.DriftReport, out: TextIO) -> None:
+    """The windows table, the newest drift window's features with their sparklines, the open windows."""
+    print(f"{report.model_id}: current version {report.current_version}", file=out)
     kind = lambda w: enum_name(monitor_pb2.WindowKind, w.kind, "WINDOW_KIND_")  # noqa: E731
     table(["window", "version", "kind", "rows", "closed", "drift_score", "drifted", "performance", "alert"], [
         (w.sequence, w.version, kind(w), w.rows, ts(w.close_time),
          f"{w.drift_score:.3f}" if w.kind == monitor_pb2.WINDOW_KIND_OBSERVATIONS and w.judged else "-",
          f"{sum(f.drifted for f in w.features)}/{len(w.features)}" if w.features else "-",
          _performance(w), w.alert_id or (w.note if not w.judged else "-"))
-        for w in report.windows])
+        for w in report.windows], out)
     drift = [w for w in reversed(report.windows) if w.kind == monitor_pb2.WINDOW_KIND_OBSERVATIONS and w.judged]
     if drift:
         newest = {f.feature: f for f in drift[-1].features}
         history = {name: [next((f.effect for f in w.features if f.feature == name), 0.0) for w in drift]
                    for name in newest}
         top = max((v for h in history.values() for v in h), default=0.0)
-        print(f"\nfeatures in window {drift[-1].sequence} (v{drift[-1].version}); drift over the last {len(drift)} windows:")
+        print(f"\nfeatures in window {drift[-1].sequence} (v{drift[-1].version}); drift over the last "
+              f"{len(drift)} windows:", file=out)
         table(["feature", "method", "statistic", "p_value", "threshold", "drifted", "effect", "rows", "history"], [
             (f.feature, f.method, f"{f.statistic:.4f}", f"{f.p_value:.3g}" if f.HasField("p_value") else "-",
              f"{f.threshold:g}", "DRIFT" if f.drifted else "ok", f"{f.effect:.3f}", f.window_rows,
              sparkline(history[name], top))
-            for name, f in sorted(newest.items(), key=lambda item: -item[1].effect)])
+            for name, f in sorted(newest.items(), key=lambda item: -item[1].effect)], out)
     for w in report.open_windows:
-        print(f"open: window {w.sequence} of v{w.version} ({kind(w)}): {w.rows} rows since {ts(w.start_time)}")
-    return 0
+        print(f"open: window {w.sequence} of v{w.version} ({kind(w)}): {w.rows} rows since {ts(w.start_time)}",
+              file=out)
 
 
 def _performance(w: monitor_pb2.DriftWindow) -> str:
