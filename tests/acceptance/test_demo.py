@@ -24,7 +24,7 @@ def test_demo_runs_the_loop_and_leaves_nothing_behind():
     assert "risk_auto_retrain  queued    full  critical" in out
     assert "champion" in out and "challenger" in out
     assert "closedloop raised it itself: drift alert from closedloop.monitor" in out  # monitoring stage
-    assert "drifted carry,order_flow,sentiment" in out and "features in window" in out
+    assert "drifted order_flow,sentiment,carry" in out and "features in window" in out
     assert "Per rule" in out and "What the figures mean" in out  # the feedback report
     assert "Traceback" not in result.stderr
     assert set(glob.glob(f"{tempfile.gettempdir()}/closedloop-demo-*")) == before
