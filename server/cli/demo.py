@@ -17,8 +17,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 from closedloop import AsyncClient, observation_batch
 from closedloop.v1 import alert_pb2, common_pb2, retrain_pb2, rules_pb2
 
@@ -140,6 +138,8 @@ async def _tour(target: str, n: Narrator) -> None:
 async def _monitoring_stage(client: AsyncClient, n: Narrator) -> None:
     """A second model streams its features to MonitorService; the market drifts; closedloop notices on
     its own, raises the drift alert itself, retrains, and judges the next windows against the new version."""
+    import numpy as np  # loaded for this stage only: the CLI starts without the numeric stack
+
     from .monitor_commands import render_drift_report
 
     n.step(f"Monitoring: {WATCHED_ID} streams the features it sees to closedloop (MonitorService)")

@@ -3,11 +3,13 @@
 Every server keeps, per (model, version, kind), the part of the open window it has counted since its
 last flush (a `WindowAccumulator` for observations, an `OutcomeWindow` for outcomes). A flush merges that
 part into the server's partial row of the window in PostgreSQL, under the window's advisory lock
-(store/monitoring.py). Flushes happen when a stream ends or is cut (so everything a server received is
-stored), when the window looks full, and every `flush_interval` seconds. When the flushed rows reach the
-window's size, or its time is up, the server that notices closes it: under the same lock it merges every
-server's partial, so the verdict is the one a single server that saw everything would reach, stores one
-measurement per feature and marks the window closed; a second server finds it closed and does nothing.
+(store/monitoring.py). Flushes happen when a stream ends or is cut (so everything a server counted is
+stored), when this server's part would fill the window or reaches a quarter of it (in the background;
+a stream waits only if the previous flush is still running), and every `flush_interval` seconds. The
+flush that brings the window to its size closes it in the same transaction, and the periodic round
+closes windows whose time is up: under the lock the closer merges every server's partial, so the verdict
+is the one a single server that saw everything would reach, stores one measurement per feature and
+marks the window closed; a server that comes second finds it closed and does nothing.
 
 A crossed window becomes an alert that enters the normal ingest path (`AlertIngestor.submit`): rules,
 decisions, cooldowns and coalescing treat it like any client's alert. Its request_id names the model,
