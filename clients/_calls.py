@@ -18,7 +18,7 @@ from typing import Any, Mapping
 from google.protobuf import json_format
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from .v1 import alert_pb2, common_pb2, notify_pb2, retrain_pb2, rules_pb2
+from .v1 import alert_pb2, common_pb2, monitor_pb2, notify_pb2, retrain_pb2, rules_pb2
 
 
 def enum_value(enum, value: Any, prefix: str) -> int:
@@ -170,3 +170,57 @@ class CallsMixin:
         """Send a notification again from its first attempt."""
         return self._invoke("NotificationService", "RetryNotification",
                             notify_pb2.RetryNotificationRequest(id=str(notification_id)))
+
+    # --- monitoring ---------------------------------------------------------------------------
+    def log_observations(self, batches, *, timeout: float | None = None):
+        """Stream observation batches (ObservationBatch messages, e.g. from `observation_batch`);
+        returns the LogSummary once the server has stored them all. Not retried: a stream is not
+        idempotent as a whole (a cut stream keeps the batches the server had counted)."""
+        return self._invoke("MonitorService", "LogObservations", _messages(batches), timeout)
+
+    def log_outcomes(self, batches, *, timeout: float | None = None):
+        """Stream OutcomeBatch messages (e.g. from `outcome_batch`); returns the LogSummary."""
+        return self._invoke("MonitorService", "LogOutcomes", _messages(batches), timeout)
+
+    def drift_report(self, model_id: str, *, version: int = 0, window_count: int = 0):
+        return self._invoke("MonitorService", "GetDriftReport", monitor_pb2.GetDriftReportRequest(
+            model_id=model_id, version=version, window_count=window_count))
+
+    def list_drift_windows(self, model_id: str, *, version: int = 0, kind: Any = None, page_size: int = 0,
+                           page_token: str = ""):
+        return self._invoke("MonitorService", "ListDriftWindows", monitor_pb2.ListDriftWindowsRequest(
+            model_id=model_id, version=version, kind=enum_value(monitor_pb2.WindowKind, kind, "WINDOW_KIND_"),
+            page_size=page_size, page_token=page_token))
+
+
+def _messages(batches):
+    """A list is sent as an iterator; iterators and async iterators go through as they are."""
+    return iter(batches) if isinstance(batches, (list, tuple)) else batches
+
+
+def observation_batch(model_id: str, columns: Mapping[str, Any], *, predictions=None, prediction_ids=None,
+                      version: int = 0, observe_time: dt.datetime | None = None) -> "monitor_pb2.ObservationBatch":
+    """One columnar batch: `columns` maps a feature to its values (numbers, NaN/None = missing; or
+    strings, None = missing), all of one length."""
+    batch = monitor_pb2.ObservationBatch(model_id=model_id, version=version, feature_names=list(columns),
+                                         observe_time=timestamp(observe_time))
+    for values in columns.values():
+        column = batch.columns.add()
+        values = values.tolist() if hasattr(values, "tolist") else list(values)
+        if any(isinstance(v, str) for v in values):
+            column.categories.values.extend("" if v is None else str(v) for v in values)
+        else:
+            column.numbers.values.extend(float("nan") if v is None else v for v in values)
+    if predictions is not None:
+        batch.predictions.extend(predictions.tolist() if hasattr(predictions, "tolist") else predictions)
+    if prediction_ids is not None:
+        batch.prediction_ids.extend(str(i) for i in prediction_ids)
+    return batch
+
+
+def outcome_batch(model_id: str, outcomes, predictions, *, version: int = 0,
+                  observe_time: dt.datetime | None = None) -> "monitor_pb2.OutcomeBatch":
+    return monitor_pb2.OutcomeBatch(
+        model_id=model_id, version=version, observe_time=timestamp(observe_time),
+        outcomes=outcomes.tolist() if hasattr(outcomes, "tolist") else list(outcomes),
+        predictions=predictions.tolist() if hasattr(predictions, "tolist") else list(predictions))

@@ -22,7 +22,8 @@ from typing import Any, AsyncIterable, AsyncIterator, Iterable, Iterator
 import grpc
 
 from ._calls import CallsMixin
-from .v1 import alert_pb2, alert_pb2_grpc, notify_pb2_grpc, retrain_pb2, retrain_pb2_grpc, rules_pb2_grpc
+from .v1 import (alert_pb2, alert_pb2_grpc, monitor_pb2_grpc, notify_pb2_grpc, retrain_pb2, retrain_pb2_grpc,
+                 rules_pb2_grpc)
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 RETRYABLE = ("UNAVAILABLE", "RESOURCE_EXHAUSTED")
@@ -32,6 +33,7 @@ _STUBS = {
     "RuleService": rules_pb2_grpc.RuleServiceStub,
     "RetrainService": retrain_pb2_grpc.RetrainServiceStub,
     "NotificationService": notify_pb2_grpc.NotificationServiceStub,
+    "MonitorService": monitor_pb2_grpc.MonitorServiceStub,
 }
 # Methods that must never be resent: a second RollbackModel would roll back one version further.
 _NOT_IDEMPOTENT = (("closedloop.v1.RetrainService", "RollbackModel"),)
@@ -99,9 +101,9 @@ class AsyncClient(CallsMixin):
                         else grpc.aio.insecure_channel(target, options=self._opts.channel_options))
         self._stubs = {name: cls(self.channel) for name, cls in _STUBS.items()}
 
-    async def _invoke(self, service: str, method: str, request: Any):
+    async def _invoke(self, service: str, method: str, request: Any, timeout: float | None = None):
         call = getattr(self._stubs[service], method)
-        return await call(request, timeout=self._opts.timeout, metadata=self._opts.call_metadata(request))
+        return await call(request, timeout=timeout or self._opts.timeout, metadata=self._opts.call_metadata(request))
 
     def stream_alerts(self, requests: AsyncIterable[alert_pb2.CreateAlertRequest] | Iterable,
                       *, timeout: float | None = None) -> AsyncIterator[alert_pb2.Alert]:
@@ -140,9 +142,9 @@ class Client(CallsMixin):
                         else grpc.insecure_channel(target, options=self._opts.channel_options))
         self._stubs = {name: cls(self.channel) for name, cls in _STUBS.items()}
 
-    def _invoke(self, service: str, method: str, request: Any):
+    def _invoke(self, service: str, method: str, request: Any, timeout: float | None = None):
         call = getattr(self._stubs[service], method)
-        return call(request, timeout=self._opts.timeout, metadata=self._opts.call_metadata(request))
+        return call(request, timeout=timeout or self._opts.timeout, metadata=self._opts.call_metadata(request))
 
     def stream_alerts(self, requests: Iterable[alert_pb2.CreateAlertRequest],
                       *, timeout: float | None = None) -> Iterator[alert_pb2.Alert]:

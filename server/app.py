@@ -16,7 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import os
 import signal
+import socket
+import uuid
 
 import asyncpg
 import grpc
@@ -24,13 +27,14 @@ import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from closedloop.v1 import (alert_pb2, alert_pb2_grpc, notify_pb2, notify_pb2_grpc, retrain_pb2, retrain_pb2_grpc,
-                           rules_pb2, rules_pb2_grpc)
+from closedloop.v1 import (alert_pb2, alert_pb2_grpc, monitor_pb2, monitor_pb2_grpc, notify_pb2, notify_pb2_grpc,
+                           retrain_pb2, retrain_pb2_grpc, rules_pb2, rules_pb2_grpc)
 
 from .api.alerts import AlertServicer
 from .api.audit import Auditor
 from .api.auth import Authenticator, load_tokens
 from .api.interceptors import ServerInterceptor
+from .api.monitor import MonitorServicer
 from .api.notifications import NotificationServicer
 from .api.retrain import RetrainServicer
 from .api.rules import RuleServicer
@@ -61,6 +65,7 @@ SERVICE_NAMES = [
     rules_pb2.DESCRIPTOR.services_by_name["RuleService"].full_name,
     retrain_pb2.DESCRIPTOR.services_by_name["RetrainService"].full_name,
     notify_pb2.DESCRIPTOR.services_by_name["NotificationService"].full_name,
+    monitor_pb2.DESCRIPTOR.services_by_name["MonitorService"].full_name,
 ]
 
 
@@ -105,6 +110,7 @@ class ClosedLoopServer:
         self.rules: RuleEngine | None = None
         self.facts: ModelFactsCache | None = None
         self.ingestor: AlertIngestor | None = None
+        self.monitor: MonitorServicer | None = None
         self.runner = None  # executor.runner.JobRunner when this process runs workers
         self.watch: DatabaseWatch | None = None
         self.notifier: DeliveryWorker | None = None  # when this process runs workers and targets exist
@@ -141,6 +147,10 @@ class ClosedLoopServer:
             self.ingestor = AlertIngestor(self.pool, self.rules, self.facts, job_max_attempts=s.job_max_attempts,
                                           job_timeout_s=s.job_timeout, wait_timeout=s.db_timeout, notify=s.notify)
             await self.ingestor.start()
+            # Stopped with the background tasks, before the ingestor: its last flush may raise alerts.
+            self.monitor = MonitorServicer(self.pool, self.ingestor, f"{socket.gethostname()}:{os.getpid()}:"
+                                           f"{uuid.uuid4().hex[:8]}")
+            self._tasks.append(self.monitor)
             await self._watch_database()
             if s.run_workers and s.workers > 0:
                 # Imported here so ingest-only processes never load the training stack.
@@ -189,6 +199,7 @@ class ClosedLoopServer:
             RetrainServicer(self.pool, s, self.facts, self.rules), self.grpc)
         notify_pb2_grpc.add_NotificationServiceServicer_to_server(
             NotificationServicer(self.pool, self.notifier.wake if self.notifier else None), self.grpc)
+        monitor_pb2_grpc.add_MonitorServiceServicer_to_server(self.monitor, self.grpc)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
         reflection.enable_server_reflection([*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME], self.grpc)
         if s.tls_cert:
@@ -217,6 +228,7 @@ class ClosedLoopServer:
 
         def on_models(model_id: str) -> None:
             self.facts.invalidate(model_id or None)
+            self.monitor.invalidate(model_id or None)
 
         def on_rules(_payload: str) -> None:
             task = asyncio.get_running_loop().create_task(self.rules.refresh_from_database())

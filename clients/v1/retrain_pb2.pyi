@@ -1,6 +1,7 @@
 import datetime
 
 from closedloop.v1 import common_pb2 as _common_pb2
+from closedloop.v1 import monitor_pb2 as _monitor_pb2
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
@@ -104,7 +105,7 @@ class TrainingSpec(_message.Message):
     def __init__(self, estimator: _Optional[str] = ..., params: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., sql: _Optional[_Union[SqlSource, _Mapping]] = ..., file: _Optional[_Union[FileSource, _Mapping]] = ..., entry_point: _Optional[_Union[EntryPointSource, _Mapping]] = ..., synthetic: _Optional[_Union[SyntheticSource, _Mapping]] = ..., target: _Optional[str] = ..., features: _Optional[_Iterable[str]] = ..., time_column: _Optional[str] = ..., metric: _Optional[str] = ..., holdout_fraction: _Optional[float] = ..., promotion_margin: _Optional[float] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("model_id", "training", "enabled", "current_version", "cooldown_override", "max_retrains_per_day", "create_time", "update_time", "current_version_time")
+    __slots__ = ("model_id", "training", "enabled", "current_version", "cooldown_override", "max_retrains_per_day", "create_time", "update_time", "current_version_time", "monitoring")
     MODEL_ID_FIELD_NUMBER: _ClassVar[int]
     TRAINING_FIELD_NUMBER: _ClassVar[int]
     ENABLED_FIELD_NUMBER: _ClassVar[int]
@@ -114,6 +115,7 @@ class Model(_message.Message):
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
     UPDATE_TIME_FIELD_NUMBER: _ClassVar[int]
     CURRENT_VERSION_TIME_FIELD_NUMBER: _ClassVar[int]
+    MONITORING_FIELD_NUMBER: _ClassVar[int]
     model_id: str
     training: TrainingSpec
     enabled: bool
@@ -123,7 +125,8 @@ class Model(_message.Message):
     create_time: _timestamp_pb2.Timestamp
     update_time: _timestamp_pb2.Timestamp
     current_version_time: _timestamp_pb2.Timestamp
-    def __init__(self, model_id: _Optional[str] = ..., training: _Optional[_Union[TrainingSpec, _Mapping]] = ..., enabled: _Optional[bool] = ..., current_version: _Optional[int] = ..., cooldown_override: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_retrains_per_day: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., current_version_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    monitoring: _monitor_pb2.MonitoringSpec
+    def __init__(self, model_id: _Optional[str] = ..., training: _Optional[_Union[TrainingSpec, _Mapping]] = ..., enabled: _Optional[bool] = ..., current_version: _Optional[int] = ..., cooldown_override: _Optional[_Union[datetime.timedelta, _duration_pb2.Duration, _Mapping]] = ..., max_retrains_per_day: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., current_version_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., monitoring: _Optional[_Union[_monitor_pb2.MonitoringSpec, _Mapping]] = ...) -> None: ...
 
 class ModelVersion(_message.Message):
     __slots__ = ("model_id", "version", "job_id", "mode", "metric", "metric_value", "champion_metric_value", "promoted", "artifact_sha256", "data_window", "train_rows", "holdout_rows", "create_time", "refit_fallback")

@@ -56,6 +56,10 @@ METHOD_ROLES = {
     f"{_SERVICE}RetrainService/WatchJob": "read",
     f"{_SERVICE}RetrainService/GetFeedbackReport": "read",
     "/closedloop.http/Metrics": "read",  # the HTTP side's /metrics (http/server.py)
+    f"{_SERVICE}MonitorService/LogObservations": "ingest",
+    f"{_SERVICE}MonitorService/LogOutcomes": "ingest",
+    f"{_SERVICE}MonitorService/GetDriftReport": "read",
+    f"{_SERVICE}MonitorService/ListDriftWindows": "read",
 }
 # RPCs that act on or reveal every model at once: an unscoped token only. (Rule sets are global;
 # a backtest replays every model's alerts; the audit trail names every model.)

@@ -8,12 +8,14 @@ from closedloop.dsl.checker import MAX_COOLDOWN_S
 from closedloop.v1 import retrain_pb2
 
 from ..config import Settings
-from ..errors import NotFound
+from ..errors import InvalidArgument, NotFound
 from ..executor.training_spec import DEFAULT_HOLDOUT
 from ..executor.source_config import DataSources
 from ..loop.model_cache import ModelFactsCache
+from ..monitor.spec import MonitoringSpec
 from ..store import models as model_store
-from . import convert, paging
+from ..store import monitoring as monitoring_store
+from . import convert, convert_monitor, paging
 from .auth import model_scopes, require_model
 from .validation import Violations, check_model_id, check_page
 
@@ -49,6 +51,12 @@ class ModelHandlers:
             v.add("model.max_retrains_per_day", "must be >= 0")
         if m.HasField("cooldown_override") and not 0 <= m.cooldown_override.ToNanoseconds() <= MAX_COOLDOWN_S * 10**9:
             v.add("model.cooldown_override", f"must be between 0 and {MAX_COOLDOWN_S // 86400} days")
+        monitoring = None
+        if m.HasField("monitoring"):
+            try:
+                monitoring = convert_monitor.spec_from_message(m.monitoring)
+            except InvalidArgument as exc:
+                v.items.extend(exc.violations)
         v.raise_if_any()
         require_model(m.model_id, "model.model_id")
         spec = retrain_pb2.TrainingSpec()
@@ -69,8 +77,9 @@ class ModelHandlers:
                                          if m.HasField("cooldown_override") else None),
                     max_retrains_per_day=m.max_retrains_per_day or None,
                 )
+                await monitoring_store.put_spec(conn, m.model_id, monitoring and monitoring.to_dict())
         self.facts.invalidate(m.model_id)
-        return convert.model_message(row)
+        return _with_monitoring(convert.model_message(row), monitoring and monitoring.to_dict())
 
     async def GetModel(self, request, context):
         v = Violations()
@@ -79,9 +88,10 @@ class ModelHandlers:
         require_model(request.model_id)
         async with self.pool.acquire() as conn:
             row = await model_store.get_model(conn, request.model_id)
+            specs = await monitoring_store.specs_for(conn, [request.model_id])
         if row is None:
             raise NotFound(f"model {request.model_id!r} is not registered")
-        return convert.model_message(row)
+        return _with_monitoring(convert.model_message(row), specs.get(request.model_id))
 
     async def ListModels(self, request, context):
         v = Violations()
@@ -91,6 +101,16 @@ class ModelHandlers:
         async with self.pool.acquire() as conn:
             rows = await model_store.list_models(conn, after=cursor["m"] if cursor else None, limit=limit + 1,
                                                  scopes=model_scopes())
-        page = rows[:limit]
+            page = rows[:limit]
+            specs = await monitoring_store.specs_for(conn, [r["model_id"] for r in page])
         token = paging.encode({"m": page[-1]["model_id"]}, {}) if len(rows) > limit else ""
-        return retrain_pb2.ListModelsResponse(models=[convert.model_message(r) for r in page], next_page_token=token)
+        return retrain_pb2.ListModelsResponse(
+            models=[_with_monitoring(convert.model_message(r), specs.get(r["model_id"])) for r in page],
+            next_page_token=token)
+
+
+def _with_monitoring(msg: retrain_pb2.Model, spec: dict | None) -> retrain_pb2.Model:
+    """The model message with its stored monitoring spec (left unset when it has none: the defaults)."""
+    if spec is not None:
+        msg.monitoring.CopyFrom(convert_monitor.spec_message(MonitoringSpec.from_dict(spec)))
+    return msg

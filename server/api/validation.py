@@ -201,6 +201,17 @@ _MESSAGE, _STRING, _FLOAT, _KEY_ONLY = range(4)
 _shapes: dict = {}
 
 
+# Packed number columns whose handler checks every value itself, vectorised: a monitoring batch carries
+# tens of thousands of them (a Python loop here would cost more than the handler), and in a feature
+# column NaN is a value (missing), not an error. api/monitor.py refuses what each of them must not hold.
+HANDLER_CHECKED_NUMBERS = frozenset({
+    "closedloop.v1.DoubleColumn.values",
+    "closedloop.v1.ObservationBatch.predictions",
+    "closedloop.v1.OutcomeBatch.outcomes",
+    "closedloop.v1.OutcomeBatch.predictions",
+})
+
+
 def _shape(fd) -> tuple[int, int | None]:
     """(shape, what to check of the values) of a field, worked out once per field: descriptor
     look-ups cost more than the checks on the ingest path."""
@@ -208,6 +219,9 @@ def _shape(fd) -> tuple[int, int | None]:
         return _shapes[fd]
     except KeyError:
         pass
+    if fd.full_name in HANDLER_CHECKED_NUMBERS:
+        _shapes[fd] = _REPEATED, None
+        return _shapes[fd]
     shape = _REPEATED if fd.is_repeated else _SINGLE
     value_fd = fd
     if fd.message_type is not None and fd.message_type.GetOptions().map_entry:

@@ -2,8 +2,8 @@
 
 This module holds the argument tree and main(); the commands live in modules named for what they
 hold: serve.py (serve, migrate, token), client_commands.py (alerts, models, jobs, rules, feedback,
-audit through the public client), demo.py (the guided tour), render.py (tables and text the client
-commands and the demo share).
+audit through the public client), monitor_commands.py (monitor report/log, models profile), demo.py (the
+guided tour), render.py (tables and text the client commands and the demo share).
 
 Errors a user can fix (bad flag, unreachable database, server down) print one line and exit
 non-zero; tracebacks are for bugs only.
@@ -19,7 +19,7 @@ from closedloop.dsl import RuleCompileError
 
 from ..config import add_arguments
 from ..errors import ConfigError, ServerError
-from . import client_commands, serve
+from . import client_commands, monitor_commands, serve
 from .demo import demo_command
 
 
@@ -88,6 +88,30 @@ def _add_client_commands(sub) -> None:
     p.add_argument("--version", type=int, default=0, help="default: the version before the current")
     p.add_argument("--reason", default="rollback from the CLI")
     p.set_defaults(func=client_commands.models_rollback)
+
+    p = models.add_parser("profile", help="build the reference profile of a version trained before monitoring "
+                          "(reads its data source; run where the server runs)")
+    p.add_argument("model_id")
+    p.add_argument("--version", type=int, default=0, help="default: the current version")
+    # The data-source settings too: the profile reads the version's data as the trainer did.
+    add_arguments(p, only=("database_url", "data_dir", "connect_timeout", "data_sources", "data_root", "entry_point"))
+    p.set_defaults(func=monitor_commands.models_profile)
+
+    monitor = sub.add_parser("monitor", help="drift and performance monitoring").add_subparsers(
+        dest="monitor_command", required=True)
+    p = monitor.add_parser("report", parents=[common], help="recent windows, per-feature verdicts, sparklines")
+    p.add_argument("model_id")
+    p.add_argument("--version", type=int, default=0, help="only this version's windows")
+    p.add_argument("--windows", type=int, default=20, help="closed windows to show (default 20)")
+    p.set_defaults(func=monitor_commands.monitor_report)
+    p = monitor.add_parser("log", parents=[common], help="replay a CSV or Parquet file of observations")
+    p.add_argument("file")
+    p.add_argument("--model", required=True)
+    p.add_argument("--version", type=int, default=0, help="default: the model's current version")
+    p.add_argument("--prediction-column", help="the column holding the model's predictions")
+    p.add_argument("--time-column", help="the column holding each row's observe time")
+    p.add_argument("--batch-rows", type=int, default=1000)
+    p.set_defaults(func=monitor_commands.monitor_log)
 
     jobs = sub.add_parser("jobs", help="retraining jobs").add_subparsers(dest="jobs_command", required=True)
     p = jobs.add_parser("list", parents=[common])

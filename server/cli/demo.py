@@ -3,7 +3,8 @@
 Starts a server on an embedded PostgreSQL in a temporary folder, registers a model on the built-in
 synthetic market data, trains version 1, lets the market drift, sends the alerts a trading service
 would send, shows which rules fired and why, watches the retrain, compares champion and challenger,
-and prints the feedback report. Everything it started is stopped and the folder removed at the end.
+then lets a second model stream its features so that closedloop notices a drift on its own, and
+prints the feedback report. Everything it started is stopped and the folder removed at the end.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from closedloop import AsyncClient
+from closedloop import AsyncClient, observation_batch
 from closedloop.v1 import alert_pb2, common_pb2, retrain_pb2, rules_pb2
 
 from .render import enum_name, job_progress_line, print_alert_actions, render_report
@@ -31,6 +32,11 @@ MODEL = {
         "target": "direction", "metric": "accuracy", "holdout_fraction": 0.25, "promotion_margin": 0.002,
     },
 }
+
+
+WATCHED_ID = "fx-usdjpy-demo"
+WATCHED = {**MODEL, "model_id": WATCHED_ID, "monitoring": {"window_rows": "2000", "min_rows": "500"}}
+DRIFTING = ("order_flow", "sentiment", "carry")
 
 
 class Narrator:
@@ -122,9 +128,62 @@ async def _tour(target: str, n: Narrator) -> None:
         job = await _watch(client, job_id, n)
         n.say(_scores(job))
 
+        await _monitoring_stage(client, n)
+
         n.step("Feedback report:")
         report = await client.feedback_report()
         render_report(report, n.out)
+
+
+async def _monitoring_stage(client: AsyncClient, n: Narrator) -> None:
+    """A second model streams its features to MonitorService; the market drifts; closedloop notices on
+    its own, raises the drift alert itself, retrains, and judges the next windows against the new version."""
+    import numpy as np  # loaded for this stage only: the CLI starts without the numeric stack
+
+    from .monitor_commands import render_drift_report
+
+    n.step(f"Monitoring: {WATCHED_ID} streams the features it sees to closedloop (MonitorService)")
+    await client.register_model(WATCHED)
+    job = await client.submit_retrain(WATCHED_ID, mode="full", priority="high", reason="initial training")
+    job = await _watch(client, job.id, n)
+    n.say(_scores(job) + "; the trainer stored the version's reference profile")
+    rng = np.random.default_rng(5)
+
+    async def stream(version: int, rows: int, shift: float = 0.0) -> None:
+        columns = _market_sample(version, rows, rng, shift)
+        await client.log_observations([observation_batch(WATCHED_ID, {c: v[i:i + 500] for c, v in columns.items()})
+                                       for i in range(0, rows, 500)])
+
+    await stream(1, 4000)
+    n.say("    4,000 rows like the training data: two windows of 2,000, both quiet")
+    n.step(f"The market moves ({', '.join(DRIFTING)} shift by a training std); nobody sends an alert:")
+    await stream(1, 2000, shift=1.0)
+    report = await client.drift_report(WATCHED_ID)
+    alert = await client.get_alert(report.windows[0].alert_id)
+    n.say(f"    closedloop raised it itself: {alert.type} alert from {alert.source}, drift_score "
+          f"{alert.metrics['drift_score']:.2f}, drifted {alert.labels['drifted_features']}")
+    _actions(alert, n)
+    job_id = next(a.job_id for a in alert.actions if a.job_id)
+    job = await _watch(client, job_id, n)
+    n.say(_scores(job))
+    if job.promoted:
+        await asyncio.sleep(1.5)  # replicas re-read the current version within a second
+        await stream(job.new_version, 2000)
+        n.say(f"    the next window counts for version {job.new_version}, judged against its own training data "
+              "(no alert):")
+    if not n.quiet:
+        render_drift_report(await client.drift_report(WATCHED_ID), n.out)
+
+
+def _market_sample(version: int, rows: int, rng, shift: float) -> dict:
+    """Rows drawn from the market `version` was trained on, some features shifted by `shift` stds."""
+    from ..executor.trainer import load_training_window
+
+    X, _, _, n_train = load_training_window(WATCHED["training"], version - 1)
+    train = X.iloc[:n_train]
+    picked = train.iloc[rng.integers(0, n_train, rows)]
+    return {c: picked[c].to_numpy(dtype=float) + (shift * train[c].std() if c in DRIFTING else 0.0)
+            for c in train.columns}
 
 
 def run_demo(keep: bool = False, quiet: bool = False, out=None) -> int:

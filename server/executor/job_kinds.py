@@ -35,6 +35,7 @@ import asyncpg
 import structlog
 
 from ..store import jobs as job_store
+from ..store import monitoring as monitoring_store
 from ..store import queue
 from ..store import versions as version_store
 from . import artifacts
@@ -203,6 +204,8 @@ class TrainingKind:
             data_end=result["data_end"], train_rows=result["train_rows"], holdout_rows=result["holdout_rows"],
             refit_fallback=result["refit_fallback"],
         )
+        if result.get("profile") is not None:
+            await store_profile(conn, model_id, version, result["profile"], origin="trainer")
         if promote:
             await version_store.set_current(conn, model_id, to_version=version, kind="PROMOTION", job_id=job["id"],
                                             reason=_promotion_reason(result))
@@ -217,6 +220,14 @@ class TrainingKind:
             "promoted": promote, "new_version": version,
             "refit_fallback": result["refit_fallback"], "message": f"{message}; {notes}" if notes else message,
         }
+
+
+async def store_profile(conn: asyncpg.Connection, model_id: str, version: int, profile: bytes, origin: str) -> None:
+    """Store a version's reference profile with a readable summary (decoded here, in the server)."""
+    from ..monitor.profile import ReferenceProfile  # numpy and datasketches: only once a profile exists
+
+    summary = await asyncio.to_thread(lambda: ReferenceProfile.from_bytes(profile).summary())
+    await monitoring_store.put_profile(conn, model_id, version, profile, summary, origin)
 
 
 def _promotion_reason(result: dict) -> str:

@@ -5,7 +5,8 @@ Runs in a worker process (job_kinds.train). Input is a plain payload built by th
   trained so far), champion (None or {version, artifact: bytes, sha256, data_end}), job_id, token,
   sources (the operator's DataSources, narrowed to what this spec names), service_role (the role
   of the service's own database connection, which a SQL source must not be).
-Output is a plain dict: scores, the promotion decision and the challenger's skops bytes; the runner
+Output is a plain dict: scores, the promotion decision, the challenger's skops bytes and its reference
+profile (the training rows' sketches, for monitoring); the runner
 allocates the version number and writes the artifact inside the transaction that completes the job,
 so only the attempt that still holds the lease ever produces a version.
 
@@ -25,6 +26,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from ..monitor.profile import ReferenceProfile
 from . import artifacts, scoring
 from .datasources import load_frame
 from .source_config import DataSources
@@ -104,6 +106,42 @@ def _score(metric: scoring.Metric, est: Any, X: pd.DataFrame, y: pd.Series) -> f
     return value
 
 
+def load_training_window(spec: dict, epoch: int, sources: DataSources | None = None,
+                         service_role: str | None = None) -> tuple[pd.DataFrame, pd.Series, pd.Series | None, int]:
+    """(X, y, time or None, n_train) of the model's `epoch`-th training run: the first n_train rows train,
+    the rest is the holdout. Data only through the operator's `sources` (datasources.load_frame)."""
+    frame = load_frame(spec, sources or DataSources(), epoch=epoch, service_role=service_role)
+    X, y, times = prepare_frame(frame, spec)
+    holdout_fraction = float(spec.get("holdout_fraction") or DEFAULT_HOLDOUT)
+    n = len(X)
+    n_train = n - max(1, int(math.ceil(n * holdout_fraction)))
+    if n_train < 2:
+        raise SpecError(f"{n} usable rows leave {n_train} for training; need more data or a smaller holdout")
+    return X, y, times, n_train
+
+
+def reference_profile(model: Any, X_train: pd.DataFrame, metric: str, holdout_metric: float) -> bytes:
+    """The version's reference profile (monitor/profile.py) of the rows it was trained on and of its
+    predictions on them, in its stored form: what monitoring compares later windows with."""
+    columns = {str(name): _profile_column(X_train[name]) for name in X_train.columns}
+    predictions = _profile_column(pd.Series(np.asarray(model.predict(X_train))))
+    return ReferenceProfile.build(columns, predictions, metric=metric, holdout_metric=holdout_metric).to_bytes()
+
+
+def _profile_column(column: pd.Series):
+    if pd.api.types.is_numeric_dtype(column) or pd.api.types.is_bool_dtype(column):
+        return column.to_numpy(dtype=np.float64)
+    return [None if pd.isna(v) else str(v) for v in column]
+
+
+def profile_version(spec: dict, version: int, artifact: bytes, sha256: str, metric: str,
+                    holdout_metric: float, sources: DataSources | None = None) -> bytes:
+    """A reference profile for a version trained before profiles existed: its training window reloaded
+    from the data source (the window of its training run, as the trainer chose it) and its artifact."""
+    X, _, _, n_train = load_training_window(spec, max(0, version - 1), sources)
+    return reference_profile(artifacts.loads(artifact, sha256), X.iloc[:n_train], metric, holdout_metric)
+
+
 def run_training(payload: dict, report: Report) -> dict:
     spec = payload["spec"]
     mode = payload["mode"]
@@ -113,15 +151,9 @@ def run_training(payload: dict, report: Report) -> dict:
     notes: list[str] = []
 
     report(0.05, "loading data")
-    frame = load_frame(spec, payload.get("sources") or DataSources(), epoch=int(payload.get("epoch", 0)),
-                       service_role=payload.get("service_role"))
-    X, y, times = prepare_frame(frame, spec)
-    holdout_fraction = float(spec.get("holdout_fraction") or DEFAULT_HOLDOUT)
-    n = len(X)
-    n_hold = max(1, int(math.ceil(n * holdout_fraction)))
-    n_train = n - n_hold
-    if n_train < 2:
-        raise SpecError(f"{n} usable rows leave {n_train} for training; need more data or a smaller holdout")
+    X, y, times, n_train = load_training_window(spec, int(payload.get("epoch", 0)), payload.get("sources"),
+                                                payload.get("service_role"))
+    n_hold = len(X) - n_train
     X_train, y_train, X_hold, y_hold = X.iloc[:n_train], y.iloc[:n_train], X.iloc[n_train:], y.iloc[n_train:]
     train_times = times.iloc[:n_train] if times is not None else None
     if train_times is not None:
@@ -178,6 +210,8 @@ def run_training(payload: dict, report: Report) -> dict:
             notes.append(f"champion cannot score the holdout ({type(exc).__name__}: {exc}); not compared")
     promote = scoring.should_promote(metric.name, champion_score, challenger_score, margin)
 
+    report(0.85, "profiling")
+    profile = reference_profile(challenger, X_train, metric.name, challenger_score)
     report(0.9, "saving")
     data = artifacts.dumps(challenger)
     return {
@@ -194,6 +228,7 @@ def run_training(payload: dict, report: Report) -> dict:
         "data_end": data_end,
         "artifact": data,
         "sha256": artifacts.digest(data),
+        "profile": profile,
         "notes": notes,
     }
 

@@ -46,6 +46,12 @@ class ReferenceProfile:
     def rows(self) -> int:
         return next(iter(self.features.values())).rows if self.features else 0
 
+    def summary(self) -> dict:
+        """What a person reads about the profile: rows, each feature's kind, the metric and holdout value."""
+        return {"rows": self.rows, "features": {name: state.kind for name, state in self.features.items()},
+                "prediction": None if self.prediction is None else self.prediction.kind,
+                "metric": self.metric, "holdout_metric": self.holdout_metric}
+
     def to_dict(self) -> dict:
         return {
             "features": {name: state.to_dict() for name, state in self.features.items()},

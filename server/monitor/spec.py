@@ -7,6 +7,7 @@ violation per bad field, the field named as `monitoring.<name>`, so the API can 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -24,6 +25,9 @@ class MonitoringSpec:
     window_rows: int | None = 10_000
     window_seconds: float | None = 3600.0
     min_rows: int = 500
+    # Outcome (performance) windows close at `outcome_window_rows` outcomes or after `window_seconds`;
+    # one closed by time is judged from min(min_rows, outcome_window_rows) outcomes on.
+    outcome_window_rows: int = 1000
     features: tuple[str, ...] = ()  # empty: every feature of the reference profile
     numeric_method: str = "auto"  # auto: ks up to large_sample_rows, wasserstein above (see detectors)
     categorical_method: str = "jensen_shannon"
@@ -53,6 +57,8 @@ class MonitoringSpec:
         check("window_seconds", self.window_seconds is None or _number_in(self.window_seconds, 1.0, 31 * 86400.0),
               "must be between 1 second and 31 days")
         check("min_rows", _int_in(self.min_rows, 1, 10_000_000), "must be an integer between 1 and 10,000,000")
+        check("outcome_window_rows", _int_in(self.outcome_window_rows, 1, 10_000_000),
+              "must be an integer between 1 and 10,000,000")
         if not bad and self.window_rows is not None and self.min_rows > self.window_rows:
             check("min_rows", False, f"must not exceed window_rows ({self.window_rows})")
         check("features", isinstance(self.features, tuple) and all(isinstance(f, str) and f for f in self.features)
@@ -84,6 +90,30 @@ class MonitoringSpec:
         if self.window_rows is not None and self.window_rows <= 2 * self.large_sample_rows:
             return max(self.sketch_k, self.window_rows)
         return self.sketch_k
+
+    def to_dict(self) -> dict:
+        """A JSON-able form (stored per model)."""
+        doc = dataclasses.asdict(self)
+        doc["features"] = list(self.features)
+        doc["performance_severity"] = [list(pair) for pair in self.performance_severity]
+        return doc
+
+    @classmethod
+    def from_dict(cls, doc: dict | None) -> "MonitoringSpec":
+        """The spec stored by `to_dict` (None: the defaults); keys it does not know are ignored."""
+        if not doc:
+            return cls()
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in doc.items() if k in known}
+        if "features" in values:
+            values["features"] = tuple(values["features"])
+        if "performance_severity" in values:
+            values["performance_severity"] = tuple((str(n), float(d)) for n, d in values["performance_severity"])
+        return cls(**values)
+
+    @property
+    def outcome_min_rows(self) -> int:
+        return min(self.min_rows, self.outcome_window_rows)
 
     def severity_for(self, drop: float) -> str | None:
         """The most severe level whose drop is reached, or None below the lowest (no alert)."""

@@ -25,6 +25,8 @@ def test_demo_runs_the_loop_and_leaves_nothing_behind(tmp_path):
     assert "skipped_cooldown" in out                             # the cooldown held the repeat back
     assert "risk_auto_retrain  queued    full  critical" in out
     assert "champion" in out and "challenger" in out
+    assert "closedloop raised it itself: drift alert from closedloop.monitor" in out  # monitoring stage
+    assert "drifted order_flow,sentiment,carry" in out and "features in window" in out
     assert "Per rule" in out and "What the figures mean" in out  # the feedback report
     assert "Traceback" not in result.stderr
     assert f"in {tmp_path}/closedloop-demo-" in out               # it did use this test's TMPDIR
