@@ -44,11 +44,12 @@ class Limits:
 
     - ``max_bytes``: 2 MiB of UTF-8; comments and titles may use it, rules run into
       ``max_tokens`` first.
-    - ``max_tokens``: 100,000 words, numbers, strings and symbols (comments do not count).
-      Parsing costs per token (~15-20 µs each through Lark, whatever the tokens are), so this,
-      not the size, bounds the time and memory of the worst legal file: under 2 s and 30 MB on
-      the development machine (bench/dsl_limits.py). That is ~3,800 rules of a realistic size
-      (a title, three clauses, a retrain with cooldown: ~26 tokens), or 10,000 short ones.
+    - ``max_tokens``: 80,000 words, numbers, strings and symbols (comments do not count).
+      Checking costs per token (~12 µs each: Lark's lexer and LALR loop with the AST built as it
+      reduces, then the checker), so this, not the size, bounds the time and memory of the worst
+      legal file: ~1 s of CPU and under 30 MB on the development machine (bench/dsl_limits.py),
+      so a loaded machine stays under 2 s. That is ~3,000 rules of a realistic size (a title,
+      three clauses, a retrain with cooldown: ~26 tokens), or 10,000 short ones.
     - ``max_rules``: 10,000. The index keeps matching cost flat far beyond that, but compiling
       takes ~0.5 ms per rule, so 10,000 rules is already seconds of work per apply.
     - ``max_list``: items in one ``in [...]`` list; a longer list belongs in a label, not a rule.
@@ -58,7 +59,7 @@ class Limits:
     """
 
     max_bytes: int = 2 * 1024 * 1024
-    max_tokens: int = 100_000
+    max_tokens: int = 80_000
     max_rules: int = 10_000
     max_list: int = 1_000
     max_depth: int = 64
