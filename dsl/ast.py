@@ -1,21 +1,27 @@
 """Typed syntax tree of a rule file, with a span on every node, and its builder.
 
-The builder turns Lark's parse tree into these dataclasses after ``parse()`` returned. It is an
-explicit-stack post-order walk rather than a ``lark.Transformer``: rule files may nest
-expressions thousands deep (a hostile or generated file), and a recursive walk would hit Python's
-recursion limit before the depth limit could be reported. It raises nothing: literal problems are
-kept on the nodes (``error``) for the checker, and only the depth and list-length limits are
-reported here: no later (recursive) pass may see a tree deeper than the limit.
+The builder is the set of callbacks the LALR parser calls as it reduces (``Lark(transformer=...)``
+in parser.py): each node is built as soon as its text is parsed, from its children and tokens,
+with no intermediate parse tree and no walk over one. Reductions happen in a loop, never by
+recursion, so a file nesting expressions thousands deep cannot hit Python's recursion limit
+before the depth limit is reported. Spans come from the tokens (the grammar keeps the keywords
+and brackets in the rules that need them, with ``!``): a node starts where its first child or
+token starts and ends where its last one ends, brackets included.
+
+It raises nothing: literal problems are kept on the nodes (``error``) for the checker, and only
+the depth and list-length limits are reported here: no later (recursive) pass may see a tree
+deeper than the limit.
 
 No types are decided here; that is checker.py's job.
 """
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Union
 
-from lark import Token, Tree
+from lark import Token
 
 from .diagnostics import Diagnostic, Span
 from .schema import decode_string, parse_numeric
@@ -148,15 +154,20 @@ class Rule:
 
 
 # ---------------------------------------------------------------------------------------------
-# Builder
+# Builder: the parser's reduce callbacks
+#
+# Every expression callback returns ``(node, depth, span)``: the node; its nesting depth (a leaf
+# is 1, an operator adds one, brackets add none); and the text it covers, which is the node's own
+# span except for a bracketed expression, whose brackets are part of what its parent covers.
 
 
 @dataclass(slots=True)
 class _Items:
     """The items of a ``[...]`` list while it waits for its ``in``."""
 
-    span: Span
     items: tuple
+    depth: int
+    span: Span
 
 
 def _tok_span(tok: Token, offset: int) -> Span:
@@ -170,167 +181,159 @@ def _string(tok: Token, offset: int) -> StrLit:
     return StrLit(_tok_span(tok, offset), str(tok), value, error, error_span)
 
 
-class _Builder:
-    def __init__(self, filename: str, line_offset: int, max_depth: int, max_list: int):
+def _cover(first: Span, last: Span) -> Span:
+    return Span(first.line, first.column, last.end_line, last.end_column)
+
+
+class Builder(threading.local):
+    """The callbacks, one per grammar rule or alias, each given the children of what was just
+    reduced: tokens, and the values of the callbacks below it.
+
+    The parser is built once (it is costly) with one Builder, then shared by every thread that
+    parses; what one parse needs (its file name, the line its piece starts after, the limits, the
+    diagnostics found) is per thread (``threading.local``), set by ``begin`` before each parse.
+    A parse that fails is thrown away with its diagnostics (the error message replays the parser,
+    which calls these callbacks again)."""
+
+    filename = "<rules>"
+    offset = 0
+    max_depth = 0
+    max_list = 0
+
+    def begin(self, filename: str, line_offset: int, max_depth: int, max_list: int) -> list[Diagnostic]:
+        """Prepare this thread's next parse; its diagnostics are collected in the list returned."""
         self.filename = filename
         self.offset = line_offset
         self.max_depth = max_depth
         self.max_list = max_list
         self.diagnostics: list[Diagnostic] = []
-
-    def span(self, tree: Tree) -> Span:
-        m = tree.meta
-        return Span(m.line + self.offset, m.column, m.end_line + self.offset, m.end_column)
-
-    def build(self, tree: Tree) -> list[Rule]:
-        # values: Token, or (node, depth) for everything built.
-        stack: list[tuple[object, bool]] = [(tree, False)]
-        values: list = []
-        while stack:
-            node, done = stack.pop()
-            if not isinstance(node, Tree):
-                values.append(node)
-                continue
-            if not done:
-                stack.append((node, True))
-                stack.extend((child, False) for child in reversed(node.children))
-                continue
-            n = len(node.children)
-            args = values[len(values) - n :] if n else []
-            if n:
-                del values[len(values) - n :]
-            values.append(getattr(self, "b_" + str(node.data))(node, args))
-        (rules, _depth) = values[0]
-        return rules
+        return self.diagnostics
 
     # --- leaves -------------------------------------------------------------------------------
-    def b_number(self, tree, args):
-        tok = args[0]
+    def number(self, children):
+        tok = children[0]
+        span = _tok_span(tok, self.offset)
         lit = parse_numeric(str(tok))
-        return (NumLit(self.span(tree), str(tok), lit.kind, lit.value, lit.error), 1)
+        return (NumLit(span, str(tok), lit.kind, lit.value, lit.error), 1, span)
 
-    def b_string(self, tree, args):
-        return (_string(args[0], self.offset), 1)
+    def string(self, children):
+        lit = _string(children[0], self.offset)
+        return (lit, 1, lit.span)
 
-    def b_true(self, tree, args):
-        return (BoolLit(self.span(tree), True), 1)
+    def true(self, children):
+        span = _tok_span(children[0], self.offset)
+        return (BoolLit(span, True), 1, span)
 
-    def b_false(self, tree, args):
-        return (BoolLit(self.span(tree), False), 1)
+    def false(self, children):
+        span = _tok_span(children[0], self.offset)
+        return (BoolLit(span, False), 1, span)
 
-    def b_path(self, tree, args):
-        return (Name(self.span(tree), tuple(str(t) for t in args)), 1)
+    def path(self, children):  # NAME ("." NAME)*
+        first, last = children[0], children[-1]
+        span = Span(first.line + self.offset, first.column, last.end_line + self.offset, last.end_column)
+        return (Name(span, tuple(str(t) for t in children[::2])), 1, span)
 
-    def b_index(self, tree, args):
-        key = _string(args[1], self.offset)
-        return (Name(self.span(tree), (str(args[0]), key.value), True, key.error, key.error_span), 1)
+    def index(self, children):  # NAME "[" STRING "]"
+        name, _, key_tok, close = children
+        key = _string(key_tok, self.offset)
+        span = _cover(_tok_span(name, self.offset), _tok_span(close, self.offset))
+        return (Name(span, (str(name), key.value), True, key.error, key.error_span), 1, span)
 
     # --- operators ----------------------------------------------------------------------------
-    def b_neg(self, tree, args):
-        (operand, d) = args[1]
-        return (Neg(self.span(tree), operand), d + 1)
+    def atom(self, children):  # "(" expr ")": the same node, covering its brackets
+        (node, depth, _), close = children[1], children[2]
+        return (node, depth, _cover(_tok_span(children[0], self.offset), _tok_span(close, self.offset)))
 
-    def b_not_(self, tree, args):
-        (operand, d) = args[0]
-        return (Not(self.span(tree), operand), d + 1)
+    def neg(self, children):  # "-" unary
+        (operand, depth, covered) = children[1]
+        span = _cover(_tok_span(children[0], self.offset), covered)
+        return (Neg(span, operand), depth + 1, span)
 
-    def b_binop(self, tree, args):
-        (left, dl), op, (right, dr) = args
-        return (BinOp(self.span(tree), str(op), left, right, _tok_span(op, self.offset)), max(dl, dr) + 1)
+    def not_(self, children):  # "not" not_test
+        (operand, depth, covered) = children[1]
+        span = _cover(_tok_span(children[0], self.offset), covered)
+        return (Not(span, operand), depth + 1, span)
 
-    def b_compare(self, tree, args):
-        (left, dl), op, (right, dr) = args
-        return (Compare(self.span(tree), str(op), left, right, _tok_span(op, self.offset)), max(dl, dr) + 1)
+    def binop(self, children):
+        (left, dl, sl), op, (right, dr, sr) = children
+        span = _cover(sl, sr)
+        return (BinOp(span, str(op), left, right, _tok_span(op, self.offset)), max(dl, dr) + 1, span)
 
-    def _in(self, tree, args, negated: bool):
-        (operand, d), (items, di) = args
-        node = InList(self.span(tree), operand, items.items, negated, items.span)
-        return (node, max(d, di) + 1)
+    def compare(self, children):
+        (left, dl, sl), op, (right, dr, sr) = children
+        span = _cover(sl, sr)
+        return (Compare(span, str(op), left, right, _tok_span(op, self.offset)), max(dl, dr) + 1, span)
 
-    def b_in_(self, tree, args):
-        return self._in(tree, args, False)
+    def _in(self, children, negated: bool):  # sum "not"? "in" list
+        (operand, depth, covered), items = children[0], children[-1]
+        span = _cover(covered, items.span)
+        return (InList(span, operand, items.items, negated, items.span), max(depth, items.depth) + 1, span)
 
-    def b_not_in(self, tree, args):
-        return self._in(tree, args, True)
+    def in_(self, children):
+        return self._in(children, False)
 
-    def b_list(self, tree, args):
-        depth = max((d for _, d in args), default=0)
-        span = self.span(tree)
-        if len(args) > self.max_list:
-            self.diagnostics.append(
-                Diagnostic.at(
-                    "error",
-                    "limit-list",
-                    f"list is too long: {len(args)} items (the limit is {self.max_list})",
-                    self.filename,
-                    span.start(),
-                )
-            )
-        return (_Items(span, tuple(e for e, _ in args)), depth)
+    def not_in(self, children):
+        return self._in(children, True)
 
-    def b_call(self, tree, args):
-        name, rest = args[0], args[1:]
-        depth = max((d for _, d in rest), default=0) + 1
-        node = Call(self.span(tree), str(name), _tok_span(name, self.offset), tuple(e for e, _ in rest))
-        return (node, depth)
+    def list(self, children):  # "[" (expr ("," expr)* ","?)? "]"
+        exprs = children[1:-1:2]
+        span = _cover(_tok_span(children[0], self.offset), _tok_span(children[-1], self.offset))
+        if len(exprs) > self.max_list:
+            message = f"list is too long: {len(exprs)} items (the limit is {self.max_list})"
+            self.diagnostics.append(Diagnostic.at("error", "limit-list", message, self.filename, span.start()))
+        depth = max((d for _, d, _ in exprs), default=0)
+        return _Items(tuple(e for e, _, _ in exprs), depth, span)
 
-    def _boolop(self, tree, args, op: str):
+    def call(self, children):  # NAME "(" (expr ("," expr)*)? ")"
+        name, args = children[0], children[2:-1:2]
+        name_span = _tok_span(name, self.offset)
+        span = _cover(name_span, _tok_span(children[-1], self.offset))
+        depth = max((d for _, d, _ in args), default=0) + 1
+        return (Call(span, str(name), name_span, tuple(e for e, _, _ in args)), depth, span)
+
+    def _boolop(self, children, op: str):  # term (op term)+
         terms: list = []
         depth = 0
-        for term, d in args:
+        for term, d, _ in children[::2]:
             if isinstance(term, BoolOp) and term.op == op:
                 terms.extend(term.terms)  # (a and b) and c == a and b and c, short-circuit included
                 depth = max(depth, d - 1)
             else:
                 terms.append(term)
                 depth = max(depth, d)
-        return (BoolOp(self.span(tree), op, tuple(terms)), depth + 1)
+        span = _cover(children[0][2], children[-1][2])
+        return (BoolOp(span, op, tuple(terms)), depth + 1, span)
 
-    def b_and_(self, tree, args):
-        return self._boolop(tree, args, "and")
+    def and_(self, children):
+        return self._boolop(children, "and")
 
-    def b_or_(self, tree, args):
-        return self._boolop(tree, args, "or")
+    def or_(self, children):
+        return self._boolop(children, "or")
 
     # --- rules --------------------------------------------------------------------------------
-    def b_action(self, tree, args):
-        name, words = args[0], []
-        for tok in args[1:]:
+    def action(self, children):  # NAME word*
+        name, words = children[0], []
+        for tok in children[1:]:
             kind = {"NAME": "name", "NUMLIKE": "number", "STRING": "string"}[tok.type]
             words.append(Word(_tok_span(tok, self.offset), kind, str(tok)))
-        return (Action(self.span(tree), str(name), _tok_span(name, self.offset), tuple(words)), 0)
+        name_span = _tok_span(name, self.offset)
+        span = _cover(name_span, words[-1].span) if words else name_span
+        return Action(span, str(name), name_span, tuple(words))
 
-    def b_rule(self, tree, args):
-        name = args[0]
-        i = 1
-        title = None
-        if isinstance(args[1], Token):  # the optional title string
-            title = _string(args[1], self.offset)
-            i = 2
-        condition, depth = args[i]
-        actions = tuple(a for a, _ in args[i + 1 :])
+    def rule(self, children):  # "rule" NAME STRING? ":" "when" expr "then" action ("," action)*
+        name = children[1]
+        title = _string(children[2], self.offset) if children[2].type == "STRING" else None
+        at = 5 if title else 4
+        condition, depth, _ = children[at]
+        actions = tuple(children[at + 2 :: 2])
         if depth > self.max_depth:
+            message = f"expression is nested too deeply: {depth} levels (the limit is {self.max_depth})"
             self.diagnostics.append(
-                Diagnostic.at(
-                    "error",
-                    "limit-depth",
-                    f"expression is nested too deeply: {depth} levels (the limit is {self.max_depth})",
-                    self.filename,
-                    condition.span.start(),
-                )
+                Diagnostic.at("error", "limit-depth", message, self.filename, condition.span.start())
             )
             condition = None
-        rule = Rule(self.span(tree), str(name), _tok_span(name, self.offset), title, condition, actions)
-        return (rule, 0)
+        span = _cover(_tok_span(children[0], self.offset), actions[-1].span)
+        return Rule(span, str(name), _tok_span(name, self.offset), title, condition, actions)
 
-    def b_start(self, tree, args):
-        return ([r for r, _ in args], 0)
-
-
-def build_rules(
-    tree: Tree, filename: str, line_offset: int, max_depth: int, max_list: int
-) -> tuple[list[Rule], list[Diagnostic]]:
-    """Rules of one parse tree; positions moved down by ``line_offset`` lines."""
-    builder = _Builder(filename, line_offset, max_depth, max_list)
-    rules = builder.build(tree)
-    return rules, builder.diagnostics
+    def start(self, children):
+        return children

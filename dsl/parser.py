@@ -1,7 +1,8 @@
 """Pass 1: source text -> syntax trees (ast.Rule), with syntax errors and limits as Diagnostics.
 
-Lark's LALR parser runs with ``propagate_positions`` so every node has a span. Nothing Lark raises
-escapes: UnexpectedInput becomes a Diagnostic with a message written for people ("unexpected
+Lark's LALR parser builds the syntax tree as it reduces: its callbacks are ast.Builder's, so no
+parse tree is made and nothing walks one (positions come from the tokens, not from Lark's
+``propagate_positions``, which was over half the cost of a parse). Nothing Lark raises escapes: UnexpectedInput becomes a Diagnostic with a message written for people ("unexpected
 'then', expected an expression"), and any other LarkError an internal-error diagnostic.
 
 Lines break where text.py says (the rule diagnostics use too): the text is normalized to ``\n``
@@ -32,7 +33,7 @@ from importlib import resources
 import lark
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
-from .ast import Rule, build_rules
+from .ast import Builder, Rule
 from .diagnostics import Diagnostic, Span
 from .text import BIDI_CONTROLS, Lines, normalize_newlines
 
@@ -43,11 +44,12 @@ class Limits:
 
     - ``max_bytes``: 2 MiB of UTF-8; comments and titles may use it, rules run into
       ``max_tokens`` first.
-    - ``max_tokens``: 100,000 words, numbers, strings and symbols (comments do not count).
-      Parsing costs per token (~15-20 µs each through Lark, whatever the tokens are), so this,
-      not the size, bounds the time and memory of the worst legal file: under 2 s and 30 MB on
-      the development machine (bench/dsl_limits.py). That is ~3,800 rules of a realistic size
-      (a title, three clauses, a retrain with cooldown: ~26 tokens), or 10,000 short ones.
+    - ``max_tokens``: 80,000 words, numbers, strings and symbols (comments do not count).
+      Checking costs per token (~12 µs each: Lark's lexer and LALR loop with the AST built as it
+      reduces, then the checker), so this, not the size, bounds the time and memory of the worst
+      legal file: ~1 s of CPU and under 30 MB on the development machine (bench/dsl_limits.py),
+      so a loaded machine stays under 2 s. That is ~3,000 rules of a realistic size (a title,
+      three clauses, a retrain with cooldown: ~26 tokens), or 10,000 short ones.
     - ``max_rules``: 10,000. The index keeps matching cost flat far beyond that, but compiling
       takes ~0.5 ms per rule, so 10,000 rules is already seconds of work per apply.
     - ``max_list``: items in one ``in [...]`` list; a longer list belongs in a label, not a rule.
@@ -57,7 +59,7 @@ class Limits:
     """
 
     max_bytes: int = 2 * 1024 * 1024
-    max_tokens: int = 100_000
+    max_tokens: int = 80_000
     max_rules: int = 10_000
     max_list: int = 1_000
     max_depth: int = 64
@@ -83,6 +85,10 @@ _BATCH_RULES = 64
 _BATCH_CHARS = 16_384
 
 
+# The one Builder the cached parser calls; each thread's parse sets its own state (Builder.begin).
+_BUILDER = Builder()
+
+
 @lru_cache(maxsize=1)
 def _lark() -> lark.Lark:
     grammar = resources.files(__package__).joinpath("grammar.lark").read_text(encoding="utf-8")
@@ -90,7 +96,7 @@ def _lark() -> lark.Lark:
         grammar,
         parser="lalr",
         lexer="basic",  # keywords reserved everywhere: errors point at the misplaced keyword
-        propagate_positions=True,
+        transformer=_BUILDER,  # ast nodes built as the parser reduces: no parse tree
         maybe_placeholders=False,
     )
 
@@ -206,8 +212,9 @@ def _parse_piece(
         message = f"expression is nested too deeply: brackets deeper than {limits.max_depth} levels"
         result.diagnostics.append(Diagnostic.at("error", "limit-depth", message, filename, Span.point(line, column)))
         return True
+    diagnostics = _BUILDER.begin(filename, line_offset, limits.max_depth, limits.max_list)
     try:
-        tree = _lark().parse(piece)
+        rules = _lark().parse(piece)
     except UnexpectedInput as exc:
         if not alone:
             return False
@@ -219,9 +226,8 @@ def _parse_piece(
         message = f"parser failure: {exc}"
         result.diagnostics.append(Diagnostic.at("error", "internal", message, filename, Span.point(line_offset + 1, 1)))
         return True
-    rules, diags = build_rules(tree, filename, line_offset, limits.max_depth, limits.max_list)
     result.rules.extend(rules)
-    result.diagnostics.extend(diags)
+    result.diagnostics.extend(diagnostics)
     return True
 
 
