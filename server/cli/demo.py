@@ -3,13 +3,16 @@
 Starts a server on an embedded PostgreSQL in a temporary folder, registers a model on the built-in
 synthetic market data, trains version 1, lets the market drift, sends the alerts a trading service
 would send, shows which rules fired and why, watches the retrain, compares champion and challenger,
-and prints the feedback report. Everything it started is stopped and the folder removed at the end.
+and prints the feedback report. It ends by printing the web console's URL and, on a terminal (not in
+CI), keeps the server up until Enter is pressed so the loop can be looked at in a browser.
+Everything it started is stopped and the folder removed at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import sys
 import tempfile
@@ -127,6 +130,28 @@ async def _tour(target: str, n: Narrator) -> None:
         render_report(report, n.out)
 
 
+def _interactive() -> bool:
+    """A person at a terminal who can press Enter (not CI, not a pipe)."""
+    return sys.stdin.isatty() and sys.stdout.isatty() and not os.environ.get("CI")
+
+
+async def _show_console(server, n: Narrator) -> None:
+    """Serve the console next to the throwaway server; on a terminal, until Enter is pressed."""
+    from ..http.console.standalone import StandaloneConsole
+
+    console = StandaloneConsole(server)
+    url = await console.start()
+    try:
+        n.step(f"The web console shows all of this: {url}")
+        if _interactive() and not n.quiet:
+            n.say("    Press Enter to stop the server and remove the demo's data.")
+            await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+        else:
+            n.say("    (not on a terminal: stopping now; run `closedloop demo` in a terminal to keep it up)")
+    finally:
+        await console.stop()
+
+
 def run_demo(keep: bool = False, quiet: bool = False, out=None) -> int:
     """Run the tour; returns the exit code. Leaves nothing running and nothing on disk (unless keep)."""
     from ..app import create_server
@@ -146,6 +171,7 @@ def run_demo(keep: bool = False, quiet: bool = False, out=None) -> int:
         try:
             n.say(f"    gRPC on 127.0.0.1:{port}, 2 training processes")
             await _tour(f"127.0.0.1:{port}", n)
+            await _show_console(server, n)
         finally:
             # Stop before saying so: if the output is gone (a closed pipe), the cleanup still runs.
             await server.stop(2)

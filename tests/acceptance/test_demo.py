@@ -26,6 +26,7 @@ def test_demo_runs_the_loop_and_leaves_nothing_behind(tmp_path):
     assert "risk_auto_retrain  queued    full  critical" in out
     assert "champion" in out and "challenger" in out
     assert "Per rule" in out and "What the figures mean" in out  # the feedback report
+    assert "The web console shows all of this: http://127.0.0.1:" in out  # not a terminal: not kept up
     assert "Traceback" not in result.stderr
     assert f"in {tmp_path}/closedloop-demo-" in out               # it did use this test's TMPDIR
     assert glob.glob(f"{tmp_path}/closedloop-demo-*") == []
