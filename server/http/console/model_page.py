@@ -56,9 +56,10 @@ def drift_heatmap(drift_alerts, model_id: str):
 
 
 def rollback_version(model, versions) -> int | None:
-    """The promoted version before the current one: what `models rollback` would return to."""
-    earlier = [v["version"] for v in versions if v["promoted"] and v["version"] < model["current_version"]]
-    return max(earlier) if earlier else None
+    """The version a rollback would most likely return to: the newest promoted version other than
+    the serving one (None when there is none)."""
+    others = [v["version"] for v in versions if v["promoted"] and v["version"] != model["current_version"]]
+    return max(others) if others else None
 
 
 async def _jobs_context(conn, model_id: str) -> dict:
@@ -66,7 +67,7 @@ async def _jobs_context(conn, model_id: str) -> dict:
             "promotions": await console_store.recent_promotions(conn, model_id=model_id, limit=PROMOTIONS_SHOWN)}
 
 
-def _visible_model_id(request: web.Request, caller, model_id: str) -> str:
+def _visible_model_id(caller, model_id: str) -> str:
     # A model outside the caller's scopes is "not found": the answer does not say whether it exists.
     if not model_id or not may_see(caller, model_id):
         raise web.HTTPNotFound(text=f"no model {model_id!r}")
@@ -74,7 +75,7 @@ def _visible_model_id(request: web.Request, caller, model_id: str) -> str:
 
 
 async def model_page(request: web.Request, caller) -> web.Response:
-    model_id = _visible_model_id(request, caller, request.match_info["model_id"])
+    model_id = _visible_model_id(caller, request.match_info["model_id"])
     cursor = parse_cursor(request.query.get("before"))
     async with request.app[DEPS_KEY].pool.acquire() as conn:
         model = await model_store.get_model(conn, model_id)
@@ -99,7 +100,7 @@ async def model_page(request: web.Request, caller) -> web.Response:
 
 
 async def model_live(request: web.Request, caller) -> web.Response:
-    model_id = _visible_model_id(request, caller, request.query.get("model", ""))
+    model_id = _visible_model_id(caller, request.query.get("model", ""))
     async with request.app[DEPS_KEY].pool.acquire() as conn:
         context = await _jobs_context(conn, model_id)
     return json_response({"sections": await fragments(request, context, "model_jobs", "model_promotions")})

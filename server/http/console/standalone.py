@@ -71,7 +71,7 @@ class StandaloneConsole:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]
+        self.port = self._runner.addresses[0][1]
         return self.url
 
     async def stop(self) -> None:
