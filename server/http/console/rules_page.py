@@ -19,6 +19,9 @@ VERSIONS_PAGE = 20
 TRIGGER_DAYS = 14
 DEFAULT_REPORT_DAYS = 7
 MAX_REPORT_DAYS = 30
+# The feedback report replays every alert of its window (the quiet ones give the FN rates), so the
+# console's window stops at this many alerts; `closedloop feedback report` has no such cap.
+REPORT_MAX_ALERTS = 2000
 
 
 def _int_param(request: web.Request, name: str, default: int | None, low: int, high: int) -> int | None:
@@ -61,12 +64,16 @@ async def rules_page(request: web.Request, caller) -> web.Response:
     active = deps.rules.active
     now = dt.datetime.now(dt.timezone.utc)
     since = now - dt.timedelta(days=TRIGGER_DAYS)
+    report_start = now - dt.timedelta(days=days)
     async with deps.pool.acquire() as conn:
+        cap = await console_store.time_of_nth_newest_alert(conn, REPORT_MAX_ALERTS, scopes)
+        capped = cap is not None and cap > report_start
+        report_start = cap if capped else report_start
         stored = await rule_store.get_version(conn, active.version) if active else None
         history = await console_store.rule_set_versions(conn, before=before, limit=VERSIONS_PAGE + 1)
         diff = await _diff(conn, diff_version) if diff_version else None
         names = [r.name for r in active.ruleset.rules] if active else []
-    report = await build_report(deps.pool, model_id=None, rule=None, start=now - dt.timedelta(days=days), end=now,
+    report = await build_report(deps.pool, model_id=None, rule=None, start=report_start, end=now,
                                 fn_window=None, active_ruleset=active.ruleset if active else None, scopes=scopes)
     names += [r for r in report.rules if r not in names]
     async with deps.pool.acquire() as conn:
@@ -78,4 +85,5 @@ async def rules_page(request: web.Request, caller) -> web.Response:
     return await render(request, "rules.html", title="Rules", active=stored,
                         source=highlight(stored["source"]) if stored else None, history=history,
                         next_before=history[-1]["version"] if more else None, diff=diff, report=report,
-                        names=names, sparks=sparks, days=days, trigger_days=TRIGGER_DAYS)
+                        names=names, sparks=sparks, days=days, trigger_days=TRIGGER_DAYS,
+                        capped_at=REPORT_MAX_ALERTS if capped else None)
