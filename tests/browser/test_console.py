@@ -172,3 +172,15 @@ async def test_a_scoped_token_sees_only_its_models(browser, console):
             assert response.status == 404, path
     finally:
         await context.close()
+
+
+async def test_bad_parameters_get_a_clear_answer(reader_page, console):
+    request = reader_page.context.request
+    for path, status, says in [("/?range=1y", 400, "range must be one of 24h, 7d"),
+                               ("/rules?days=99", 400, "days must be a whole number from 1 to 30"),
+                               ("/models/fx-console?before=junk", 400, "page link is not valid"),
+                               ("/rules?diff=999", 404, "no rule set version 999"),
+                               ("/alerts/abc", 404, "no alert &#39;abc&#39;"), ("/models/nope", 404, "no model &#39;nope&#39;")]:
+        response = await request.get(console.url + path)
+        assert response.status == status, path
+        assert says in await response.text(), path

@@ -32,7 +32,7 @@ def parse_cursor(text: str | None) -> tuple[dt.datetime, int] | None:
         time_text, _, id_text = text.partition("|")
         return dt.datetime.fromisoformat(time_text), int(id_text)
     except ValueError:
-        raise web.HTTPNotFound(text="that page link is not valid: start from the first page") from None
+        raise web.HTTPBadRequest(text="that page link is not valid: start from the first page") from None
 
 
 def version_chart(versions) -> dict:

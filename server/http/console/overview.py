@@ -61,7 +61,7 @@ async def _live_context(request: web.Request, caller) -> dict:
 async def overview_page(request: web.Request, caller) -> web.Response:
     range_name = request.query.get("range", "24h")
     if range_name not in RANGES:
-        raise web.HTTPNotFound(text=f"range must be one of {', '.join(RANGES)}")
+        raise web.HTTPBadRequest(text=f"range must be one of {', '.join(RANGES)}")
     after = request.query.get("after") or None
     scopes = caller_scopes(caller)
     now = dt.datetime.now(dt.timezone.utc)

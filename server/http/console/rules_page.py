@@ -29,7 +29,7 @@ def _int_param(request: web.Request, name: str, default: int | None, low: int, h
     if not text:
         return default
     if not text.isdigit() or not low <= int(text) <= high:
-        raise web.HTTPNotFound(text=f"{name} must be a whole number from {low} to {high}")
+        raise web.HTTPBadRequest(text=f"{name} must be a whole number from {low} to {high}")
     return int(text)
 
 

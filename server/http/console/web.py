@@ -134,8 +134,9 @@ def page(handler: Callable[[web.Request, Any], Awaitable[web.StreamResponse]]):
                                 sign_in=False)
         try:
             return await handler(request, caller)
-        except web.HTTPNotFound as exc:
-            return await render(request, "refused.html", status=404, reason=exc.text or "not found", sign_in=False)
+        except (web.HTTPNotFound, web.HTTPBadRequest) as exc:
+            return await render(request, "refused.html", status=exc.status, reason=exc.text or exc.reason,
+                                sign_in=False)
         except ServerError as exc:
             log.warning("console.page_failed", path=request.path, error=str(exc))
             return await render(request, "refused.html", status=503, reason=str(exc), sign_in=False)
