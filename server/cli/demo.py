@@ -4,13 +4,16 @@ Starts a server on an embedded PostgreSQL in a temporary folder, registers a mod
 synthetic market data, trains version 1, lets the market drift, sends the alerts a trading service
 would send, shows which rules fired and why, watches the retrain, compares champion and challenger,
 then lets a second model stream its features so that closedloop notices a drift on its own, and
-prints the feedback report. Everything it started is stopped and the folder removed at the end.
+prints the feedback report. It ends by printing the web console's URL and, on a terminal (not in
+CI), keeps the server up until Enter is pressed so the loop can be looked at in a browser.
+Everything it started is stopped and the folder removed at the end.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import sys
 import tempfile
@@ -186,6 +189,21 @@ def _market_sample(version: int, rows: int, rng, shift: float) -> dict:
             for c in train.columns}
 
 
+def _interactive() -> bool:
+    """A person at a terminal who can press Enter (not CI, not a pipe)."""
+    return sys.stdin.isatty() and sys.stdout.isatty() and not os.environ.get("CI")
+
+
+async def _show_console(server, n: Narrator) -> None:
+    """The console on the throwaway server's HTTP side; on a terminal, kept up until Enter is pressed."""
+    n.step(f"The web console shows all of this: http://127.0.0.1:{server.http.port}/")
+    if _interactive() and not n.quiet:
+        n.say("    Press Enter to stop the server and remove the demo's data.")
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
+    else:
+        n.say("    (not on a terminal: stopping now; run `closedloop demo` in a terminal to keep it up)")
+
+
 def run_demo(keep: bool = False, quiet: bool = False, out=None) -> int:
     """Run the tour; returns the exit code. Leaves nothing running and nothing on disk (unless keep)."""
     from ..app import create_server
@@ -198,13 +216,14 @@ def run_demo(keep: bool = False, quiet: bool = False, out=None) -> int:
     configure_logging("json", "error")
 
     async def main() -> None:
-        settings = Settings(data_dir=folder, listen="127.0.0.1:0", workers=2, age_sweep_interval=0,
-                            log_format="json", log_level="error", shutdown_grace=2.0)
+        settings = Settings(data_dir=folder, listen="127.0.0.1:0", http_listen="127.0.0.1:0", workers=2,
+                            age_sweep_interval=0, log_format="json", log_level="error", shutdown_grace=2.0)
         n.step(f"Starting closedloop on a throwaway embedded PostgreSQL in {folder}")
         server, port = await create_server(settings)
         try:
             n.say(f"    gRPC on 127.0.0.1:{port}, 2 training processes")
             await _tour(f"127.0.0.1:{port}", n)
+            await _show_console(server, n)
         finally:
             # Stop before saying so: if the output is gone (a closed pipe), the cleanup still runs.
             await server.stop(2)

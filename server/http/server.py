@@ -27,6 +27,9 @@ from ..api.auth import bind_caller
 from ..errors import ClosedLoopError
 from ..store import clock
 from . import alertmanager, json_alerts, metrics_page
+from .console import add_console_routes
+from .console.auth import token_authorizer
+from .console.web import ConsoleDeps
 from .errors import error_response
 
 log = structlog.get_logger(__name__)
@@ -70,6 +73,9 @@ class HttpSide:
         for verb, path, handler, method in routes:
             app.router.add_route(verb, path, handler)
             self._methods[path, verb] = method
+        # The console checks its own callers (a read token, from the header or its sign-in cookie).
+        add_console_routes(app, ConsoleDeps(pool=self.server.pool, rules=self.server.rules, facts=self.server.facts,
+                                            authorize=token_authorizer(self.authenticator)))
         return app
 
     async def start(self) -> None:

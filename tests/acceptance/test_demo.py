@@ -28,6 +28,7 @@ def test_demo_runs_the_loop_and_leaves_nothing_behind(tmp_path):
     assert "closedloop raised it itself: drift alert from closedloop.monitor" in out  # monitoring stage
     assert "drifted order_flow,sentiment,carry" in out and "features in window" in out
     assert "Per rule" in out and "What the figures mean" in out  # the feedback report
+    assert "The web console shows all of this: http://127.0.0.1:" in out  # not a terminal: not kept up
     assert "Traceback" not in result.stderr
     assert f"in {tmp_path}/closedloop-demo-" in out               # it did use this test's TMPDIR
     assert glob.glob(f"{tmp_path}/closedloop-demo-*") == []
