@@ -120,7 +120,9 @@ def pct(values: list[float], q: float) -> float:
 def start(target_fn, *args) -> tuple[multiprocessing.Process, int]:
     ctx = multiprocessing.get_context("spawn")
     q = ctx.Queue()
-    proc = ctx.Process(target=target_fn, args=(q, *args), daemon=True)
+    # Not a daemon: the server checks estimators in a process pool of its own, which a daemonic
+    # process may not start. The callers terminate it in a finally block.
+    proc = ctx.Process(target=target_fn, args=(q, *args))
     proc.start()
     return proc, q.get(timeout=120)
 
