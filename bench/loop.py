@@ -23,6 +23,7 @@ import argparse
 import asyncio
 import gc
 import json
+import multiprocessing
 import os
 import random
 import signal
@@ -118,7 +119,10 @@ def run_probed_server(port_queue, data_dir: str, gc_tuning: bool) -> None:
 
     asyncio.run(main())
     # The estimator checker's process pool (executor/training_spec.py, started by RegisterModel)
-    # keeps a finished spawned process waiting at exit; the server and its database have stopped.
+    # would keep this process waiting at exit, and outlive it holding the benchmark's stdout.
+    for child in multiprocessing.active_children():
+        child.terminate()
+        child.join(10)
     os._exit(0)
 
 
