@@ -1,13 +1,14 @@
 """Ingest benchmark: the real server against an empty grpc.aio handler, same load, same run.
 
-    python bench/ingest.py [--alerts 6000] [--concurrency 64]
+    python bench/ingest.py [--alerts 6000] [--concurrency 64] [--batch-size 100]
 
 Baseline: an in-process empty grpc.aio service (unary and bidirectional streaming) with the same
 request message, driven by the same client loop. Real: closedloop's CreateAlert and StreamAlerts on
 the embedded PostgreSQL, every reply sent after its alert is committed. Alerts are for models with no
 retrain-worthy metrics so the figure is ingest (the loop's cost is bench/loop.py's). The server runs
 in its own process, like the baseline, so client and server do not share one event loop.
-Last line: RESULT unary_ratio=… stream_ratio=… unary_p99_ms=…
+Then BatchCreateAlerts (--batch-size alerts a call) against an empty handler receiving the same batches.
+Last line: RESULT unary_ratio=… stream_ratio=… batch_ratio=… unary_p99_ms=…
 """
 
 from __future__ import annotations
@@ -42,6 +43,11 @@ class EmptyAlerts(alert_pb2_grpc.AlertServiceServicer):
     async def StreamAlerts(self, it, ctx):
         async for req in it:
             yield alert_pb2.Alert(id="1", model_id=req.alert.model_id)
+
+    async def BatchCreateAlerts(self, req, ctx):
+        return alert_pb2.BatchCreateAlertsResponse(results=[
+            alert_pb2.BatchCreateAlertsResult(alert=alert_pb2.Alert(id="1", model_id=r.alert.model_id))
+            for r in req.requests])
 
 
 def run_empty_server(port_queue) -> None:
@@ -112,6 +118,23 @@ async def drive_stream(target: str, n: int, prefix: str) -> float:
         return n / (time.perf_counter() - start)
 
 
+async def drive_batches(target: str, n: int, size: int, concurrency: int, prefix: str) -> float:
+    """BatchCreateAlerts of `size` alerts each, `concurrency` calls in flight; alerts/s."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = alert_pb2_grpc.AlertServiceStub(channel)
+        batches = iter(range(0, n, size))
+
+        async def worker():
+            for first in batches:
+                reply = await stub.BatchCreateAlerts(alert_pb2.BatchCreateAlertsRequest(
+                    requests=[request(i, prefix) for i in range(first, min(n, first + size))]))
+                assert all(r.code == 0 for r in reply.results)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return n / (time.perf_counter() - start)
+
+
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))] * 1000
@@ -145,6 +168,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--alerts", type=int, default=6000)
     ap.add_argument("--concurrency", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=100, help="alerts per BatchCreateAlerts call")
     args = ap.parse_args()
     n, c = args.alerts, args.concurrency
     data_dir = tempfile.mkdtemp(prefix="closedloop-bench-")
@@ -155,23 +179,30 @@ def main() -> None:
         base_stream = asyncio.run(drive_stream(f"127.0.0.1:{empty_port}", n, "es"))
         real_unary, real_lat = asyncio.run(drive_unary(f"127.0.0.1:{real_port}", n, c, "u"))
         real_stream = asyncio.run(drive_stream(f"127.0.0.1:{real_port}", n, "s"))
+        # Batches: 4 calls in flight, so the server has more than one batch to work on.
+        base_batch = asyncio.run(drive_batches(f"127.0.0.1:{empty_port}", n, args.batch_size, 4, "eb"))
+        real_batch = asyncio.run(drive_batches(f"127.0.0.1:{real_port}", n, args.batch_size, 4, "b"))
         stored, pg_handle = asyncio.run(committed(data_dir))
     finally:
         for p in (empty, real):
             p.terminate()
             p.join(30)
     pg_handle.cleanup()
-    expected = 2 * n + 1
+    expected = 3 * n + 1
     print(f"empty handler   unary  {base_unary:8.0f} alerts/s  p50 {pct(base_lat, .5):6.2f} ms  p99 {pct(base_lat, .99):6.2f} ms (C={c})")
     print(f"empty handler   stream {base_stream:8.0f} alerts/s")
     print(f"closedloop      unary  {real_unary:8.0f} alerts/s  p50 {pct(real_lat, .5):6.2f} ms  p99 {pct(real_lat, .99):6.2f} ms (C={c})")
     print(f"closedloop      stream {real_stream:8.0f} alerts/s")
+    print(f"empty handler   batch  {base_batch:8.0f} alerts/s (BatchCreateAlerts of {args.batch_size}, 4 in flight)")
+    print(f"closedloop      batch  {real_batch:8.0f} alerts/s")
     print(f"ratios: unary {real_unary / base_unary:.2f}  stream {real_stream / base_stream:.2f}  "
           f"(target >= 0.6 each); committed rows {stored} of {expected} sent")
     if stored != expected:
         print("ERROR: not every alert was committed", file=sys.stderr)
         sys.exit(1)
+    print(f"batch ratio {real_batch / base_batch:.2f}; batch vs empty unary {real_batch / base_unary:.2f}")
     print(f"RESULT unary_ratio={real_unary / base_unary:.2f} stream_ratio={real_stream / base_stream:.2f} "
+          f"batch_ratio={real_batch / base_batch:.2f} batch_alerts_per_s={real_batch:.0f} "
           f"unary_p99_ms={pct(real_lat, .99):.2f} unary_alerts_per_s={real_unary:.0f} stream_alerts_per_s={real_stream:.0f}")
 
 
