@@ -1,6 +1,6 @@
 """Ingest benchmark: the real server against empty handlers, same load, same run; and /metrics.
 
-    python bench/ingest.py [--alerts 6000] [--concurrency 64] [--stored-alerts 1000000]
+    python bench/ingest.py [--alerts 6000] [--concurrency 64] [--stored-alerts 1000000] [--batch-size 100]
 
 Baseline: an in-process empty grpc.aio service (unary and bidirectional streaming) with the same
 request message, driven by the same client loop. Real: closedloop's CreateAlert and StreamAlerts on
@@ -14,7 +14,8 @@ The scrape: GET /metrics timed (best of 50: on a shared machine the minimum is t
 cost, a median adds the neighbours' load) after the runs above (the process counters are then
 as full as they get; the database holds their ~18,000 alerts) and again after --stored-alerts alerts
 and one action each are bulk-inserted and vacuumed: a scrape must not grow with the tables.
-Last line: RESULT unary_ratio=… stream_ratio=… http_ratio=… scrape_ratio=… unary_p99_ms=…
+Then BatchCreateAlerts (--batch-size alerts a call) against an empty handler receiving the same batches.
+Last line: RESULT unary_ratio=… stream_ratio=… http_ratio=… scrape_ratio=… batch_ratio=… unary_p99_ms=…
 """
 
 from __future__ import annotations
@@ -52,6 +53,11 @@ class EmptyAlerts(alert_pb2_grpc.AlertServiceServicer):
     async def StreamAlerts(self, it, ctx):
         async for req in it:
             yield alert_pb2.Alert(id="1", model_id=req.alert.model_id)
+
+    async def BatchCreateAlerts(self, req, ctx):
+        return alert_pb2.BatchCreateAlertsResponse(results=[
+            alert_pb2.BatchCreateAlertsResult(alert=alert_pb2.Alert(id="1", model_id=r.alert.model_id))
+            for r in req.requests])
 
 
 def run_empty_server(port_queue) -> None:
@@ -200,6 +206,23 @@ async def store_alerts(pg_handle, count: int) -> None:
         await conn.close()
 
 
+async def drive_batches(target: str, n: int, size: int, concurrency: int, prefix: str) -> float:
+    """BatchCreateAlerts of `size` alerts each, `concurrency` calls in flight; alerts/s."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = alert_pb2_grpc.AlertServiceStub(channel)
+        batches = iter(range(0, n, size))
+
+        async def worker():
+            for first in batches:
+                reply = await stub.BatchCreateAlerts(alert_pb2.BatchCreateAlertsRequest(
+                    requests=[request(i, prefix) for i in range(first, min(n, first + size))]))
+                assert all(r.code == 0 for r in reply.results)
+
+        start = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        return n / (time.perf_counter() - start)
+
+
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))] * 1000
@@ -208,7 +231,9 @@ def pct(values: list[float], q: float) -> float:
 def start(target_fn, *args) -> tuple[multiprocessing.Process, int]:
     ctx = multiprocessing.get_context("spawn")
     q = ctx.Queue()
-    proc = ctx.Process(target=target_fn, args=(q, *args), daemon=True)
+    # Not a daemon: the server checks estimators in a process pool of its own, which a daemonic
+    # process may not start. The callers terminate it in a finally block.
+    proc = ctx.Process(target=target_fn, args=(q, *args))
     proc.start()
     return proc, q.get(timeout=120)
 
@@ -232,6 +257,7 @@ def main() -> None:
     ap.add_argument("--alerts", type=int, default=6000)
     ap.add_argument("--concurrency", type=int, default=64)
     ap.add_argument("--stored-alerts", type=int, default=1_000_000)
+    ap.add_argument("--batch-size", type=int, default=100, help="alerts per BatchCreateAlerts call")
     args = ap.parse_args()
     n, c = args.alerts, args.concurrency
     data_dir = tempfile.mkdtemp(prefix="closedloop-bench-")
@@ -247,6 +273,9 @@ def main() -> None:
         real_unary, real_lat = asyncio.run(drive_unary(f"127.0.0.1:{real_port}", n, c, "u"))
         real_stream = asyncio.run(drive_stream(f"127.0.0.1:{real_port}", n, "s"))
         real_http_rate, real_http_lat = asyncio.run(drive_http(real_http, n, c, "h"))
+        # Batches: 4 calls in flight, so the server has more than one batch to work on.
+        base_batch = asyncio.run(drive_batches(f"127.0.0.1:{empty_port}", n, args.batch_size, 4, "eb"))
+        real_batch = asyncio.run(drive_batches(f"127.0.0.1:{real_port}", n, args.batch_size, 4, "b"))
         stored, pg_handle = asyncio.run(committed(data_dir))
         scrape_empty = asyncio.run(scrape_ms(real_http))
         started = time.perf_counter()
@@ -259,13 +288,15 @@ def main() -> None:
             p.join(30)
     if pg_handle is not None:
         pg_handle.cleanup()
-    expected = 3 * n + 2
+    expected = 4 * n + 2  # unary, stream, http and batch runs, plus the two warm-ups
     print(f"empty handler   unary  {base_unary:8.0f} alerts/s  p50 {pct(base_lat, .5):6.2f} ms  p99 {pct(base_lat, .99):6.2f} ms (C={c})")
     print(f"empty handler   stream {base_stream:8.0f} alerts/s")
     print(f"closedloop      unary  {real_unary:8.0f} alerts/s  p50 {pct(real_lat, .5):6.2f} ms  p99 {pct(real_lat, .99):6.2f} ms (C={c})")
     print(f"closedloop      stream {real_stream:8.0f} alerts/s")
     print(f"empty aiohttp   http   {base_http:8.0f} alerts/s  p50 {pct(base_http_lat, .5):6.2f} ms  p99 {pct(base_http_lat, .99):6.2f} ms (C={c})")
     print(f"closedloop      http   {real_http_rate:8.0f} alerts/s  p50 {pct(real_http_lat, .5):6.2f} ms  p99 {pct(real_http_lat, .99):6.2f} ms (C={c})")
+    print(f"empty handler   batch  {base_batch:8.0f} alerts/s (BatchCreateAlerts of {args.batch_size}, 4 in flight)")
+    print(f"closedloop      batch  {real_batch:8.0f} alerts/s")
     print(f"ratios: unary {real_unary / base_unary:.2f}  stream {real_stream / base_stream:.2f}  "
           f"http {real_http_rate / base_http:.2f} (target >= 0.6 each); committed rows {stored} of {expected} sent")
     print(f"closedloop http / closedloop unary gRPC: {real_http_rate / real_unary:.2f} (same ingest path, JSON instead of protobuf)")
@@ -275,8 +306,10 @@ def main() -> None:
     if stored != expected:
         print("ERROR: not every alert was committed", file=sys.stderr)
         sys.exit(1)
+    print(f"batch ratio {real_batch / base_batch:.2f}; batch vs empty unary {real_batch / base_unary:.2f}")
     print(f"RESULT unary_ratio={real_unary / base_unary:.2f} stream_ratio={real_stream / base_stream:.2f} "
           f"http_ratio={real_http_rate / base_http:.2f} scrape_ratio={scrape_full / scrape_empty:.2f} "
+          f"batch_ratio={real_batch / base_batch:.2f} batch_alerts_per_s={real_batch:.0f} "
           f"scrape_ms={scrape_empty:.2f}/{scrape_full:.2f} unary_p99_ms={pct(real_lat, .99):.2f} unary_alerts_per_s={real_unary:.0f} stream_alerts_per_s={real_stream:.0f}")
 
 

@@ -49,6 +49,17 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
+def alert_request(model_id: str, type: str, severity: Any, *, metrics: Mapping[str, float] | None = None,
+                  labels: Mapping[str, str] | None = None, source: str = "", observe_time: dt.datetime | None = None,
+                  request_id: str | None = None) -> alert_pb2.CreateAlertRequest:
+    """A CreateAlertRequest with a fresh request_id unless one is given."""
+    return alert_pb2.CreateAlertRequest(
+        alert=alert_pb2.Alert(model_id=model_id, type=type, severity=enum_value(common_pb2.Severity, severity, "SEVERITY_"),
+                              metrics=dict(metrics or {}), labels=dict(labels or {}), source=source,
+                              observe_time=timestamp(observe_time)),
+        request_id=request_id or new_request_id())
+
+
 class CallsMixin:
     """Every RPC of closedloop.v1 as a method; subclasses provide `_invoke` and `_stream`."""
 
@@ -57,13 +68,18 @@ class CallsMixin:
                      labels: Mapping[str, str] | None = None, source: str = "",
                      observe_time: dt.datetime | None = None, request_id: str | None = None):
         """Send one alert; returns the stored Alert with the loop's decisions in `.actions`."""
-        request = alert_pb2.CreateAlertRequest(
-            alert=alert_pb2.Alert(model_id=model_id, type=type,
-                                  severity=enum_value(common_pb2.Severity, severity, "SEVERITY_"),
-                                  metrics=dict(metrics or {}), labels=dict(labels or {}), source=source,
-                                  observe_time=timestamp(observe_time)),
-            request_id=request_id or new_request_id())
+        request = alert_request(model_id, type, severity, metrics=metrics, labels=labels, source=source,
+                                observe_time=observe_time, request_id=request_id)
         return self._invoke("AlertService", "CreateAlert", request)
+
+    def batch_create_alerts(self, alerts):
+        """Send up to 1000 alerts in one call. `alerts`: CreateAlertRequest messages, or mappings of
+        create_alert's arguments ({"model_id": ..., "type": ..., "severity": ..., "metrics": ...}).
+        Returns a BatchCreateAlertsResponse: per alert, in order, `.alert` when `.code` is 0, else
+        the code and message of that alert's own error (retry those; each keeps its request_id)."""
+        requests = [a if isinstance(a, alert_pb2.CreateAlertRequest) else alert_request(**a) for a in alerts]
+        return self._invoke("AlertService", "BatchCreateAlerts",
+                            alert_pb2.BatchCreateAlertsRequest(requests=requests))
 
     def get_alert(self, alert_id: str):
         return self._invoke("AlertService", "GetAlert", alert_pb2.GetAlertRequest(id=str(alert_id)))

@@ -138,6 +138,28 @@ class CreateAlertRequest(_message.Message):
     request_id: str
     def __init__(self, alert: _Optional[_Union[Alert, _Mapping]] = ..., request_id: _Optional[str] = ...) -> None: ...
 
+class BatchCreateAlertsRequest(_message.Message):
+    __slots__ = ("requests",)
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    requests: _containers.RepeatedCompositeFieldContainer[CreateAlertRequest]
+    def __init__(self, requests: _Optional[_Iterable[_Union[CreateAlertRequest, _Mapping]]] = ...) -> None: ...
+
+class BatchCreateAlertsResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[BatchCreateAlertsResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[BatchCreateAlertsResult, _Mapping]]] = ...) -> None: ...
+
+class BatchCreateAlertsResult(_message.Message):
+    __slots__ = ("alert", "code", "message")
+    ALERT_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    alert: Alert
+    code: int
+    message: str
+    def __init__(self, alert: _Optional[_Union[Alert, _Mapping]] = ..., code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
 class GetAlertRequest(_message.Message):
     __slots__ = ("id",)
     ID_FIELD_NUMBER: _ClassVar[int]

@@ -45,6 +45,11 @@ class AlertServiceStub:
                 request_serializer=closedloop_dot_v1_dot_alert__pb2.CreateAlertRequest.SerializeToString,
                 response_deserializer=closedloop_dot_v1_dot_alert__pb2.Alert.FromString,
                 _registered_method=True)
+        self.BatchCreateAlerts = channel.unary_unary(
+                '/closedloop.v1.AlertService/BatchCreateAlerts',
+                request_serializer=closedloop_dot_v1_dot_alert__pb2.BatchCreateAlertsRequest.SerializeToString,
+                response_deserializer=closedloop_dot_v1_dot_alert__pb2.BatchCreateAlertsResponse.FromString,
+                _registered_method=True)
         self.GetAlert = channel.unary_unary(
                 '/closedloop.v1.AlertService/GetAlert',
                 request_serializer=closedloop_dot_v1_dot_alert__pb2.GetAlertRequest.SerializeToString,
@@ -84,6 +89,19 @@ class AlertServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchCreateAlerts(self, request, context):
+        """High-rate ingest in one call (AIP-233), for senders whose alerts come in bursts: one message
+        instead of one per alert. Validation is all-or-nothing: an invalid request answers
+        INVALID_ARGUMENT naming `requests[i].<field>` and nothing is written. The writes are per item:
+        each request is written and decided as CreateAlert would (its own request_id, its own
+        decisions), and the reply holds, in request order, each one's stored alert or its own error, so
+        one refused item (a request_id reused for another alert) does not fail its neighbours; retry the
+        failed items by their request_id. At most 1000 requests. Answers after every item is committed.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetAlert(self, request, context):
         """Returns one alert with its actions. NOT_FOUND when no alert has that id.
         """
@@ -117,6 +135,11 @@ def add_AlertServiceServicer_to_server(servicer, server):
                     servicer.StreamAlerts,
                     request_deserializer=closedloop_dot_v1_dot_alert__pb2.CreateAlertRequest.FromString,
                     response_serializer=closedloop_dot_v1_dot_alert__pb2.Alert.SerializeToString,
+            ),
+            'BatchCreateAlerts': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchCreateAlerts,
+                    request_deserializer=closedloop_dot_v1_dot_alert__pb2.BatchCreateAlertsRequest.FromString,
+                    response_serializer=closedloop_dot_v1_dot_alert__pb2.BatchCreateAlertsResponse.SerializeToString,
             ),
             'GetAlert': grpc.unary_unary_rpc_method_handler(
                     servicer.GetAlert,
@@ -189,6 +212,33 @@ class AlertService:
             '/closedloop.v1.AlertService/StreamAlerts',
             closedloop_dot_v1_dot_alert__pb2.CreateAlertRequest.SerializeToString,
             closedloop_dot_v1_dot_alert__pb2.Alert.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchCreateAlerts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/closedloop.v1.AlertService/BatchCreateAlerts',
+            closedloop_dot_v1_dot_alert__pb2.BatchCreateAlertsRequest.SerializeToString,
+            closedloop_dot_v1_dot_alert__pb2.BatchCreateAlertsResponse.FromString,
             options,
             channel_credentials,
             insecure,

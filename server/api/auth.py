@@ -42,6 +42,7 @@ _SERVICE = "/closedloop.v1."
 METHOD_ROLES = {
     f"{_SERVICE}AlertService/CreateAlert": "ingest",
     f"{_SERVICE}AlertService/StreamAlerts": "ingest",
+    f"{_SERVICE}AlertService/BatchCreateAlerts": "ingest",
     f"{_SERVICE}AlertService/GetAlert": "read",
     f"{_SERVICE}AlertService/ListAlerts": "read",
     f"{_SERVICE}RuleService/ValidateRules": "read",

@@ -11,14 +11,20 @@ only when a backlog builds up (on a light load it would only split the batches),
 load the batcher lingers `linger` seconds before taking a batch. So the batch size follows the
 load: one item per commit when idle, tens to hundreds under pressure. `max_pending` bounds memory:
 submit() waits while that many items are in flight.
+
+Every item's time is recorded by stage in `timings` (stage_timings.py): its wait in the queue, its
+batch's write, and the event-loop lag between the write's end and its caller running again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
+import time
 from typing import Awaitable, Callable, Generic, Sequence, TypeVar
 
 from ..errors import Unavailable
+from .stage_timings import StageTimings
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -27,17 +33,30 @@ R = TypeVar("R")
 LINGER_FROM = 8
 
 
+class _Ticket:
+    """When an item was submitted, taken into a batch, and its batch written (perf_counter seconds)."""
+
+    __slots__ = ("submitted", "taken", "written")
+
+    def __init__(self, submitted: float) -> None:
+        self.submitted = submitted
+        self.taken = 0.0
+        self.written = 0.0
+
+
 class GroupCommit(Generic[T, R]):
     def __init__(self, write: Callable[[list[T]], Awaitable[Sequence[R | Exception]]], *, max_batch: int = 512,
-                 writers: int = 2, max_pending: int = 8192, linger: float = 0.002, name: str = "group-commit") -> None:
+                 writers: int = 2, max_pending: int = 8192, linger: float = 0.002, name: str = "group-commit",
+                 timings: StageTimings | None = None) -> None:
         self.write = write
+        self.timings = timings or StageTimings()
         self.max_batch = max_batch
         self.max_writers = writers
         self.linger = linger
         self.name = name
         self.batches_committed = 0  # batches whose write returned (for metrics and tests)
         self._last_batch_size = 0
-        self._queue: asyncio.Queue[tuple[T, asyncio.Future]] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[T, asyncio.Future, _Ticket]] = asyncio.Queue()
         self._writer_done = asyncio.Event()
         self._capacity = asyncio.Semaphore(max_pending)
         self._batcher: asyncio.Task | None = None
@@ -62,16 +81,22 @@ class GroupCommit(Generic[T, R]):
         """Queue an item once there is room; returns the future of its result without waiting for it."""
         await self._capacity.acquire()
         future = asyncio.get_running_loop().create_future()
-        future.add_done_callback(self._release_capacity)
-        self._queue.put_nowait((item, future))
+        ticket = _Ticket(time.perf_counter())
+        future.add_done_callback(functools.partial(self._item_done, ticket))
+        self._queue.put_nowait((item, future, ticket))
         return future
 
-    def _release_capacity(self, _future: asyncio.Future) -> None:
+    def _item_done(self, ticket: _Ticket, _future: asyncio.Future) -> None:
+        # Runs on the event loop like the caller's continuation, so `reply` is the loop's lag.
         self._capacity.release()
+        if ticket.written:
+            self.timings.add_request(ticket.taken - ticket.submitted, ticket.written - ticket.taken,
+                                     time.perf_counter() - ticket.written)
 
     async def _run(self) -> None:
         while True:
             first = await self._queue.get()
+            waited = time.perf_counter()
             # A second writer only starts when a backlog builds up behind the first: two writers
             # taking turns on a light load would just halve every batch.
             while not (len(self._inflight) == 0 or (len(self._inflight) < self.max_writers
@@ -81,6 +106,8 @@ class GroupCommit(Generic[T, R]):
                     await asyncio.wait_for(self._writer_done.wait(), self.linger)
                 except asyncio.TimeoutError:
                     pass
+            lingered = time.perf_counter()
+            self.timings.add("writer_wait", lingered - waited)
             if self._queue.qsize() + 1 >= LINGER_FROM or self._last_batch_size >= LINGER_FROM:
                 # Under heavy load, wait a moment for the RPCs being decoded right now: tens of
                 # items per commit instead of a few. Under light or moderate load the writer goes at
@@ -89,6 +116,11 @@ class GroupCommit(Generic[T, R]):
             batch = [first]
             while len(batch) < self.max_batch and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
+            taken = time.perf_counter()
+            self.timings.add("linger", taken - lingered)
+            self.timings.add("batch_size", len(batch))
+            for _, _, ticket in batch:
+                ticket.taken = taken
             self._last_batch_size = len(batch)
             task = asyncio.create_task(self._write_batch(batch))
             self._inflight.add(task)
@@ -98,9 +130,9 @@ class GroupCommit(Generic[T, R]):
         self._inflight.discard(task)
         self._writer_done.set()
 
-    async def _write_batch(self, batch: list[tuple[T, asyncio.Future]]) -> None:
+    async def _write_batch(self, batch: list[tuple[T, asyncio.Future, _Ticket]]) -> None:
         try:
-            results = await self.write([item for item, _ in batch])
+            results = await self.write([item for item, _, _ in batch])
         except asyncio.CancelledError:
             _fail(batch, Unavailable("the server is stopping"))
             raise
@@ -108,7 +140,9 @@ class GroupCommit(Generic[T, R]):
             _fail(batch, exc)
             return
         self.batches_committed += 1
-        for (_, future), result in zip(batch, results):
+        written = time.perf_counter()
+        for (_, future, ticket), result in zip(batch, results):
+            ticket.written = written
             if future.done():
                 continue
             if isinstance(result, Exception):
@@ -117,7 +151,7 @@ class GroupCommit(Generic[T, R]):
                 future.set_result(result)
 
 
-def _fail(batch: list[tuple[object, asyncio.Future]], exc: Exception) -> None:
-    for _, future in batch:
+def _fail(batch: list[tuple[object, asyncio.Future, _Ticket]], exc: Exception) -> None:
+    for _, future, _ in batch:
         if not future.done():
             future.set_exception(exc)

@@ -41,6 +41,7 @@ from .decide import AlertDecision, Decider, ModelState
 from .group_commit import GroupCommit
 from .model_cache import ModelFactsCache
 from .rule_engine import RuleEngine
+from .stage_timings import StageTimings
 
 log = structlog.get_logger(__name__)
 
@@ -81,9 +82,10 @@ class AlertIngestor:
         self.job_timeout_s = job_timeout_s
         self.rules = rules
         self.facts = facts
+        self.timings = StageTimings()  # where requests spend their time, stage by stage
         self._batcher: GroupCommit[_Pending, IngestResult] = GroupCommit(
             self._write_batch, max_batch=max_batch, writers=writers, max_pending=max_pending, linger=linger,
-            name="alert-batcher")
+            name="alert-batcher", timings=self.timings)
 
     @property
     def batches_committed(self) -> int:
@@ -144,6 +146,7 @@ class AlertIngestor:
         try:
             active = self.rules.active
             await self._evaluate(batch, active)
+            self.timings.add("evaluate", time.perf_counter() - started)
             version = active.version if active else 0
             for attempt in range(4):
                 try:
@@ -191,14 +194,22 @@ class AlertIngestor:
                     # The common case: no rule matched. One INSERT, which commits on its own, is the
                     # whole write: one round trip instead of BEGIN/INSERT/COMMIT. Skipped rows are
                     # repeats, answered from what is stored.
+                    began = time.perf_counter()
                     rows = await alert_store.insert_alerts(conn, [batch[i].new for i in fresh], version,
                                                            ["OPEN"] * len(fresh))
+                    self.timings.add("commit", time.perf_counter() - began)
                     for i, row in _pair_inserted(batch, fresh, rows).items():
                         results[i] = self._result(batch[i], row, "OPEN", [], version)
                 else:
                     acting = _acting_models(batch, fresh)
+                    began = time.perf_counter()
                     async with model_store.decision_transaction(conn, acting):
+                        locked = time.perf_counter()
                         events = await self._decide_and_write(conn, batch, fresh, acting, version, results)
+                        written = time.perf_counter()
+                    self.timings.add("lock_wait", locked - began)
+                    self.timings.add("statements", written - locked)
+                    self.timings.add("commit", time.perf_counter() - written)
                     for event, fields in events:  # logged once committed, so the log never claims more
                         log.info(event, **fields)
                 duplicates = [i for i in range(len(batch)) if results[i] is None]
