@@ -69,8 +69,9 @@ class LocalBackend:
         self.slots = processes
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(PRELOAD if preload is None else preload)
-        # Only this process holds the write end (a pipe's fds are not inherited, and the forkserver
-        # is started with an explicit list of fds), so it closes exactly when this process ends.
+        # Only this process holds the write end (pipe fds are not inherited across exec, the
+        # forkserver gets an explicit list of fds, and the workers only the read end), so it closes
+        # exactly when this process ends or shuts the backend down.
         self._lifeline, self._lifeline_w = self._context.Pipe(duplex=False)
         self._lock = threading.Lock()
         self._pools: list[concurrent.futures.ProcessPoolExecutor] = [self._new_pool() for _ in range(processes)]
@@ -161,10 +162,10 @@ def _exit_with_server(lifeline: multiprocessing.connection.Connection) -> None:
     Without it, a SIGKILLed server leaves its pool running for ever. A pool worker learns of its
     parent's end only from its call queue, whose write end it holds itself, so it would wait on it
     for ever; and it holds the forkserver's "alive" pipe (every forkserver child does, to be able
-    to start processes of its own), so the forkserver, which exits when that pipe closes, and the
-    resource tracker, which exits when the forkserver does, would wait with it. Nobody writes to
-    the lifeline: it becomes readable (end of file) when its write end, held by the server alone,
-    closes, which happens however the server ends.
+    to start processes of its own), so the forkserver, which exits when that pipe closes, would wait
+    with it, and so would the resource tracker, which exits when the last of them has closed its
+    pipe. Nobody writes to the lifeline: it becomes readable (end of file) when its write end, held
+    by the server alone, closes, which happens however the server ends.
     """
     threading.Thread(target=_wait_for_eof_then_exit, args=(lifeline,), name="server-lifeline", daemon=True).start()
 
