@@ -7,7 +7,8 @@ CancelJob, timeouts and a shutdown that hands jobs back) and `shutdown()`.
   can be stopped by killing exactly the process that runs it, and a crash (a job killed by the OOM
   killer or `kill -9`) breaks only that slot's pool, which is rebuilt, instead of failing every job
   that shared a pool with it. Processes start through the `forkserver`: forking the server process
-  itself is unsafe once gRPC's core threads run in it.
+  itself is unsafe once gRPC's core threads run in it. Every worker watches a "lifeline" pipe from
+  the server and exits when the server is gone, even after a SIGKILL (see _exit_with_server).
 - DaskBackend: `distributed.Client(address).get_executor(pure=False)`; pure=False because two jobs
   with identical arguments must both run, never be deduplicated into one result. On connecting it sets
   the scheduler's allowed-failures to 0 (see DASK_ALLOWED_FAILURES).
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import multiprocessing
+import multiprocessing.connection
 import os
 import signal
 import threading
@@ -67,6 +69,10 @@ class LocalBackend:
         self.slots = processes
         self._context = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(PRELOAD if preload is None else preload)
+        # Only this process holds the write end (pipe fds are not inherited across exec, the
+        # forkserver gets an explicit list of fds, and the workers only the read end), so it closes
+        # exactly when this process ends or shuts the backend down.
+        self._lifeline, self._lifeline_w = self._context.Pipe(duplex=False)
         self._lock = threading.Lock()
         self._pools: list[concurrent.futures.ProcessPoolExecutor] = [self._new_pool() for _ in range(processes)]
         self._busy = [0] * processes
@@ -74,7 +80,8 @@ class LocalBackend:
         self._closed = False
 
     def _new_pool(self) -> concurrent.futures.ProcessPoolExecutor:
-        return concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=self._context)
+        return concurrent.futures.ProcessPoolExecutor(max_workers=1, mp_context=self._context,
+                                                      initializer=_exit_with_server, initargs=(self._lifeline,))
 
     def submit(self, fn: Callable[..., Any], /, *args: Any) -> concurrent.futures.Future:
         with self._lock:
@@ -145,6 +152,30 @@ class LocalBackend:
                     os.kill(pid, signal.SIGKILL)
                 except ProcessLookupError:
                     pass
+        self._lifeline_w.close()  # a worker that escaped the kill above still ends
+        self._lifeline.close()
+
+
+def _exit_with_server(lifeline: multiprocessing.connection.Connection) -> None:
+    """Worker initializer: end this worker process when the server that owns its pool is gone.
+
+    Without it, a SIGKILLed server leaves its pool running for ever. A pool worker learns of its
+    parent's end only from its call queue, whose write end it holds itself, so it would wait on it
+    for ever; and it holds the forkserver's "alive" pipe (every forkserver child does, to be able
+    to start processes of its own), so the forkserver, which exits when that pipe closes, would wait
+    with it, and so would the resource tracker, which exits when the last of them has closed its
+    pipe. Nobody writes to the lifeline: it becomes readable (end of file) when its write end, held
+    by the server alone, closes, which happens however the server ends.
+    """
+    threading.Thread(target=_wait_for_eof_then_exit, args=(lifeline,), name="server-lifeline", daemon=True).start()
+
+
+def _wait_for_eof_then_exit(lifeline: multiprocessing.connection.Connection) -> None:
+    try:
+        lifeline.poll(None)
+    except OSError:
+        pass
+    os._exit(1)  # the job's result has nowhere to go; its lease expires and another runner retries it
 
 
 def _pool_pids(pool: concurrent.futures.ProcessPoolExecutor) -> list[int]:
