@@ -184,3 +184,17 @@ def test_retention_flag_reads_durations(text):
 
     assert parse_retention(text) == (None if text == "off" else dt.timedelta(days=180) if text != "26w"
                                      else dt.timedelta(weeks=26))
+
+
+async def test_expired_request_ids_go_in_batches(database_url, monkeypatch):
+    monkeypatch.setattr(partitions, "EXPIRY_BATCH", 3)
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(
+            """INSERT INTO alert_request_ids (request_id, alert_id, observe_time, create_time)
+               SELECT 'k' || i, i, now(), now() - interval '10 days' FROM generate_series(1, 7) i""")
+        await conn.execute("INSERT INTO alert_request_ids (request_id, alert_id, observe_time) VALUES ('kept', 8, now())")
+        assert await partitions.expire_request_ids(conn, await conn.fetchval("SELECT now() - interval '1 day'")) == 7
+        assert [r[0] for r in await conn.fetch("SELECT request_id FROM alert_request_ids")] == ["kept"]
+    finally:
+        await conn.close()
