@@ -17,6 +17,8 @@ from .models import like_patterns
 
 ALERT_COLUMNS = """id, request_id, request_hash, model_id, alert_type, severity, metrics, labels, source,
                    observe_time, create_time, update_time, state, rule_set_version"""
+# Rows per statement when a whole time window is read (alerts_in_window).
+WINDOW_PAGE = 20_000
 ACTION_COLUMNS = """id, alert_id, model_id, rule, rule_set_version, kind, mode, priority, decision, reason,
                     job_id, cooldown_until, create_time"""
 
@@ -213,11 +215,25 @@ async def update_state(conn: asyncpg.Connection, alert_id: int, state: str) -> a
 
 async def alerts_in_window(conn: asyncpg.Connection, start: dt.datetime, end: dt.datetime,
                            model_id: str | None = None, scopes: Sequence[str] | None = None) -> list[asyncpg.Record]:
-    """Every alert observed in [start, end), oldest first (backtests and feedback)."""
-    return await conn.fetch(
-        f"""SELECT {ALERT_COLUMNS} FROM monitoring_alert_triggers
-             WHERE observe_time >= $1 AND observe_time < $2 AND ($3::text IS NULL OR model_id = $3)
-               AND ($4::text[] IS NULL OR model_id LIKE ANY($4::text[]))
-             ORDER BY observe_time, id""",
-        start, end, model_id, like_patterns(scopes),
-    )
+    """Every alert observed in [start, end), oldest first (backtests and feedback).
+
+    Read in keyset pages of WINDOW_PAGE rows, one statement each: a backtest over a million alerts
+    is many short statements (each within --db-timeout) instead of one that outlasts it. The cursor
+    (observe_time, id) starts at (start, 0) so every page is one range of the time index.
+    """
+    rows: list[asyncpg.Record] = []
+    after: tuple[dt.datetime, int] = (start, 0)
+    while True:
+        page = await conn.fetch(
+            f"""SELECT {ALERT_COLUMNS} FROM monitoring_alert_triggers
+                 WHERE observe_time >= $3 AND observe_time < $2 AND (observe_time, id) > ($3, $4::bigint)
+                   AND ($5::text IS NULL OR model_id = $5)
+                   AND ($6::text[] IS NULL OR model_id LIKE ANY($6::text[]))
+                 ORDER BY observe_time, id
+                 LIMIT $1""",
+            WINDOW_PAGE, end, after[0], after[1], model_id, like_patterns(scopes),
+        )
+        rows.extend(page)
+        if len(page) < WINDOW_PAGE:
+            return rows
+        after = (page[-1]["observe_time"], page[-1]["id"])

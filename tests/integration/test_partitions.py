@@ -198,3 +198,20 @@ async def test_expired_request_ids_go_in_batches(database_url, monkeypatch):
         assert [r[0] for r in await conn.fetch("SELECT request_id FROM alert_request_ids")] == ["kept"]
     finally:
         await conn.close()
+
+
+async def test_a_time_window_is_read_in_pages_in_order(database_url, monkeypatch):
+    from closedloop.server.store import alerts as alert_store
+
+    monkeypatch.setattr(alert_store, "WINDOW_PAGE", 3)
+    conn = await asyncpg.connect(database_url)
+    try:
+        now = await conn.fetchval("SELECT date_trunc('second', now())")
+        # Ties on observe_time across page boundaries, and rows either side of the window.
+        times = [now - dt.timedelta(minutes=m) for m in (1, 2, 2, 2, 2, 3, 3, 4, 9, 60)]
+        ids = [await _insert_alert(conn, t) for t in times]
+        got = await alert_store.alerts_in_window(conn, now - dt.timedelta(minutes=9), now)
+        want = sorted((t, i) for t, i in zip(times, ids) if t >= now - dt.timedelta(minutes=9))
+        assert [(r["observe_time"], r["id"]) for r in got] == want
+    finally:
+        await conn.close()
