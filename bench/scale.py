@@ -98,7 +98,6 @@ async def fill_history(conn, n: int, models: int, days: int, jobs: int, now: dt.
     # Every `step`-th alert queued a retrain (one job each, `jobs` in all); about one alert in six
     # matched a rule without queuing (coalesced, cooldown, budget).
     step = max(1, n // jobs)
-    job_alerts = np.arange(0, n, step)[:jobs]
     loaded = 0
     t0 = time.perf_counter()
     action_id = 0
