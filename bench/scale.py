@@ -178,7 +178,7 @@ async def fill_history(conn, n: int, models: int, days: int, jobs: int, now: dt.
     await conn.execute("ANALYZE")
 
 
-def run_server(queue, database_url: str, data_dir: str) -> None:
+def run_server(queue, database_url: str, data_dir: str, db_timeout: float) -> None:
     """A server process: reports (port, start-up s, age sweep s, age alerts sent), then serves until
     SIGTERM; on SIGUSR1 it loads every model's facts (so the parent can read its RSS fully cached)."""
     from closedloop.server.app import create_server
@@ -190,7 +190,7 @@ def run_server(queue, database_url: str, data_dir: str) -> None:
 
     async def main():
         settings = Settings(database_url=database_url, data_dir=data_dir, listen="127.0.0.1:0", run_workers=False,
-                            age_sweep_interval=0, log_format="json", log_level="warning")
+                            age_sweep_interval=0, log_format="json", log_level="warning", db_timeout=db_timeout)
         t0 = time.perf_counter()
         server, port = await create_server(settings)
         startup = time.perf_counter() - t0
@@ -296,11 +296,12 @@ async def slowest(times: int, call) -> float:
     return worst
 
 
-def start_server(database_url: str) -> tuple[multiprocessing.Process, multiprocessing.Queue, tuple]:
+def start_server(database_url: str, db_timeout: float) -> tuple[multiprocessing.Process, multiprocessing.Queue,
+                                                                tuple]:
     ctx = multiprocessing.get_context("spawn")
     q = ctx.Queue()
-    proc = ctx.Process(target=run_server, args=(q, database_url, tempfile.mkdtemp(prefix="closedloop-scale-")),
-                       daemon=True)
+    data_dir = tempfile.mkdtemp(prefix="closedloop-scale-")
+    proc = ctx.Process(target=run_server, args=(q, database_url, data_dir, db_timeout), daemon=True)
     t0 = time.perf_counter()
     proc.start()
     port, startup, sweep, sent = q.get(timeout=600)
@@ -350,6 +351,8 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=100_000)
     ap.add_argument("--backtest-alerts", type=int, default=1_000_000)
     ap.add_argument("--latency-seconds", type=float, default=6.0)
+    ap.add_argument("--db-timeout", type=float, default=5.0,
+                    help="the servers' --db-timeout (a report or backtest that outlasts it is refused)")
     ap.add_argument("--database-url", default=os.environ.get("CLOSEDLOOP_TEST_DATABASE_URL"),
                     help="a PostgreSQL server URL (two databases are created on it); default: embedded")
     args = ap.parse_args()
@@ -364,7 +367,7 @@ def main() -> None:
         results = {}
         rate = None
         for name in ("empty", "full"):
-            proc, q, (port, startup, sweep, sent, process_start) = start_server(urls[name])
+            proc, q, (port, startup, sweep, sent, process_start) = start_server(urls[name], args.db_timeout)
             try:
                 figures = asyncio.run(measure(f"127.0.0.1:{port}", args, rate, args.alerts if name == "full" else 0,
                                               args.days))
