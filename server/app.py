@@ -54,6 +54,7 @@ from .loop.rule_engine import RuleEngine
 from .http.server import HttpSide
 from .notify.worker import DeliveryWorker
 from .store.models import MODELS_CHANGED_CHANNEL
+from .store.partitions import PartitionMaintenance
 from .store.rules import RULES_CHANGED_CHANNEL
 
 log = structlog.get_logger(__name__)
@@ -163,6 +164,8 @@ class ClosedLoopServer:
                 self.notifier = DeliveryWorker(self.pool, s.notify)
             self._start_grpc(authenticator)
             await self.grpc.start()
+            # Every server keeps months ahead (and applies --retention); replicas take turns by a lock.
+            self._tasks.append(PartitionMaintenance(self.pool, s.retention_period))
             if s.age_sweep_interval > 0:
                 self._tasks.append(AgeSweep(self.pool, self.rules, self.ingestor, s.age_sweep_interval))
             if s.http_address:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime as dt
 import os
 import pathlib
 import re
@@ -230,6 +231,10 @@ class Settings:
     auth_tokens: pathlib.Path | None = None
     # Model-age sweep period in seconds (0: off).
     age_sweep_interval: float = 300.0
+    # How long alerts and their actions are kept: a duration such as 180d, 26w, 4320h, or "off" (keep
+    # everything, the default: dropping data is the operator's decision). Whole months are dropped
+    # (store/partitions.py); feedback is kept.
+    retention: str = "off"
     # Queue: lease length, attempts, per-job timeout (seconds).
     job_lease: float = 30.0
     job_max_attempts: int = 3
@@ -291,6 +296,10 @@ class Settings:
             problems.append("--drain must be >= 0")
         if self.age_sweep_interval < 0:
             problems.append("--age-sweep-interval must be >= 0")
+        try:
+            self.retention_period  # noqa: B018 - validated here, read where it is used
+        except ValueError as exc:
+            problems.append(f"--retention {exc}")
         if self.job_max_attempts < 1:
             problems.append("--job-max-attempts must be >= 1")
         for item in self.entry_point:
@@ -303,6 +312,11 @@ class Settings:
             object.__setattr__(self, "notify", load_config_file(self.config))
 
     @property
+    def retention_period(self) -> dt.timedelta | None:
+        """--retention as a duration; None when off."""
+        return parse_retention(self.retention)
+
+    @property
     def auth_enabled(self) -> bool:
         return self.auth_tokens is not None
 
@@ -310,6 +324,24 @@ class Settings:
     def http_address(self) -> str | None:
         """Where the HTTP side listens: --http-listen, or the deprecated --metrics-listen; None: off."""
         return self.http_listen or self.metrics_listen
+
+
+RETENTION_UNITS = {"h": 3600, "d": 86400, "w": 7 * 86400}
+# Below a day, retention would drop the month being written; months are the unit anyway.
+MIN_RETENTION = dt.timedelta(days=1)
+
+
+def parse_retention(text: str) -> dt.timedelta | None:
+    """'off' -> None; '<n>h', '<n>d', '<n>w' -> that duration (at least a day)."""
+    if text.strip().lower() == "off":
+        return None
+    match = re.fullmatch(r"\s*(\d+)\s*([hdw])\s*", text.lower())
+    if not match:
+        raise ValueError(f"must be off or a duration such as 180d, 26w or 4320h, not {text!r}")
+    period = dt.timedelta(seconds=int(match.group(1)) * RETENTION_UNITS[match.group(2)])
+    if period < MIN_RETENTION:
+        raise ValueError(f"must be at least a day, not {text!r}")
+    return period
 
 
 def _repeatable(f: dataclasses.Field) -> bool:

@@ -1,4 +1,9 @@
-"""SQL for monitoring_alert_triggers and closed_loop_actions (alerts and the decisions about them)."""
+"""SQL for monitoring_alert_triggers and closed_loop_actions (alerts and the decisions about them).
+
+Both tables are partitioned by month (migrations/0008_partitioned_alerts.sql): alerts by observe_time,
+actions by create_time; request_id uniqueness lives in alert_request_ids. A look-up by id alone probes
+each month's primary key index (a handful); everything with a time range reads only its months.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,8 @@ from .models import like_patterns
 
 ALERT_COLUMNS = """id, request_id, request_hash, model_id, alert_type, severity, metrics, labels, source,
                    observe_time, create_time, update_time, state, rule_set_version"""
+# Rows per statement when a whole time window is read (alerts_in_window).
+WINDOW_PAGE = 20_000
 ACTION_COLUMNS = """id, alert_id, model_id, rule, rule_set_version, kind, mode, priority, decision, reason,
                     job_id, cooldown_until, create_time"""
 
@@ -50,22 +57,34 @@ async def insert_alerts(conn: asyncpg.Connection, alerts: Sequence[NewAlert], ru
                         states: Sequence[str]) -> list[asyncpg.Record]:
     """Insert a batch in one statement; returns (id, request_id, create_time) in input order.
 
-    A request_id that exists already is skipped (ON CONFLICT), so the caller can tell a race with
-    another writer by the count. Identities are drawn in the order the SELECT produces rows, so
+    A request_id that exists already is skipped (ON CONFLICT on alert_request_ids), so the caller can
+    tell a race with another writer by the count. Identities are drawn in the order the SELECT produces rows, so
     sorting by id restores the input order.
     """
     if not alerts:
         return []
+    # The alert's id is drawn first so the request_id claim (alert_request_ids, unique across every
+    # month) and the alert row are written by one statement; only alerts whose claim succeeded (or
+    # that carry no request_id) are inserted.
     rows = await conn.fetch(
-        """INSERT INTO monitoring_alert_triggers
-               (request_id, request_hash, model_id, alert_type, severity, metrics, labels, source,
+        """WITH input AS (
+               SELECT nextval('monitoring_alert_triggers_ids') AS id, r, h, m, t, s, mt, lb, src, ot, st, ord
+                 FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $5::smallint[], $6::jsonb[],
+                             $7::jsonb[], $8::text[], $9::timestamptz[], $10::text[])
+                      WITH ORDINALITY AS x(r, h, m, t, s, mt, lb, src, ot, st, ord)
+                ORDER BY ord),
+           claimed AS (
+               INSERT INTO alert_request_ids (request_id, alert_id, observe_time)
+               SELECT r, id, ot FROM input WHERE r IS NOT NULL ORDER BY ord
+               ON CONFLICT (request_id) DO NOTHING
+               RETURNING alert_id)
+           INSERT INTO monitoring_alert_triggers
+               (id, request_id, request_hash, model_id, alert_type, severity, metrics, labels, source,
                 observe_time, state, rule_set_version)
-           SELECT r, h, m, t, s, mt, lb, src, ot, st, $11
-             FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $5::smallint[], $6::jsonb[],
-                         $7::jsonb[], $8::text[], $9::timestamptz[], $10::text[])
-                  WITH ORDINALITY AS x(r, h, m, t, s, mt, lb, src, ot, st, ord)
+           SELECT id, r, h, m, t, s, mt, lb, src, ot, st, $11
+             FROM input
+            WHERE r IS NULL OR id IN (SELECT alert_id FROM claimed)
             ORDER BY ord
-           ON CONFLICT (request_id) WHERE request_id IS NOT NULL DO NOTHING
            RETURNING id, request_id, create_time""",
         [a.request_id for a in alerts], [a.request_hash for a in alerts], [a.model_id for a in alerts],
         [a.alert_type for a in alerts], [a.severity for a in alerts], [a.metrics for a in alerts],
@@ -77,13 +96,15 @@ async def insert_alerts(conn: asyncpg.Connection, alerts: Sequence[NewAlert], ru
 
 async def existing_request_ids(conn: asyncpg.Connection, request_ids: Sequence[str]) -> set[str]:
     rows = await conn.fetch(
-        "SELECT request_id FROM monitoring_alert_triggers WHERE request_id = ANY($1::text[])", list(request_ids))
+        "SELECT request_id FROM alert_request_ids WHERE request_id = ANY($1::text[])", list(request_ids))
     return {r["request_id"] for r in rows}
 
 
 async def alerts_by_request_ids(conn: asyncpg.Connection, request_ids: Sequence[str]) -> dict[str, asyncpg.Record]:
     rows = await conn.fetch(
-        f"SELECT {ALERT_COLUMNS} FROM monitoring_alert_triggers WHERE request_id = ANY($1::text[])",
+        f"""SELECT {ALERT_COLUMNS} FROM monitoring_alert_triggers
+             WHERE (id, observe_time) IN (SELECT alert_id, observe_time FROM alert_request_ids
+                                           WHERE request_id = ANY($1::text[]))""",
         list(request_ids),
     )
     return {r["request_id"]: r for r in rows}
@@ -139,20 +160,42 @@ async def list_alerts(conn: asyncpg.Connection, *, model_id: str | None, alert_t
                       after: tuple[dt.datetime, int] | None, limit: int,
                       scopes: Sequence[str] | None = None) -> list[asyncpg.Record]:
     """Newest first by (observe_time, id); `after` is the keyset cursor of the previous page;
-    `scopes`: only models matching one of these globs (None: all)."""
+    `scopes`: only models matching one of these globs (None: all).
+
+    The WHERE clause names only the filters given, so each combination is its own prepared statement
+    with its own plan: a generic plan for "model_id = $1 OR $1 IS NULL" would read the time index and
+    filter, which is fine for "everything" and a disaster for one model among ten thousand. Each
+    filter has an index (filter, observe_time DESC, id DESC) in every month; the upper time bound
+    also lets the planner skip months newer than the cursor.
+    """
+    conditions: list[str] = []
+    args: list = []
+
+    def where(sql: str, *values) -> None:
+        args.extend(values)
+        conditions.append(sql.format(*(f"${len(args) - len(values) + i + 1}" for i in range(len(values)))))
+
+    if model_id is not None:
+        where("model_id = {0}", model_id)
+    if alert_type is not None:
+        where("alert_type = {0}", alert_type)
+    if state is not None:
+        where("state = {0}", state)
+    if start is not None:
+        where("observe_time >= {0}", start)
+    if end is not None:
+        where("observe_time < {0}", end)
+    if after is not None:
+        where("observe_time <= {0} AND (observe_time, id) < ({0}, {1}::bigint)", after[0], after[1])
+    if scopes is not None:
+        where("model_id LIKE ANY({0}::text[])", like_patterns(scopes))
+    args.append(limit)
     return await conn.fetch(
         f"""SELECT {ALERT_COLUMNS} FROM monitoring_alert_triggers
-             WHERE ($1::text IS NULL OR model_id = $1)
-               AND ($2::text IS NULL OR alert_type = $2)
-               AND ($3::text IS NULL OR state = $3)
-               AND ($4::timestamptz IS NULL OR observe_time >= $4)
-               AND ($5::timestamptz IS NULL OR observe_time < $5)
-               AND ($6::timestamptz IS NULL OR (observe_time, id) < ($6, $7::bigint))
-               AND ($9::text[] IS NULL OR model_id LIKE ANY($9::text[]))
+             {"WHERE " + " AND ".join(conditions) if conditions else ""}
              ORDER BY observe_time DESC, id DESC
-             LIMIT $8""",
-        model_id, alert_type, state, start, end,
-        after[0] if after else None, after[1] if after else None, limit, like_patterns(scopes),
+             LIMIT ${len(args)}""",
+        *args,
     )
 
 
@@ -172,11 +215,25 @@ async def update_state(conn: asyncpg.Connection, alert_id: int, state: str) -> a
 
 async def alerts_in_window(conn: asyncpg.Connection, start: dt.datetime, end: dt.datetime,
                            model_id: str | None = None, scopes: Sequence[str] | None = None) -> list[asyncpg.Record]:
-    """Every alert observed in [start, end), oldest first (backtests and feedback)."""
-    return await conn.fetch(
-        f"""SELECT {ALERT_COLUMNS} FROM monitoring_alert_triggers
-             WHERE observe_time >= $1 AND observe_time < $2 AND ($3::text IS NULL OR model_id = $3)
-               AND ($4::text[] IS NULL OR model_id LIKE ANY($4::text[]))
-             ORDER BY observe_time, id""",
-        start, end, model_id, like_patterns(scopes),
-    )
+    """Every alert observed in [start, end), oldest first (backtests and feedback).
+
+    Read in keyset pages of WINDOW_PAGE rows, one statement each: a backtest over a million alerts
+    is many short statements (each within --db-timeout) instead of one that outlasts it. The cursor
+    (observe_time, id) starts at (start, 0) so every page is one range of the time index.
+    """
+    rows: list[asyncpg.Record] = []
+    after: tuple[dt.datetime, int] = (start, 0)
+    while True:
+        page = await conn.fetch(
+            f"""SELECT {ALERT_COLUMNS} FROM monitoring_alert_triggers
+                 WHERE observe_time >= $3 AND observe_time < $2 AND (observe_time, id) > ($3, $4::bigint)
+                   AND ($5::text IS NULL OR model_id = $5)
+                   AND ($6::text[] IS NULL OR model_id LIKE ANY($6::text[]))
+                 ORDER BY observe_time, id
+                 LIMIT $1""",
+            WINDOW_PAGE, end, after[0], after[1], model_id, like_patterns(scopes),
+        )
+        rows.extend(page)
+        if len(page) < WINDOW_PAGE:
+            return rows
+        after = (page[-1]["observe_time"], page[-1]["id"])

@@ -1,0 +1,406 @@
+"""Scale benchmark: the same measurements on an empty database and on one holding months of history.
+
+    python bench/scale.py [--alerts 10000000] [--models 10000] [--days 180] [--jobs 100000]
+                          [--database-url postgresql://.../postgres]   (default: embedded pgserver;
+                          CLOSEDLOOP_TEST_DATABASE_URL works too)
+
+Two databases on one PostgreSQL, both migrated and both with the same --models registered models (3
+versions each, 2% of them past the default rules' 30-day age): "empty" has no history; "full" gets
+--alerts alerts spread over --days days (drift / performance / risk / age, every severity, desk and
+detector labels, mostly resolved), an action for every alert a rule matched (1% QUEUED with a
+finished job, the rest coalesced, skipped by cooldown or budget), --jobs jobs with their feedback
+rows and idempotency keys, all loaded with COPY (the load rate is printed).
+
+Then, against each database in turn, a server process (no training workers) and the real client:
+  start-up time (process start to serving, 10,000 models: rules, facts) and one age sweep (in-process);
+  CreateAlert -> decision latency in an open loop at half the empty database's capacity;
+  GetAlert p99; ListAlerts p99 per filter (model, state, type, time window), five pages of 50 each;
+  GetFeedbackReport for one model / 30 days and for all models / 30 days;
+  BacktestRules (default rules) over the most recent ~1M stored alerts (full database only);
+  the server's RSS once every model's facts are cached.
+Last line: RESULT decision_p99_ratio=... get_alert_p99_ms=... list_alerts_p99_ms=... (worst filter)
+feedback_model_ms=... feedback_all_ms=... backtest_alerts_per_s=... age_sweep_s=... startup_s=... rss_mb=...
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import io
+import multiprocessing
+import os
+import random
+import signal
+import sys
+import tempfile
+import time
+from urllib.parse import urlsplit, urlunsplit
+
+import grpc
+import numpy as np
+
+sys.path.insert(0, __file__.rsplit("/", 1)[0])
+from ingest import pct  # noqa: E402  (same folder)
+from loop import alert_mix, closed_loop, open_loop  # noqa: E402
+
+from closedloop import AsyncClient  # noqa: E402
+from closedloop.v1 import alert_pb2_grpc  # noqa: E402
+
+UTC = dt.timezone.utc
+TYPES = np.array(["drift", "performance", "risk", "age"])
+TYPE_WEIGHTS = [0.45, 0.25, 0.2, 0.1]
+DESKS = ["fx", "rates", "equities", "credit", "commodities"]
+CHUNK = 250_000
+
+
+def tsv(rows) -> io.BytesIO:
+    return io.BytesIO("".join("\t".join(r) + "\n" for r in rows).encode())
+
+
+def iso(times: np.ndarray) -> np.ndarray:
+    return np.char.add(np.datetime_as_string(times, unit="ms"), "Z")
+
+
+def metric_variants(rng: random.Random) -> dict[str, list[str]]:
+    """A hundred metric payloads per type (the text that goes into the jsonb column)."""
+    return {"drift": [f'{{"drift_score": {rng.uniform(0, .5):.4f}, "psi": {rng.uniform(0, .3):.4f}}}' for _ in range(100)],
+            "performance": [f'{{"performance_drop": {rng.uniform(0, .3):.4f}}}' for _ in range(100)],
+            "risk": [f'{{"risk_score": {rng.uniform(20, 100):.2f}}}' for _ in range(100)],
+            "age": ['{"age_days": %d}' % rng.randint(30, 120) for _ in range(100)]}
+
+
+async def fill_models(conn, models: int, now: dt.datetime) -> None:
+    rng = random.Random(7)
+    training = '{"estimator": "linear_model.SGDClassifier", "synthetic": {"seed": 1}, "target": "direction", "metric": "accuracy"}'
+    # 2% of the models are older than the default rules' 30 days: the age sweep has work to do.
+    ages = [dt.timedelta(days=45 if m % 50 == 0 else rng.uniform(0, 25)) for m in range(models)]
+    await conn.copy_to_table("monitoring_retraining_integration", source=tsv(
+        (f"m{m}", training, "accuracy", "3", (now - ages[m]).isoformat()) for m in range(models)),
+        columns=["model_id", "training", "metric", "current_version", "current_version_time"])
+    await conn.copy_to_table("model_versions", source=tsv(
+        (f"m{m}", str(v), "FULL", "accuracy", f"{0.5 + v / 100:.3f}", "t" if v == 3 else "f",
+         f"/data/m{m}/v{v}.joblib", "0" * 64)
+        for m in range(models) for v in (1, 2, 3)),
+        columns=["model_id", "version", "mode", "metric", "metric_value", "promoted", "artifact_path",
+                 "artifact_sha256"])
+
+
+async def fill_history(conn, n: int, models: int, days: int, jobs: int, now: dt.datetime) -> None:
+    """n alerts over `days` days with their actions, `jobs` finished jobs and their feedback rows."""
+    from closedloop.server.store import partitions
+
+    rng = np.random.default_rng(11)
+    variants = metric_variants(random.Random(12))
+    start = np.datetime64(now.replace(tzinfo=None) - dt.timedelta(days=days), "ms")
+    span_ms = days * 86400 * 1000
+    await partitions.ensure_months(conn, now - dt.timedelta(days=days), now)
+    # Every `step`-th alert queued a retrain (one job each, `jobs` in all); about one alert in six
+    # matched a rule without queuing (coalesced, cooldown, budget).
+    step = max(1, n // jobs)
+    loaded = 0
+    t0 = time.perf_counter()
+    action_id = 0
+    job_rows, feedback_rows = [], []
+    chunks = []
+    for lo in range(0, n, CHUNK):
+        hi = min(n, lo + CHUNK)
+        idx = np.arange(lo, hi)
+        observed = start + (idx * (span_ms / n)).astype("timedelta64[ms]")
+        created = observed + np.timedelta64(800, "ms")
+        obs_s, cre_s = iso(observed), iso(created)
+        model = rng.integers(0, models, hi - lo)
+        kind = rng.choice(4, hi - lo, p=TYPE_WEIGHTS)
+        severity = rng.integers(1, 5, hi - lo)
+        variant = rng.integers(0, 100, hi - lo)
+        desk = rng.integers(0, len(DESKS), hi - lo)
+        queued = idx % step == 0
+        queued &= (idx // step) < jobs
+        matched = queued | (rng.random(hi - lo) < 0.16)
+        recent = observed > np.datetime64(now.replace(tzinfo=None) - dt.timedelta(days=7), "ms")
+        state = np.where(matched, "ACTIONED", np.where(recent, "OPEN", "RESOLVED"))
+        state = np.where(~matched & recent & (rng.random(hi - lo) < 0.2), "ACKNOWLEDGED", state)
+        alerts, keys, actions = [], [], []
+        for j in range(hi - lo):
+            alert_id = lo + j + 1
+            t = TYPES[kind[j]]
+            alerts.append((str(alert_id), f"r{alert_id:x}", f"m{model[j]}", t, str(severity[j]),
+                           variants[t][variant[j]], '{"desk": "%s", "detector": "%s-v2"}' % (DESKS[desk[j]], t),
+                           "monitor", obs_s[j], cre_s[j], cre_s[j], state[j], "1"))
+            keys.append((f"r{alert_id:x}", str(alert_id), obs_s[j], cre_s[j]))
+            if matched[j]:
+                action_id += 1
+                if queued[j]:
+                    job_id = len(job_rows) + 1
+                    decision, job = "QUEUED", str(job_id)
+                    promoted = job_id % 3 != 0
+                    ends = created[j] + np.timedelta64(600_000, "ms")
+                    job_rows.append((f"m{model[j]}", "FULL", "3", "SUCCEEDED", "1", str(alert_id), str(action_id),
+                                     "drift_auto_retrain", "accuracy", "0.55", "0.57" if promoted else "0.54",
+                                     "t" if promoted else "f", "4" if promoted else "0",
+                                     "0.02" if promoted else "-0.01", cre_s[j], cre_s[j], iso(np.array([ends]))[0]))
+                    feedback_rows.append((iso(np.array([ends]))[0], f"m{model[j]}", str(job_id), str(alert_id),
+                                          str(action_id), "drift_auto_retrain", "FULL", "SUCCEEDED", "accuracy",
+                                          "0.55", "0.57" if promoted else "0.54", "0.02" if promoted else "-0.01",
+                                          "0", "t" if promoted else "f", "30", "570", "600" if promoted else "\\N"))
+                else:
+                    decision, job = ("COALESCED", "SKIPPED_COOLDOWN", "SKIPPED_BUDGET")[alert_id % 3], "\\N"
+                actions.append((str(action_id), str(alert_id), f"m{model[j]}", "drift_auto_retrain", "1", "RETRAIN",
+                                "FULL", "3", decision, job, cre_s[j]))
+        chunks.append((alerts, keys, actions))
+        if len(chunks) * CHUNK >= 1_000_000 or hi == n:
+            # Jobs first (actions reference them), then the alerts, their keys and actions.
+            if job_rows:
+                await conn.copy_to_table("retrain_jobs", source=tsv(job_rows), columns=[
+                    "model_id", "mode", "priority", "state", "attempt", "trigger_alert_id", "trigger_action_id",
+                    "trigger_rule", "metric", "champion_metric", "challenger_metric", "promoted", "new_version",
+                    "improvement", "create_time", "start_time", "end_time"])
+                await conn.copy_to_table("feedback_loop_metrics", source=tsv(feedback_rows), columns=[
+                    "time", "model_id", "job_id", "alert_id", "action_id", "rule", "mode", "outcome", "metric",
+                    "champion_metric", "challenger_metric", "improvement", "promotion_margin", "promoted",
+                    "queue_wait_s", "run_s", "alert_to_promotion_s"])
+                job_rows, feedback_rows = [], []
+            for alerts, keys, actions in chunks:
+                await conn.copy_to_table("monitoring_alert_triggers", source=tsv(alerts), columns=[
+                    "id", "request_id", "model_id", "alert_type", "severity", "metrics", "labels", "source",
+                    "observe_time", "create_time", "update_time", "state", "rule_set_version"])
+                await conn.copy_to_table("alert_request_ids", source=tsv(keys),
+                                         columns=["request_id", "alert_id", "observe_time", "create_time"])
+                await conn.copy_to_table("closed_loop_actions", source=tsv(actions), columns=[
+                    "id", "alert_id", "model_id", "rule", "rule_set_version", "kind", "mode", "priority",
+                    "decision", "job_id", "create_time"])
+                loaded += len(alerts)
+            chunks = []
+            rate = loaded / (time.perf_counter() - t0)
+            print(f"  loaded {loaded:,} alerts ({action_id:,} actions) at {rate:,.0f} alerts/s", flush=True)
+    await conn.execute("SELECT setval('monitoring_alert_triggers_ids', $1)", n)
+    await conn.execute("SELECT setval('closed_loop_actions_ids', $1)", max(action_id, 1))
+    await conn.execute("ANALYZE")
+
+
+def run_server(queue, database_url: str, data_dir: str, db_timeout: float) -> None:
+    """A server process: reports (port, start-up s, age sweep s, age alerts sent), then serves until
+    SIGTERM; on SIGUSR1 it loads every model's facts (so the parent can read its RSS fully cached)."""
+    from closedloop.server.app import create_server
+    from closedloop.server.config import Settings
+    from closedloop.server.loop.age_sweep import AgeSweep
+    from closedloop.server.logging_setup import configure_logging
+
+    configure_logging("json", "warning")
+
+    async def main():
+        settings = Settings(database_url=database_url, data_dir=data_dir, listen="127.0.0.1:0", run_workers=False,
+                            age_sweep_interval=0, log_format="json", log_level="warning", db_timeout=db_timeout)
+        t0 = time.perf_counter()
+        server, port = await create_server(settings)
+        startup = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        sent = await AgeSweep(server.pool, server.rules, server.ingestor, 0).sweep_once()
+        sweep = time.perf_counter() - t0
+        async with server.pool.acquire() as conn:
+            model_ids = [r[0] for r in await conn.fetch("SELECT model_id FROM monitoring_retraining_integration")]
+        loop = asyncio.get_running_loop()
+        stopping, cache = asyncio.Event(), asyncio.Event()
+        loop.add_signal_handler(signal.SIGTERM, stopping.set)
+        loop.add_signal_handler(signal.SIGUSR1, cache.set)
+        queue.put((port, startup, sweep, sent))
+        await cache.wait()
+        server.facts.ttl = 3600.0  # keep them for the measurement
+        await server.facts.entries(model_ids)
+        queue.put("cached")
+        await stopping.wait()
+        await server.stop(1)
+
+    asyncio.run(main())
+
+
+def rss_mb(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+async def timed(coro) -> float:
+    t = time.perf_counter()
+    await coro
+    return time.perf_counter() - t
+
+
+async def measure(target: str, args, rate: float | None, stored: int, days: int) -> dict:
+    """Every client-side figure against one server; `rate` None: measure capacity first."""
+    rng = random.Random(5)
+    out: dict = {}
+    now = dt.datetime.now(UTC)
+    async with AsyncClient(target, timeout=900) as client:
+        stub = alert_pb2_grpc.AlertServiceStub(client.channel)
+        await closed_loop(stub, alert_mix(300, args.models, 1, "warm"), 32)
+        if rate is None:
+            out["capacity"] = await closed_loop(stub, alert_mix(3000, args.models, 2, "cap"), 64)
+            rate = out["capacity"] / 2
+        out["rate"] = rate
+        await asyncio.sleep(1)
+        latencies, _ = await open_loop(stub, alert_mix(int(rate * args.latency_seconds), args.models, 4, "lat"), rate)
+        out["decision_p50"], out["decision_p99"] = pct(latencies, .5), pct(latencies, .99)
+        top = int((await client.list_alerts(page_size=1)).alerts[0].id)
+        ids = [rng.randint(1, top) for _ in range(400)]
+        lat = []
+        for i in ids:
+            lat.append(await timed(client.get_alert(str(i))))
+        out["get_alert_p99"] = pct(lat, .99)
+        filters = {
+            "model": lambda: {"model_id": f"m{rng.randrange(args.models)}"},
+            "state": lambda: {"state": rng.choice(["OPEN", "RESOLVED", "ACKNOWLEDGED", "ACTIONED"])},
+            "type": lambda: {"type": rng.choice(["drift", "performance", "risk", "age"])},
+            "window": lambda: (lambda s: {"start_time": s, "end_time": s + dt.timedelta(days=1)})(
+                now - dt.timedelta(days=rng.uniform(1, days))),
+        }
+        out["list_p99"] = {}
+        for name, make in filters.items():
+            lat = []
+            for _ in range(20):
+                kwargs, token = make(), ""
+                for _page in range(5):
+                    t = time.perf_counter()
+                    page = await client.list_alerts(page_size=50, page_token=token, **kwargs)
+                    lat.append(time.perf_counter() - t)
+                    token = page.next_page_token
+                    if not token:
+                        break
+            out["list_p99"][name] = pct(lat, .99)
+        since = now - dt.timedelta(days=30)
+        out["feedback_model"] = await slowest(5, lambda: client.feedback_report(
+            model_id=f"m{rng.randrange(args.models)}", start_time=since, end_time=now))
+        out["feedback_all"] = await slowest(2, lambda: client.feedback_report(start_time=since, end_time=now))
+        if stored:
+            source = (await client.get_rule_set()).source
+            window = dt.timedelta(days=days) * min(1.0, args.backtest_alerts / stored)
+            replayed = min(stored, args.backtest_alerts)
+            out["backtest_alerts_per_s"] = replayed / (await slowest(1, lambda: client.backtest_rules(
+                source, now - window, now)) / 1000)
+            out["backtest_alerts"] = replayed
+    return out
+
+
+async def slowest(times: int, call) -> float:
+    """The slowest of `times` calls in ms; a call the server refuses (e.g. UNAVAILABLE when a report
+    outlasts --db-timeout) is printed and counts as infinitely slow instead of ending the run."""
+    worst = 0.0
+    for _ in range(times):
+        try:
+            worst = max(worst, await timed(call()) * 1000)
+        except grpc.aio.AioRpcError as exc:
+            print(f"  refused: {exc.code().name} {exc.details()}", flush=True)
+            return float("inf")
+    return worst
+
+
+def start_server(database_url: str, db_timeout: float) -> tuple[multiprocessing.Process, multiprocessing.Queue,
+                                                                tuple]:
+    ctx = multiprocessing.get_context("spawn")
+    q = ctx.Queue()
+    data_dir = tempfile.mkdtemp(prefix="closedloop-scale-")
+    proc = ctx.Process(target=run_server, args=(q, database_url, data_dir, db_timeout), daemon=True)
+    t0 = time.perf_counter()
+    proc.start()
+    port, startup, sweep, sent = q.get(timeout=600)
+    return proc, q, (port, startup, sweep, sent, time.perf_counter() - t0)
+
+
+async def prepare(server_url: str, args) -> dict[str, str]:
+    import asyncpg
+
+    from closedloop.server.db.migrations import migrate
+
+    urls = {}
+    admin = await asyncpg.connect(server_url)
+    now = dt.datetime.now(UTC)
+    try:
+        for name in ("empty", "full"):
+            db = f"closedloop_scale_{name}"
+            await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+            await admin.execute(f'CREATE DATABASE "{db}"')
+            urls[name] = urlunsplit(urlsplit(server_url)._replace(path="/" + db))  # keeps ?host=...
+            conn = await asyncpg.connect(urls[name])
+            try:
+                await migrate(conn)
+                await fill_models(conn, args.models, now)
+                if name == "full":
+                    t0 = time.perf_counter()
+                    await fill_history(conn, args.alerts, args.models, args.days, args.jobs, now)
+                    secs = time.perf_counter() - t0
+                    size = await conn.fetchval("SELECT pg_size_pretty(pg_database_size(current_database()))")
+                    print(f"load: {args.alerts:,} alerts over {args.days} days in {secs:.0f} s "
+                          f"({args.alerts / secs:,.0f} alerts/s with actions, keys, jobs; ANALYZE included); "
+                          f"database {size}")
+                else:
+                    await conn.execute("ANALYZE")
+            finally:
+                await conn.close()
+    finally:
+        await admin.close()
+    return urls
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--alerts", type=int, default=10_000_000)
+    ap.add_argument("--models", type=int, default=10_000)
+    ap.add_argument("--days", type=int, default=180)
+    ap.add_argument("--jobs", type=int, default=100_000)
+    ap.add_argument("--backtest-alerts", type=int, default=1_000_000)
+    ap.add_argument("--latency-seconds", type=float, default=6.0)
+    ap.add_argument("--db-timeout", type=float, default=5.0,
+                    help="the servers' --db-timeout (a report or backtest that outlasts it is refused)")
+    ap.add_argument("--database-url", default=os.environ.get("CLOSEDLOOP_TEST_DATABASE_URL"),
+                    help="a PostgreSQL server URL (two databases are created on it); default: embedded")
+    args = ap.parse_args()
+    pg = None
+    if args.database_url is None:
+        import pgserver
+
+        pg = pgserver.get_server(tempfile.mkdtemp(prefix="closedloop-scale-pg-"), cleanup_mode="stop")
+        args.database_url = pg.get_uri()
+    try:
+        urls = asyncio.run(prepare(args.database_url, args))
+        results = {}
+        rate = None
+        for name in ("empty", "full"):
+            proc, q, (port, startup, sweep, sent, process_start) = start_server(urls[name], args.db_timeout)
+            try:
+                figures = asyncio.run(measure(f"127.0.0.1:{port}", args, rate, args.alerts if name == "full" else 0,
+                                              args.days))
+                rate = figures["rate"]
+                os.kill(proc.pid, signal.SIGUSR1)
+                q.get(timeout=300)
+                figures.update(startup=startup, process_start=process_start, sweep=sweep, sweep_sent=sent,
+                               rss=rss_mb(proc.pid))
+            finally:
+                proc.terminate()
+                proc.join(60)
+            results[name] = figures
+            f = figures
+            print(f"{name:5}  start-up {f['startup']:.2f} s (process {f['process_start']:.2f} s)  "
+                  f"age sweep {f['sweep']:.3f} s ({f['sweep_sent']} alerts)  RSS {f['rss']:.0f} MB")
+            print(f"{name:5}  CreateAlert at {f['rate']:.0f}/s: decision p50 {f['decision_p50']:.2f} ms "
+                  f"p99 {f['decision_p99']:.2f} ms" + (f" (capacity {f['capacity']:.0f}/s)" if "capacity" in f else ""))
+            print(f"{name:5}  GetAlert p99 {f['get_alert_p99']:.2f} ms; ListAlerts p99 "
+                  + ", ".join(f"{k} {v:.2f} ms" for k, v in f["list_p99"].items()))
+            print(f"{name:5}  GetFeedbackReport 30 days: one model {f['feedback_model']:.1f} ms, "
+                  f"all {f['feedback_all']:.1f} ms"
+                  + (f"; BacktestRules {f['backtest_alerts']:,} alerts at {f['backtest_alerts_per_s']:,.0f}/s"
+                     if "backtest_alerts" in f else ""))
+    finally:
+        if pg is not None:
+            pg.cleanup()
+    e, f = results["empty"], results["full"]
+    print(f"RESULT decision_p99_ratio={f['decision_p99'] / e['decision_p99']:.2f} "
+          f"get_alert_p99_ms={f['get_alert_p99']:.2f} list_alerts_p99_ms={max(f['list_p99'].values()):.2f} "
+          f"feedback_model_ms={f['feedback_model']:.1f} feedback_all_ms={f['feedback_all']:.1f} "
+          f"backtest_alerts_per_s={f['backtest_alerts_per_s']:.0f} age_sweep_s={f['sweep']:.3f} "
+          f"startup_s={f['startup']:.2f} rss_mb={f['rss']:.0f}")
+
+
+if __name__ == "__main__":
+    main()
