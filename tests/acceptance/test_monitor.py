@@ -286,7 +286,10 @@ async def test_cli_replays_a_csv_and_reports_with_sparklines(watched, server, tm
     assert "drift over the last 2 windows" in text and "DRIFT" in text
     assert any(ch in text for ch in "▁▂▃▄▅▆▇█")
     [line] = [line for line in text.splitlines() if line.startswith("f05 ")]
-    assert "DRIFT" in line and line.rstrip()[-2:] in ("▁▇", "▁█")  # quiet, then the shift
+    bars = "▁▂▃▄▅▆▇█"
+    first, last = line.rstrip()[-2:]
+    # quiet, then the shift: the last bar near the top, the first well below it (sketch estimates vary)
+    assert "DRIFT" in line and bars.index(last) >= 6 and bars.index(first) <= 2
 
 
 async def test_identical_distributions_flag_at_the_false_alarm_level_over_240_windows(server, client):
