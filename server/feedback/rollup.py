@@ -17,6 +17,7 @@ import datetime as dt
 import asyncpg
 import structlog
 
+from ..periodic import PeriodicTask
 from ..store import feedback_daily as daily
 from ..store import history
 from .tally import compile_sources, tally
@@ -64,28 +65,21 @@ async def roll_up(pool: asyncpg.Pool, *, settle_wait: float = SETTLE_WAIT_S, bat
                 counted += len(alerts)
 
 
-class FeedbackRollup:
+class FeedbackRollup(PeriodicTask):
     """The background task that runs `roll_up` every `interval` seconds (started by app.py)."""
 
+    name = "feedback_rollup"
+
     def __init__(self, pool: asyncpg.Pool, interval: float = INTERVAL_S) -> None:
+        super().__init__(interval)
         self.pool = pool
-        self.interval = interval
-        self._task: asyncio.Task | None = None
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="feedback-rollup")
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                counted = await roll_up(self.pool)
-                if counted:
-                    log.info("feedback.rolled_up", alerts=counted)
-            except (asyncpg.PostgresError, OSError) as exc:
-                log.warning("feedback.rollup_failed", error=str(exc))  # the next pass retries
-            await asyncio.sleep(self.interval)
+    async def run_once(self) -> int:
+        try:
+            counted = await roll_up(self.pool)
+        except (asyncpg.PostgresError, OSError) as exc:
+            log.warning("feedback.rollup_failed", error=str(exc))  # the next pass retries
+            return 0
+        if counted:
+            log.info("feedback.rolled_up", alerts=counted)
+        return counted

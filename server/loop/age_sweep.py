@@ -13,7 +13,6 @@ sees a model once it is half again as old as the youngest age any rule cares abo
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 import hashlib
 
@@ -23,6 +22,7 @@ import structlog
 from closedloop.dsl.schema import LEVELS
 
 from ..errors import AlreadyExists
+from ..periodic import PeriodicTask
 from ..store import models as model_store
 from ..store.alerts import NewAlert
 from .ingest import AlertIngestor
@@ -40,31 +40,20 @@ def age_severity(age_s: float, threshold_s: float) -> int:
     return next((level for bound, level in SEVERITY_BY_AGE_RATIO if ratio < bound), LEVELS["critical"])
 
 
-class AgeSweep:
+class AgeSweep(PeriodicTask):
+    name = "age_sweep"
+
     def __init__(self, pool: asyncpg.Pool, rules: RuleEngine, ingestor: AlertIngestor, interval: float) -> None:
+        super().__init__(interval)
         self.pool = pool
         self.rules = rules
         self.ingestor = ingestor
-        self.interval = interval
-        self._task: asyncio.Task | None = None
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="age-sweep")
+    async def run_once(self) -> int:
+        return await self.sweep_once()
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.sweep_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - a failed sweep must not end the sweeping
-                log.exception("age_sweep.failed")
-            await asyncio.sleep(self.interval)
+
 
     async def sweep_once(self) -> int:
         """Raise the due age alerts now; returns how many were sent."""

@@ -17,12 +17,13 @@ Replicas may run this at the same time: a transaction-level advisory lock makes 
 
 from __future__ import annotations
 
-import asyncio
 import datetime as dt
 from dataclasses import dataclass
 
 import asyncpg
 import structlog
+
+from ..periodic import PeriodicTask
 
 log = structlog.get_logger(__name__)
 
@@ -97,23 +98,18 @@ async def expire_request_ids(conn: asyncpg.Connection, cutoff: dt.datetime) -> i
             return total
 
 
-class PartitionMaintenance:
+class PartitionMaintenance(PeriodicTask):
     """The periodic task: `maintain` at start and every `interval` seconds."""
+
+    name = "partition_maintenance"
 
     def __init__(self, pool: asyncpg.Pool, retention: dt.timedelta | None,
                  interval: float = MAINTENANCE_INTERVAL_S) -> None:
+        super().__init__(interval)
         self.pool = pool
         self.retention = retention
-        self.interval = interval
-        self._task: asyncio.Task | None = None
 
-    async def start(self) -> None:
-        self._task = asyncio.create_task(self._loop(), name="partition-maintenance")
 
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
 
     async def run_once(self) -> MaintenanceReport:
         async with self.pool.acquire() as conn:
@@ -123,12 +119,3 @@ class PartitionMaintenance:
                      request_ids_expired=report.request_ids_expired)
         return report
 
-    async def _loop(self) -> None:
-        while True:
-            try:
-                await self.run_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - a failed run is retried at the next interval
-                log.exception("db.partitions_maintenance_failed")
-            await asyncio.sleep(self.interval)
