@@ -26,7 +26,7 @@ import asyncpg
 import grpc
 import structlog
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from closedloop.v1 import (alert_pb2, alert_pb2_grpc, monitor_pb2, monitor_pb2_grpc, notify_pb2, notify_pb2_grpc,
                            retrain_pb2, retrain_pb2_grpc, rules_pb2, rules_pb2_grpc)
@@ -34,7 +34,7 @@ from closedloop.v1 import (alert_pb2, alert_pb2_grpc, monitor_pb2, monitor_pb2_g
 from .api.alerts import AlertServicer
 from .api.audit import Auditor
 from .api.auth import Authenticator, load_tokens
-from .api.interceptors import ServerInterceptor
+from .api.interceptors import WrappedHandlers
 from .api.monitor import MonitorServicer
 from .api.notifications import NotificationServicer
 from .api.retrain import RetrainServicer
@@ -194,18 +194,19 @@ class ClosedLoopServer:
         options = [("grpc.max_receive_message_length", s.max_message_bytes),
                    ("grpc.max_send_message_length", s.max_message_bytes),
                    ("grpc.so_reuseport", 0)]
-        self.grpc = grpc.aio.server(interceptors=[ServerInterceptor(authenticator, Auditor(self.pool))],
-                                    options=options,
-                                    maximum_concurrent_rpcs=s.max_concurrent_rpcs)
-        alert_pb2_grpc.add_AlertServiceServicer_to_server(AlertServicer(self.pool, self.ingestor), self.grpc)
-        rules_pb2_grpc.add_RuleServiceServicer_to_server(RuleServicer(self.pool, self.rules, self.facts), self.grpc)
-        retrain_pb2_grpc.add_RetrainServiceServicer_to_server(
-            RetrainServicer(self.pool, s, self.facts, self.rules), self.grpc)
-        notify_pb2_grpc.add_NotificationServiceServicer_to_server(
-            NotificationServicer(self.pool, self.notifier.wake if self.notifier else None), self.grpc)
-        monitor_pb2_grpc.add_MonitorServiceServicer_to_server(self.monitor, self.grpc)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.grpc)
-        reflection.enable_server_reflection([*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME], self.grpc)
+        self.grpc = grpc.aio.server(options=options, maximum_concurrent_rpcs=s.max_concurrent_rpcs)
+        handlers = WrappedHandlers(authenticator, Auditor(self.pool))
+        handlers.add(alert_pb2_grpc.add_AlertServiceServicer_to_server, AlertServicer(self.pool, self.ingestor))
+        handlers.add(rules_pb2_grpc.add_RuleServiceServicer_to_server, RuleServicer(self.pool, self.rules, self.facts))
+        handlers.add(retrain_pb2_grpc.add_RetrainServiceServicer_to_server,
+                     RetrainServicer(self.pool, s, self.facts, self.rules))
+        handlers.add(notify_pb2_grpc.add_NotificationServiceServicer_to_server,
+                     NotificationServicer(self.pool, self.notifier.wake if self.notifier else None))
+        handlers.add(monitor_pb2_grpc.add_MonitorServiceServicer_to_server, self.monitor)
+        handlers.add(health_pb2_grpc.add_HealthServicer_to_server, self.health)
+        handlers.add(reflection_pb2_grpc.add_ServerReflectionServicer_to_server,
+                     reflection.aio.ReflectionServicer([*SERVICE_NAMES, reflection.SERVICE_NAME, health.SERVICE_NAME]))
+        handlers.install(self.grpc)
         if s.tls_cert:
             ca = s.tls_client_ca.read_bytes() if s.tls_client_ca else None
             creds = grpc.ssl_server_credentials([(s.tls_key.read_bytes(), s.tls_cert.read_bytes())],

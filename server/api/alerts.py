@@ -45,14 +45,17 @@ def _validated(request: alert_pb2.CreateAlertRequest, prefix: str = "") -> None:
     require_model(request.alert.model_id, prefix + "alert.model_id")
 
 
-def _reply(result: IngestResult) -> alert_pb2.Alert:
+def _reply(result: IngestResult, sent: alert_pb2.Alert) -> alert_pb2.Alert:
+    """The alert as stored; `sent`, the request's alert, is what a newly created one was stored from."""
+    if result.created:
+        return convert.created_alert_message(sent, result.alert, result.actions)
     return convert.alert_message(result.alert, result.actions)
 
 
-def _batch_result(outcome: IngestResult | BaseException) -> alert_pb2.BatchCreateAlertsResult:
+def _batch_result(outcome: IngestResult | BaseException, sent: alert_pb2.Alert) -> alert_pb2.BatchCreateAlertsResult:
     """One item of a BatchCreateAlerts reply: the alert, or the status CreateAlert would have answered."""
     if isinstance(outcome, IngestResult):
-        return alert_pb2.BatchCreateAlertsResult(alert=_reply(outcome))
+        return alert_pb2.BatchCreateAlertsResult(alert=_reply(outcome, sent))
     if isinstance(outcome, ClosedLoopError):
         return alert_pb2.BatchCreateAlertsResult(code=outcome.code.value[0], message=outcome.message)
     log.error("alert.batch_item_failed", exc_info=outcome)  # a bug: logged here, answered INTERNAL
@@ -69,7 +72,7 @@ class AlertServicer(alert_pb2_grpc.AlertServiceServicer):
         _validated(request)
         received = dt.datetime.now(UTC)
         result = await self.ingestor.submit(convert.new_alert(request, received), received)
-        return _reply(result)
+        return _reply(result, request.alert)
 
     async def StreamAlerts(self, request_iterator, context):
         # A reader task feeds a bounded window of pending writes; replies go out in request order.
@@ -82,7 +85,7 @@ class AlertServicer(alert_pb2_grpc.AlertServiceServicer):
                     _validated(request, prefix=f"requests[{index}].")
                     received = dt.datetime.now(UTC)
                     pending = await self.ingestor.submit_later(convert.new_alert(request, received), received)
-                    await window.put(pending)
+                    await window.put((pending, request.alert))
                     index += 1
             except ClosedLoopError as exc:  # bad input, here or in the interceptor's check of the stream
                 await window.put(exc)
@@ -97,15 +100,16 @@ class AlertServicer(alert_pb2_grpc.AlertServiceServicer):
                     break
                 if isinstance(item, Exception):
                     raise item
-                yield _reply(await item)
+                pending, sent = item
+                yield _reply(await pending, sent)
         finally:
             reader.cancel()
             # Writes already submitted still commit; wait so none is abandoned half-way.
             pending = []
             while not window.empty():
                 item = window.get_nowait()
-                if isinstance(item, asyncio.Future):
-                    pending.append(item)
+                if isinstance(item, tuple):
+                    pending.append(item[0])
             if pending:
                 await asyncio.gather(*pending, return_exceptions=True)
 
@@ -130,7 +134,8 @@ class AlertServicer(alert_pb2_grpc.AlertServiceServicer):
                 outcomes.append(Unavailable(f"the database did not answer within {self.ingestor.wait_timeout:g} s"))
             else:
                 outcomes.append(future.exception() or future.result())
-        return alert_pb2.BatchCreateAlertsResponse(results=[_batch_result(o) for o in outcomes])
+        return alert_pb2.BatchCreateAlertsResponse(
+            results=[_batch_result(o, item.alert) for o, item in zip(outcomes, request.requests)])
 
     async def GetAlert(self, request, context):
         v = Violations()

@@ -101,6 +101,27 @@ def alert_message(row: Mapping[str, Any], actions: list[Mapping[str, Any]] = ())
     )
 
 
+def created_alert_message(sent: alert_pb2.Alert, alert: Mapping[str, Any],
+                          actions: list[Mapping[str, Any]] = ()) -> alert_pb2.Alert:
+    """The reply for an alert just stored from the message `sent`: equal to alert_message() of the
+    stored row, built by copying what the client sent (stored as sent) and setting what the server
+    decided. Several times cheaper than building the maps again, on the hottest path there is."""
+    msg = alert_pb2.Alert()
+    msg.CopyFrom(sent)
+    if len(msg.actions):
+        msg.ClearField("actions")  # output only: ignored when sent
+    msg.id = str(alert["id"])
+    msg.state = ALERT_STATES[alert["state"]]
+    msg.rule_set_version = alert["rule_set_version"]
+    msg.observe_time.CopyFrom(timestamp(alert["observe_time"]))  # as stored: to the microsecond
+    created = timestamp(alert["create_time"])
+    msg.create_time.CopyFrom(created)
+    msg.update_time.CopyFrom(created if alert["update_time"] == alert["create_time"] else timestamp(alert["update_time"]))
+    if actions:
+        msg.actions.extend(action_message(a) for a in actions)
+    return msg
+
+
 def model_message(row: Mapping[str, Any]) -> retrain_pb2.Model:
     msg = retrain_pb2.Model(
         model_id=row["model_id"], enabled=row["enabled"], current_version=row["current_version"],

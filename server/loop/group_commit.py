@@ -13,13 +13,14 @@ load: one item per commit when idle, tens to hundreds under pressure. `max_pendi
 submit() waits while that many items are in flight.
 
 Every item's time is recorded by stage in `timings` (stage_timings.py): its wait in the queue, its
-batch's write, and the event-loop lag between the write's end and its caller running again.
+batch's write, and the event-loop lag between the write's end and the batch's callers running again.
+An item holds its place in `max_pending` until its batch is written, even if its caller stopped
+waiting (a timeout cancels the future): behind a hung database the queue stays bounded.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import time
 from typing import Awaitable, Callable, Generic, Sequence, TypeVar
 
@@ -34,14 +35,13 @@ LINGER_FROM = 8
 
 
 class _Ticket:
-    """When an item was submitted, taken into a batch, and its batch written (perf_counter seconds)."""
+    """When an item was submitted and taken into a batch (perf_counter seconds)."""
 
-    __slots__ = ("submitted", "taken", "written")
+    __slots__ = ("submitted", "taken")
 
     def __init__(self, submitted: float) -> None:
         self.submitted = submitted
         self.taken = 0.0
-        self.written = 0.0
 
 
 class GroupCommit(Generic[T, R]):
@@ -81,17 +81,8 @@ class GroupCommit(Generic[T, R]):
         """Queue an item once there is room; returns the future of its result without waiting for it."""
         await self._capacity.acquire()
         future = asyncio.get_running_loop().create_future()
-        ticket = _Ticket(time.perf_counter())
-        future.add_done_callback(functools.partial(self._item_done, ticket))
-        self._queue.put_nowait((item, future, ticket))
+        self._queue.put_nowait((item, future, _Ticket(time.perf_counter())))
         return future
-
-    def _item_done(self, ticket: _Ticket, _future: asyncio.Future) -> None:
-        # Runs on the event loop like the caller's continuation, so `reply` is the loop's lag.
-        self._capacity.release()
-        if ticket.written:
-            self.timings.add_request(ticket.taken - ticket.submitted, ticket.written - ticket.taken,
-                                     time.perf_counter() - ticket.written)
 
     async def _run(self) -> None:
         while True:
@@ -134,21 +125,35 @@ class GroupCommit(Generic[T, R]):
         try:
             results = await self.write([item for item, _, _ in batch])
         except asyncio.CancelledError:
+            self._settle(batch)
             _fail(batch, Unavailable("the server is stopping"))
             raise
         except Exception as exc:  # noqa: BLE001 - the write function chose the error its callers see
+            self._settle(batch)
             _fail(batch, exc)
             return
         self.batches_committed += 1
-        written = time.perf_counter()
-        for (_, future, ticket), result in zip(batch, results):
-            ticket.written = written
+        written = self._settle(batch)
+        for (_, future, _), result in zip(batch, results):
             if future.done():
-                continue
+                continue  # its caller stopped waiting (a timeout)
             if isinstance(result, Exception):
                 future.set_exception(result)
             else:
                 future.set_result(result)
+        # Scheduled behind the wake-ups of the batch's callers, so it runs once they all have.
+        asyncio.get_running_loop().call_soon(self._replied, batch, written)
+
+    def _settle(self, batch: list[tuple[T, asyncio.Future, _Ticket]]) -> float:
+        """The batch left the writer: its items free their places; returns the time it did."""
+        for _ in batch:
+            self._capacity.release()
+        return time.perf_counter()
+
+    def _replied(self, batch: list[tuple[T, asyncio.Future, _Ticket]], written: float) -> None:
+        reply = time.perf_counter() - written
+        for _, _, ticket in batch:
+            self.timings.add_request(ticket.taken - ticket.submitted, written - ticket.taken, reply)
 
 
 def _fail(batch: list[tuple[object, asyncio.Future, _Ticket]], exc: Exception) -> None:

@@ -105,10 +105,13 @@ class AlertIngestor:
         future = await self.submit_later(new, received)
         if self.wait_timeout is None:
             return await future
+        # asyncio.timeout: one timer handle per request (wait_for with shield costs two extra futures
+        # and a task step). A timeout cancels `future`; its batch still commits and the group commit
+        # skips a cancelled future, so the retry by request_id finds the stored alert.
         try:
-            return await asyncio.wait_for(asyncio.shield(future), self.wait_timeout)
-        except asyncio.TimeoutError:
-            future.add_done_callback(lambda f: f.cancelled() or f.exception())  # nobody awaits it now
+            async with asyncio.timeout(self.wait_timeout):
+                return await future
+        except TimeoutError:
             raise Unavailable(f"the database did not answer within {self.wait_timeout:g} s") from None
 
     async def submit_later(self, new: alert_store.NewAlert, received: dt.datetime | None = None) -> asyncio.Future:

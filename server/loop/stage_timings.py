@@ -17,7 +17,7 @@ import math
 import threading
 
 # Per request: submit -> its batch taken by a writer (waiting for a writer, lingering included),
-# its batch written, the write's end -> the caller running again (event-loop lag), submit -> reply.
+# its batch written, the write's end -> the batch's callers running again (event-loop lag), submit -> reply.
 # Per batch: waiting for a free writer, the linger, evaluating the rules, waiting for the decision
 # locks (BEGIN with the advisory locks), the rest of the transaction up to COMMIT, COMMIT itself (for
 # a batch no rule matched: its one INSERT, which commits on its own), and the batch's size (a count).

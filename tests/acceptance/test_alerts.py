@@ -259,3 +259,43 @@ async def test_stream_flow_control_bounds_memory_while_the_database_is_slow(clie
     # keeps the rest with the sender.
     assert stalled_at <= STREAM_WINDOW + 2, f"the server took {stalled_at} of {total} requests while stalled"
     assert len(replies) == total and await count_alerts(server) == total
+
+
+async def test_created_reply_equals_the_stored_alert_on_every_path(client, server):
+    """CreateAlert, StreamAlerts and BatchCreateAlerts build a new alert's reply from the request
+    (api/convert.created_alert_message); it must equal what GetAlert reads back, including when the
+    request carries output-only fields (ignored) and a time finer than the microsecond (truncated)."""
+    from closedloop.v1 import alert_pb2_grpc
+
+    sent = alert_pb2.Alert(model_id="reply-m", type="drift", severity=common_pb2.SEVERITY_LOW,
+                           metrics={"drift_score": 0.01, "psi": 0.2}, labels={"desk": "fx", "venue": "ebs"},
+                           source="mon", id="999", state=alert_pb2.ALERT_STATE_RESOLVED, rule_set_version=77,
+                           actions=[alert_pb2.Action(id="5", rule="forged")])
+    sent.observe_time.FromNanoseconds(1_790_000_000_123_456_789)
+    sent.create_time.FromSeconds(1)
+    async with grpc.aio.insecure_channel(server.test_target) as channel:
+        stub = alert_pb2_grpc.AlertServiceStub(channel)
+        replies = [await stub.CreateAlert(alert_pb2.CreateAlertRequest(alert=sent, request_id="reply-unary"))]
+
+        async def one():
+            yield alert_pb2.CreateAlertRequest(alert=sent, request_id="reply-stream")
+        replies += [r async for r in stub.StreamAlerts(one())]
+        batch = await stub.BatchCreateAlerts(alert_pb2.BatchCreateAlertsRequest(
+            requests=[alert_pb2.CreateAlertRequest(alert=sent, request_id="reply-batch")]))
+        replies.append(batch.results[0].alert)
+        # A repeat is answered from the stored row: the same again.
+        replies.append(await stub.CreateAlert(alert_pb2.CreateAlertRequest(alert=sent, request_id="reply-unary")))
+    assert len({r.id for r in replies}) == 3
+    for reply in replies:
+        stored = await client.get_alert(reply.id)
+        assert reply == stored
+        assert reply.observe_time.nanos == 123_456_000 and not reply.actions and reply.state == alert_pb2.ALERT_STATE_OPEN
+
+
+async def test_created_reply_with_decisions_equals_the_stored_alert(client):
+    from .helpers import synthetic_model
+
+    await client.register_model(synthetic_model("reply-acting"))
+    created = await client.create_alert("reply-acting", "drift", "high", metrics={"drift_score": 0.9})
+    assert created.actions, "the default drift rule decides something for a registered model"
+    assert created == await client.get_alert(created.id)
