@@ -151,9 +151,9 @@ class GroupCommit(Generic[T, R]):
         return time.perf_counter()
 
     def _replied(self, batch: list[tuple[T, asyncio.Future, _Ticket]], written: float) -> None:
-        reply = time.perf_counter() - written
-        for _, _, ticket in batch:
-            self.timings.add_request(ticket.taken - ticket.submitted, written - ticket.taken, reply)
+        taken = batch[0][2].taken
+        self.timings.add_batch([taken - ticket.submitted for _, _, ticket in batch], written - taken,
+                               time.perf_counter() - written)
 
 
 def _fail(batch: list[tuple[object, asyncio.Future, _Ticket]], exc: Exception) -> None:

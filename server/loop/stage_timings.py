@@ -40,11 +40,12 @@ class Histogram:
         self.total = 0.0
         self.max = 0.0
 
-    def add(self, value: float) -> None:
+    def add(self, value: float, times: int = 1) -> None:
+        """Record `value`, `times` times (a batch's requests share their write and reply times)."""
         index = 0 if value <= _MIN else min(_BUCKETS - 1, int(math.log2(value / _MIN) * _STEPS_PER_DOUBLING) + 1)
-        self.counts[index] += 1
-        self.count += 1
-        self.total += value
+        self.counts[index] += times
+        self.count += times
+        self.total += value * times
         if value > self.max:
             self.max = value
 
@@ -81,13 +82,20 @@ class StageTimings:
     def add(self, stage: str, seconds: float) -> None:
         self.all[stage].add(seconds)
 
-    def add_request(self, queue: float, write: float, reply: float) -> None:
-        """One request's stages; recorded in `slow` too when the whole took `slow_after` or more."""
-        total = queue + write + reply
-        for name, value in (("queue", queue), ("write", write), ("reply", reply), ("total", total)):
-            self.all[name].add(value)
-            if total >= self.slow_after:
-                self.slow[name].add(value)
+    def add_batch(self, queues: list[float], write: float, reply: float) -> None:
+        """The requests of one batch: each its own queue time, and the batch's write and reply times.
+        Requests that took `slow_after` or more from submit to reply go in `slow` too."""
+        slow = [q for q in queues if q + write + reply >= self.slow_after]
+        for kind, waits in (("all", queues), ("slow", slow)):
+            if not waits:
+                continue
+            hists = self.all if kind == "all" else self.slow
+            hists["write"].add(write, len(waits))
+            hists["reply"].add(reply, len(waits))
+            queue, total = hists["queue"], hists["total"]
+            for q in waits:
+                queue.add(q)
+                total.add(q + write + reply)
 
     def snapshot(self) -> dict:
         """{"all": {stage: summary}, "slow": {...}}; stages nothing was recorded for are left out."""

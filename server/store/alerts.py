@@ -65,14 +65,16 @@ async def insert_alerts(conn: asyncpg.Connection, alerts: Sequence[NewAlert], ru
         return []
     # The alert's id is drawn first so the request_id claim (alert_request_ids, unique across every
     # month) and the alert row are written by one statement; only alerts whose claim succeeded (or
-    # that carry no request_id) are inserted.
+    # that carry no request_id) are inserted. The batch travels as one JSON array of rows: asyncpg
+    # encodes ten parallel arrays element by element with several isinstance checks per element,
+    # which cost more CPU on the ingest path than building and parsing one document.
     rows = await conn.fetch(
         """WITH input AS (
-               SELECT nextval('monitoring_alert_triggers_ids') AS id, r, h, m, t, s, mt, lb, src, ot, st, ord
-                 FROM unnest($1::text[], $2::bytea[], $3::text[], $4::text[], $5::smallint[], $6::jsonb[],
-                             $7::jsonb[], $8::text[], $9::timestamptz[], $10::text[])
-                      WITH ORDINALITY AS x(r, h, m, t, s, mt, lb, src, ot, st, ord)
-                ORDER BY ord),
+               SELECT nextval('monitoring_alert_triggers_ids') AS id, e.v->>0 AS r, decode(e.v->>1, 'hex') AS h,
+                      e.v->>2 AS m, e.v->>3 AS t, (e.v->>4)::smallint AS s, e.v->5 AS mt, e.v->6 AS lb,
+                      e.v->>7 AS src, (e.v->>8)::timestamptz AS ot, e.v->>9 AS st, e.ord
+                 FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e(v, ord)
+                ORDER BY e.ord),
            claimed AS (
                INSERT INTO alert_request_ids (request_id, alert_id, observe_time)
                SELECT r, id, ot FROM input WHERE r IS NOT NULL ORDER BY ord
@@ -81,15 +83,14 @@ async def insert_alerts(conn: asyncpg.Connection, alerts: Sequence[NewAlert], ru
            INSERT INTO monitoring_alert_triggers
                (id, request_id, request_hash, model_id, alert_type, severity, metrics, labels, source,
                 observe_time, state, rule_set_version)
-           SELECT id, r, h, m, t, s, mt, lb, src, ot, st, $11
+           SELECT id, r, h, m, t, s, mt, lb, src, ot, st, $2
              FROM input
             WHERE r IS NULL OR id IN (SELECT alert_id FROM claimed)
             ORDER BY ord
            RETURNING id, request_id, create_time""",
-        [a.request_id for a in alerts], [a.request_hash for a in alerts], [a.model_id for a in alerts],
-        [a.alert_type for a in alerts], [a.severity for a in alerts], [a.metrics for a in alerts],
-        [a.labels for a in alerts], [a.source for a in alerts], [a.observe_time for a in alerts],
-        list(states), rule_set_version,
+        [[a.request_id, a.request_hash.hex(), a.model_id, a.alert_type, a.severity, a.metrics, a.labels, a.source,
+          a.observe_time.isoformat(), state] for a, state in zip(alerts, states)],
+        rule_set_version,
     )
     return sorted(rows, key=lambda r: r["id"])
 

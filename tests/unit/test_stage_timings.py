@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from closedloop.server.loop.group_commit import GroupCommit
 from closedloop.server.loop.stage_timings import Histogram, StageTimings
 
@@ -29,11 +31,11 @@ def test_empty_histogram_and_tiny_values():
 
 def test_slow_requests_are_kept_apart_and_reset_clears():
     t = StageTimings(slow_after=0.010)
-    t.add_request(0.001, 0.002, 0.0001)  # fast
-    t.add_request(0.008, 0.004, 0.0001)  # slow: 12 ms in all, mostly queue
+    t.add_batch([0.001, 0.008], 0.002, 0.0001)  # one fast, one slow: 10.1 ms in all, mostly queue
     snap = t.snapshot()
-    assert snap["all"]["total"]["count"] == 2
-    assert snap["slow"]["total"]["count"] == 1
+    assert snap["all"]["total"]["count"] == 2 and snap["all"]["write"]["count"] == 2
+    assert snap["all"]["write"]["mean"] == pytest.approx(0.002)
+    assert snap["slow"]["total"]["count"] == 1 and snap["slow"]["reply"]["count"] == 1
     assert snap["slow"]["queue"]["max"] == 0.008
     assert "lock_wait" not in snap["all"]  # nothing recorded, nothing shown
     t.reset()
