@@ -4,6 +4,8 @@ The console's pages use the general store functions where they fit (alerts.list_
 queue.list_jobs, versions.list_versions, ...); these are the summaries only the console needs.
 Every query is limited by a time window that an index ranges over, or by a LIMIT on an index
 order, so a page costs the same with ten thousand alerts as with ten million: none reads all alerts.
+The counts over days (alerts per hour, triggers per day) read the hourly roll-ups of
+store/console_hourly.py, not the alerts.
 `scopes` is a token's model globs (None: every model), as in the other stores.
 """
 
@@ -25,28 +27,32 @@ RECENT_ALERTS = 50
 
 async def alerts_per_hour(conn: asyncpg.Connection, since: dt.datetime,
                           scopes: Sequence[str] | None = None) -> list[asyncpg.Record]:
-    """(hour, alert_type, n) for alerts observed since `since`.
-
-    The alert types are found by a loose index scan of (alert_type, observe_time) (one probe per
-    type), then each type's window is counted by a range of that same index, which holds both
-    columns, so PostgreSQL can answer from the index alone instead of reading every row of the window."""
+    """(hour, alert_type, n) for the UTC hours from the one holding `since` (at most
+    console_hourly.HORIZON back): the hourly roll-up's rows, plus the alerts past its watermark
+    (the last minute or so: a range of each month's primary key). With scopes, the per-model rows
+    of the caller's models, one index range per model; without, one row per hour and type."""
+    first = _hour(since)
+    if scopes is None:
+        rolled = "SELECT hour, alert_type, alerts FROM console_alerts_hourly WHERE hour >= $1"
+    else:
+        rolled = """SELECT h.hour, h.alert_type, h.alerts
+                      FROM console_rollup_models m
+                      JOIN console_model_alerts_hourly h ON h.model_id = m.model_id AND h.hour >= $1
+                     WHERE m.model_id LIKE ANY($3::text[])"""
     return await conn.fetch(
-        """WITH RECURSIVE types AS (
-               (SELECT alert_type FROM monitoring_alert_triggers ORDER BY alert_type LIMIT 1)
-               UNION ALL
-               SELECT (SELECT a.alert_type FROM monitoring_alert_triggers a WHERE a.alert_type > types.alert_type
-                        ORDER BY a.alert_type LIMIT 1)
-                 FROM types WHERE types.alert_type IS NOT NULL)
-           SELECT c.hour, t.alert_type, c.n FROM types t
-             CROSS JOIN LATERAL (
-                  SELECT date_trunc('hour', a.observe_time) AS hour, count(*) AS n FROM monitoring_alert_triggers a
-                   WHERE a.alert_type = t.alert_type AND a.observe_time >= $1
-                     AND ($2::text[] IS NULL OR a.model_id LIKE ANY($2::text[]))
-                   GROUP BY 1) c
-            WHERE t.alert_type IS NOT NULL
-            ORDER BY 1, 2""",
-        since, like_patterns(scopes),
+        f"""SELECT hour, alert_type, sum(alerts)::bigint AS n FROM (
+                {rolled}
+                UNION ALL
+                SELECT date_trunc('hour', observe_time, 'UTC'), alert_type, 1 FROM monitoring_alert_triggers
+                 WHERE id > (SELECT last_alert_id FROM console_rollup_state) AND observe_time >= $1
+                   AND ($2 OR model_id LIKE ANY($3::text[]))) counted
+            GROUP BY 1, 2 ORDER BY 1, 2""",
+        first, scopes is None, like_patterns(scopes),
     )
+
+
+def _hour(t: dt.datetime) -> dt.datetime:
+    return t.astimezone(dt.timezone.utc).replace(minute=0, second=0, microsecond=0)
 
 
 async def recent_decisions(conn: asyncpg.Connection, limit: int,
@@ -148,13 +154,26 @@ async def previous_rule_set_version(conn: asyncpg.Connection, version: int) -> i
 
 async def rule_triggers_per_day(conn: asyncpg.Connection, rules: Sequence[str], since: dt.datetime,
                                 scopes: Sequence[str] | None = None) -> list[asyncpg.Record]:
-    """(rule, day, n): how often each rule acted per day since `since` (the (rule, create_time) index)."""
+    """(rule, day, n): how often each rule acted per UTC day, from the day holding `since` (at most
+    console_hourly.HORIZON back): the hourly roll-up's rows plus the actions of the alerts past its
+    watermark (a range of the alert_id index), as alerts_per_hour reads its alerts."""
+    first = _hour(since).replace(hour=0)
+    if scopes is None:
+        rolled = "SELECT hour, rule, actions FROM console_actions_hourly WHERE hour >= $1 AND rule = ANY($4::text[])"
+    else:
+        rolled = """SELECT h.hour, h.rule, h.actions
+                      FROM console_rollup_models m
+                      JOIN console_model_actions_hourly h ON h.model_id = m.model_id AND h.hour >= $1
+                     WHERE m.model_id LIKE ANY($3::text[]) AND h.rule = ANY($4::text[])"""
     return await conn.fetch(
-        """SELECT rule, date_trunc('day', create_time) AS day, count(*) AS n FROM closed_loop_actions
-            WHERE rule = ANY($1::text[]) AND create_time >= $2
-              AND ($3::text[] IS NULL OR model_id LIKE ANY($3::text[]))
+        f"""SELECT rule, date_trunc('day', hour, 'UTC') AS day, sum(actions)::bigint AS n FROM (
+                {rolled}
+                UNION ALL
+                SELECT create_time, rule, 1 FROM closed_loop_actions
+                 WHERE alert_id > (SELECT last_alert_id FROM console_rollup_state) AND create_time >= $1
+                   AND rule = ANY($4::text[]) AND ($2 OR model_id LIKE ANY($3::text[]))) counted
             GROUP BY 1, 2 ORDER BY 1, 2""",
-        list(rules), since, like_patterns(scopes),
+        first, scopes is None, like_patterns(scopes), list(rules),
     )
 
 
