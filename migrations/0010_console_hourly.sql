@@ -21,7 +21,9 @@ CREATE TABLE console_actions_hourly (
 
 -- Per model: what a scoped caller sees is the sum over its models' rows, one index range per model
 -- of console_rollup_models that its scopes match (every model the roll-up has counted an alert of,
--- registered or not: an alert may name a model that is not registered).
+-- registered or not: an alert may name a model that is not registered). The count is in the key's
+-- index so that range is read from the index alone: a model's rows are scattered over the table,
+-- one heap page each, since they are written hour by hour for every model at once.
 CREATE TABLE console_rollup_models (
     model_id  text PRIMARY KEY
 );
@@ -30,7 +32,7 @@ CREATE TABLE console_model_alerts_hourly (
     hour        timestamptz NOT NULL,
     alert_type  text NOT NULL,
     alerts      bigint NOT NULL,
-    PRIMARY KEY (model_id, hour, alert_type)
+    PRIMARY KEY (model_id, hour, alert_type) INCLUDE (alerts)
 );
 CREATE INDEX console_model_alerts_hourly_hour ON console_model_alerts_hourly (hour);
 CREATE TABLE console_model_actions_hourly (
@@ -38,7 +40,7 @@ CREATE TABLE console_model_actions_hourly (
     hour      timestamptz NOT NULL,
     rule      text NOT NULL,
     actions   bigint NOT NULL,
-    PRIMARY KEY (model_id, hour, rule)
+    PRIMARY KEY (model_id, hour, rule) INCLUDE (actions)
 );
 CREATE INDEX console_model_actions_hourly_hour ON console_model_actions_hourly (hour);
 

@@ -16,6 +16,7 @@ from typing import Sequence
 
 import asyncpg
 
+from . import console_hourly
 from .models import like_patterns
 
 # The alert types whose latest alert says whether a model drifts or underperforms, until the
@@ -29,26 +30,38 @@ async def alerts_per_hour(conn: asyncpg.Connection, since: dt.datetime,
                           scopes: Sequence[str] | None = None) -> list[asyncpg.Record]:
     """(hour, alert_type, n) for the UTC hours from the one holding `since` (at most
     console_hourly.HORIZON back): the hourly roll-up's rows, plus the alerts past its watermark
-    (the last minute or so: a range of each month's primary key). With scopes, the per-model rows
-    of the caller's models, one index range per model; without, one row per hour and type."""
+    (the last minute or so: a range of each month's primary key). Without scopes, one row per hour
+    and type; with scopes, the per-model rows of the caller's models (see _scoped_rows)."""
     first = _hour(since)
-    if scopes is None:
-        rolled = "SELECT hour, alert_type, alerts FROM console_alerts_hourly WHERE hour >= $1"
-    else:
-        rolled = """SELECT h.hour, h.alert_type, h.alerts
-                      FROM console_rollup_models m
-                      JOIN console_model_alerts_hourly h ON h.model_id = m.model_id AND h.hour >= $1
-                     WHERE m.model_id LIKE ANY($3::text[])"""
+    rolled = ("SELECT hour, alert_type, alerts FROM console_alerts_hourly WHERE hour >= $1" if scopes is None else
+              _scoped_rows("SELECT hour, alert_type, alerts FROM console_model_alerts_hourly h", "h.hour >= $1"))
     return await conn.fetch(
         f"""SELECT hour, alert_type, sum(alerts)::bigint AS n FROM (
                 {rolled}
                 UNION ALL
                 SELECT date_trunc('hour', observe_time, 'UTC'), alert_type, 1 FROM monitoring_alert_triggers
-                 WHERE id > (SELECT last_alert_id FROM console_rollup_state) AND observe_time >= $1
+                 WHERE {_PAST_WATERMARK.format(id="id")} AND observe_time >= $1
                    AND ($2 OR model_id LIKE ANY($3::text[]))) counted
             GROUP BY 1, 2 ORDER BY 1, 2""",
-        first, scopes is None, like_patterns(scopes),
+        first, scopes is None, like_patterns(scopes), await console_hourly.watermark(conn),
     )
+
+
+# The ids past the roll-up's watermark. The subquery reads it in the statement's own snapshot, so
+# an alert is counted either in the roll-up or here, never both; $4 is the same watermark read just
+# before (it only grows: never a wrong bound), which lets the planner see that few rows pass and
+# range over the id index instead of scanning the months.
+_PAST_WATERMARK = "{id} > $4 AND {id} > (SELECT last_alert_id FROM console_rollup_state)"
+
+
+def _scoped_rows(select: str, condition: str) -> str:
+    """The per-model roll-up rows of the models the scopes ($3) match: the models are matched in the
+    small console_rollup_models, then each one's rows are one range of the (model_id, hour) key.
+    OFFSET 0 keeps the planner from flattening the lateral subquery into a hash join over every
+    model's rows of the window. The cost grows with the caller's models, not with all of them."""
+    return f"""SELECT r.* FROM console_rollup_models m
+                CROSS JOIN LATERAL ({select} WHERE h.model_id = m.model_id AND {condition} OFFSET 0) r
+               WHERE m.model_id LIKE ANY($3::text[])"""
 
 
 def _hour(t: dt.datetime) -> dt.datetime:
@@ -158,22 +171,19 @@ async def rule_triggers_per_day(conn: asyncpg.Connection, rules: Sequence[str], 
     console_hourly.HORIZON back): the hourly roll-up's rows plus the actions of the alerts past its
     watermark (a range of the alert_id index), as alerts_per_hour reads its alerts."""
     first = _hour(since).replace(hour=0)
-    if scopes is None:
-        rolled = "SELECT hour, rule, actions FROM console_actions_hourly WHERE hour >= $1 AND rule = ANY($4::text[])"
-    else:
-        rolled = """SELECT h.hour, h.rule, h.actions
-                      FROM console_rollup_models m
-                      JOIN console_model_actions_hourly h ON h.model_id = m.model_id AND h.hour >= $1
-                     WHERE m.model_id LIKE ANY($3::text[]) AND h.rule = ANY($4::text[])"""
+    rolled = ("SELECT hour, rule, actions FROM console_actions_hourly WHERE hour >= $1 AND rule = ANY($5::text[])"
+              if scopes is None else
+              _scoped_rows("SELECT hour, rule, actions FROM console_model_actions_hourly h",
+                           "h.hour >= $1 AND h.rule = ANY($5::text[])"))
     return await conn.fetch(
         f"""SELECT rule, date_trunc('day', hour, 'UTC') AS day, sum(actions)::bigint AS n FROM (
                 {rolled}
                 UNION ALL
                 SELECT create_time, rule, 1 FROM closed_loop_actions
-                 WHERE alert_id > (SELECT last_alert_id FROM console_rollup_state) AND create_time >= $1
-                   AND rule = ANY($4::text[]) AND ($2 OR model_id LIKE ANY($3::text[]))) counted
+                 WHERE {_PAST_WATERMARK.format(id="alert_id")} AND create_time >= $1
+                   AND rule = ANY($5::text[]) AND ($2 OR model_id LIKE ANY($3::text[]))) counted
             GROUP BY 1, 2 ORDER BY 1, 2""",
-        first, scopes is None, like_patterns(scopes), list(rules),
+        first, scopes is None, like_patterns(scopes), await console_hourly.watermark(conn), list(rules),
     )
 
 
