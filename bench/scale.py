@@ -17,9 +17,13 @@ Then, against each database in turn, a server process (no training workers) and 
   GetAlert p99; ListAlerts p99 per filter (model, state, type, time window), five pages of 50 each;
   GetFeedbackReport for one model / 30 days and for all models / 30 days;
   BacktestRules (default rules) over the most recent ~1M stored alerts (full database only);
+  the web console's pages (/, /?range=7d, /models/{id}, /rules, /alerts/{id}) over HTTP, p50/p99 of
+  CONSOLE_REQUESTS requests each (the hourly roll-up is brought up to date after the load, as a
+  running server's periodic pass keeps it);
   the server's RSS once every model's facts are cached.
 Last line: RESULT decision_p99_ratio=... get_alert_p99_ms=... list_alerts_p99_ms=... (worst filter)
 feedback_model_ms=... feedback_all_ms=... backtest_alerts_per_s=... age_sweep_s=... startup_s=... rss_mb=...
+console_worst_ms=... (the slowest page's p99, full database) console_empty_worst_ms=...
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ import tempfile
 import time
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 import grpc
 import numpy as np
 
@@ -45,6 +50,7 @@ from ingest import pct  # noqa: E402  (same folder)
 from loop import alert_mix, closed_loop, open_loop  # noqa: E402
 
 from closedloop import AsyncClient  # noqa: E402
+from closedloop.server.store import console_hourly  # noqa: E402
 from closedloop.v1 import alert_pb2_grpc  # noqa: E402
 
 UTC = dt.timezone.utc
@@ -52,6 +58,7 @@ TYPES = np.array(["drift", "performance", "risk", "age"])
 TYPE_WEIGHTS = [0.45, 0.25, 0.2, 0.1]
 DESKS = ["fx", "rates", "equities", "credit", "commodities"]
 CHUNK = 250_000
+CONSOLE_REQUESTS = 20
 
 
 def tsv(rows) -> io.BytesIO:
@@ -190,6 +197,7 @@ def run_server(queue, database_url: str, data_dir: str, db_timeout: float) -> No
 
     async def main():
         settings = Settings(database_url=database_url, data_dir=data_dir, listen="127.0.0.1:0", run_workers=False,
+                            http_listen="127.0.0.1:0",
                             age_sweep_interval=0, log_format="json", log_level="warning", db_timeout=db_timeout)
         t0 = time.perf_counter()
         server, port = await create_server(settings)
@@ -203,7 +211,7 @@ def run_server(queue, database_url: str, data_dir: str, db_timeout: float) -> No
         stopping, cache = asyncio.Event(), asyncio.Event()
         loop.add_signal_handler(signal.SIGTERM, stopping.set)
         loop.add_signal_handler(signal.SIGUSR1, cache.set)
-        queue.put((port, startup, sweep, sent))
+        queue.put((port, server.http.port, startup, sweep, sent))
         await cache.wait()
         server.facts.ttl = 3600.0  # keep them for the measurement
         await server.facts.entries(model_ids)
@@ -228,7 +236,7 @@ async def timed(coro) -> float:
     return time.perf_counter() - t
 
 
-async def measure(target: str, args, rate: float | None, stored: int, days: int) -> dict:
+async def measure(target: str, http_url: str, args, rate: float | None, stored: int, days: int) -> dict:
     """Every client-side figure against one server; `rate` None: measure capacity first."""
     rng = random.Random(5)
     out: dict = {}
@@ -280,6 +288,29 @@ async def measure(target: str, args, rate: float | None, stored: int, days: int)
             out["backtest_alerts_per_s"] = replayed / (await slowest(1, lambda: client.backtest_rules(
                 source, now - window, now)) / 1000)
             out["backtest_alerts"] = replayed
+        out["console"] = await console_pages(http_url, args.models, top)
+    return out
+
+
+async def console_pages(http_url: str, models: int, top_alert: int, times: int = CONSOLE_REQUESTS) -> dict:
+    """{page: (p50 ms, p99 ms)}: each console page requested `times` times in turn (a random model or
+    alert each time), timed from request to the whole body on loopback; every answer must be 200."""
+    rng = random.Random(9)
+    pages = {"overview": lambda: "/", "overview_7d": lambda: "/?range=7d",
+             "model": lambda: f"/models/m{rng.randrange(models)}", "rules": lambda: "/rules",
+             "alert": lambda: f"/alerts/{rng.randint(1, top_alert)}"}
+    out = {}
+    async with aiohttp.ClientSession(http_url) as session:
+        for name, path in pages.items():
+            lat = []
+            for _ in range(times + 1):   # the first warms the connection and the templates
+                t = time.perf_counter()
+                async with session.get(path()) as response:
+                    await response.read()
+                    if response.status != 200:
+                        raise RuntimeError(f"console {name}: HTTP {response.status}")
+                lat.append(time.perf_counter() - t)
+            out[name] = (pct(lat[1:], .5), pct(lat[1:], .99))
     return out
 
 
@@ -304,8 +335,21 @@ def start_server(database_url: str, db_timeout: float) -> tuple[multiprocessing.
     proc = ctx.Process(target=run_server, args=(q, database_url, data_dir, db_timeout), daemon=True)
     t0 = time.perf_counter()
     proc.start()
-    port, startup, sweep, sent = q.get(timeout=600)
-    return proc, q, (port, startup, sweep, sent, time.perf_counter() - t0)
+    port, http_port, startup, sweep, sent = q.get(timeout=600)
+    return proc, q, (port, http_port, startup, sweep, sent, time.perf_counter() - t0)
+
+
+async def console_rollup(url: str) -> float:
+    """Bring the console's hourly roll-up up to date (a server's periodic pass would); seconds taken."""
+    import asyncpg
+
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=1)
+    try:
+        t0 = time.perf_counter()
+        await console_hourly.roll_up(pool)
+        return time.perf_counter() - t0
+    finally:
+        await pool.close()
 
 
 async def prepare(server_url: str, args) -> dict[str, str]:
@@ -330,10 +374,12 @@ async def prepare(server_url: str, args) -> dict[str, str]:
                     t0 = time.perf_counter()
                     await fill_history(conn, args.alerts, args.models, args.days, args.jobs, now)
                     secs = time.perf_counter() - t0
+                    rolled = await console_rollup(urls[name])
                     size = await conn.fetchval("SELECT pg_size_pretty(pg_database_size(current_database()))")
                     print(f"load: {args.alerts:,} alerts over {args.days} days in {secs:.0f} s "
                           f"({args.alerts / secs:,.0f} alerts/s with actions, keys, jobs; ANALYZE included); "
-                          f"database {size}")
+                          f"database {size}; console roll-up of the last {console_hourly.HORIZON.days} days "
+                          f"in {rolled:.1f} s")
                 else:
                     await conn.execute("ANALYZE")
             finally:
@@ -367,10 +413,10 @@ def main() -> None:
         results = {}
         rate = None
         for name in ("empty", "full"):
-            proc, q, (port, startup, sweep, sent, process_start) = start_server(urls[name], args.db_timeout)
+            proc, q, (port, http_port, startup, sweep, sent, process_start) = start_server(urls[name], args.db_timeout)
             try:
-                figures = asyncio.run(measure(f"127.0.0.1:{port}", args, rate, args.alerts if name == "full" else 0,
-                                              args.days))
+                figures = asyncio.run(measure(f"127.0.0.1:{port}", f"http://127.0.0.1:{http_port}", args, rate,
+                                              args.alerts if name == "full" else 0, args.days))
                 rate = figures["rate"]
                 os.kill(proc.pid, signal.SIGUSR1)
                 q.get(timeout=300)
@@ -391,6 +437,8 @@ def main() -> None:
                   f"all {f['feedback_all']:.1f} ms"
                   + (f"; BacktestRules {f['backtest_alerts']:,} alerts at {f['backtest_alerts_per_s']:,.0f}/s"
                      if "backtest_alerts" in f else ""))
+            print(f"{name:5}  console p50/p99 ms: "
+                  + ", ".join(f"{k} {p50:.1f}/{p99:.1f}" for k, (p50, p99) in f["console"].items()))
     finally:
         if pg is not None:
             pg.cleanup()
@@ -399,7 +447,9 @@ def main() -> None:
           f"get_alert_p99_ms={f['get_alert_p99']:.2f} list_alerts_p99_ms={max(f['list_p99'].values()):.2f} "
           f"feedback_model_ms={f['feedback_model']:.1f} feedback_all_ms={f['feedback_all']:.1f} "
           f"backtest_alerts_per_s={f['backtest_alerts_per_s']:.0f} age_sweep_s={f['sweep']:.3f} "
-          f"startup_s={f['startup']:.2f} rss_mb={f['rss']:.0f}")
+          f"startup_s={f['startup']:.2f} rss_mb={f['rss']:.0f} "
+          f"console_worst_ms={max(p99 for _, p99 in f['console'].values()):.1f} "
+          f"console_empty_worst_ms={max(p99 for _, p99 in e['console'].values()):.1f}")
 
 
 if __name__ == "__main__":

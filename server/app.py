@@ -53,6 +53,7 @@ from .logging_setup import configure_logging
 from .loop.rule_engine import RuleEngine
 from .http.server import HttpSide
 from .notify.worker import DeliveryWorker
+from .store.console_hourly import ConsoleRollup
 from .store.models import MODELS_CHANGED_CHANNEL
 from .store.partitions import PartitionMaintenance
 from .store.rules import RULES_CHANGED_CHANNEL
@@ -166,6 +167,8 @@ class ClosedLoopServer:
             await self.grpc.start()
             # Every server keeps months ahead (and applies --retention); replicas take turns by a lock.
             self._tasks.append(PartitionMaintenance(self.pool, s.retention_period))
+            # The console's hourly counts: on every server (any may serve the console), one at a time.
+            self._tasks.append(ConsoleRollup(self.pool))
             if s.age_sweep_interval > 0:
                 self._tasks.append(AgeSweep(self.pool, self.rules, self.ingestor, s.age_sweep_interval))
             if s.http_address:

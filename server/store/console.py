@@ -4,6 +4,8 @@ The console's pages use the general store functions where they fit (alerts.list_
 queue.list_jobs, versions.list_versions, ...); these are the summaries only the console needs.
 Every query is limited by a time window that an index ranges over, or by a LIMIT on an index
 order, so a page costs the same with ten thousand alerts as with ten million: none reads all alerts.
+The counts over days (alerts per hour, triggers per day) read the hourly roll-ups of
+store/console_hourly.py, not the alerts.
 `scopes` is a token's model globs (None: every model), as in the other stores.
 """
 
@@ -14,6 +16,7 @@ from typing import Sequence
 
 import asyncpg
 
+from . import console_hourly
 from .models import like_patterns
 
 # The alert types whose latest alert says whether a model drifts or underperforms, until the
@@ -25,28 +28,44 @@ RECENT_ALERTS = 50
 
 async def alerts_per_hour(conn: asyncpg.Connection, since: dt.datetime,
                           scopes: Sequence[str] | None = None) -> list[asyncpg.Record]:
-    """(hour, alert_type, n) for alerts observed since `since`.
-
-    The alert types are found by a loose index scan of (alert_type, observe_time) (one probe per
-    type), then each type's window is counted by a range of that same index, which holds both
-    columns, so PostgreSQL can answer from the index alone instead of reading every row of the window."""
+    """(hour, alert_type, n) for the UTC hours from the one holding `since` (at most
+    console_hourly.HORIZON back): the hourly roll-up's rows, plus the alerts past its watermark
+    (the last minute or so: a range of each month's primary key). Without scopes, one row per hour
+    and type; with scopes, the per-model rows of the caller's models (see _scoped_rows)."""
+    first = _hour(since)
+    rolled = ("SELECT hour, alert_type, alerts FROM console_alerts_hourly WHERE hour >= $1" if scopes is None else
+              _scoped_rows("SELECT hour, alert_type, alerts FROM console_model_alerts_hourly h", "h.hour >= $1"))
     return await conn.fetch(
-        """WITH RECURSIVE types AS (
-               (SELECT alert_type FROM monitoring_alert_triggers ORDER BY alert_type LIMIT 1)
-               UNION ALL
-               SELECT (SELECT a.alert_type FROM monitoring_alert_triggers a WHERE a.alert_type > types.alert_type
-                        ORDER BY a.alert_type LIMIT 1)
-                 FROM types WHERE types.alert_type IS NOT NULL)
-           SELECT c.hour, t.alert_type, c.n FROM types t
-             CROSS JOIN LATERAL (
-                  SELECT date_trunc('hour', a.observe_time) AS hour, count(*) AS n FROM monitoring_alert_triggers a
-                   WHERE a.alert_type = t.alert_type AND a.observe_time >= $1
-                     AND ($2::text[] IS NULL OR a.model_id LIKE ANY($2::text[]))
-                   GROUP BY 1) c
-            WHERE t.alert_type IS NOT NULL
-            ORDER BY 1, 2""",
-        since, like_patterns(scopes),
+        f"""SELECT hour, alert_type, sum(alerts)::bigint AS n FROM (
+                {rolled}
+                UNION ALL
+                SELECT date_trunc('hour', observe_time, 'UTC'), alert_type, 1 FROM monitoring_alert_triggers
+                 WHERE {_PAST_WATERMARK.format(id="id")} AND observe_time >= $1
+                   AND ($2 OR model_id LIKE ANY($3::text[]))) counted
+            GROUP BY 1, 2 ORDER BY 1, 2""",
+        first, scopes is None, like_patterns(scopes), await console_hourly.watermark(conn),
     )
+
+
+# The ids past the roll-up's watermark. The subquery reads it in the statement's own snapshot, so
+# an alert is counted either in the roll-up or here, never both; $4 is the same watermark read just
+# before (it only grows: never a wrong bound), which lets the planner see that few rows pass and
+# range over the id index instead of scanning the months.
+_PAST_WATERMARK = "{id} > $4 AND {id} > (SELECT last_alert_id FROM console_rollup_state)"
+
+
+def _scoped_rows(select: str, condition: str) -> str:
+    """The per-model roll-up rows of the models the scopes ($3) match: the models are matched in the
+    small console_rollup_models, then each one's rows are one range of the (model_id, hour) key.
+    OFFSET 0 keeps the planner from flattening the lateral subquery into a hash join over every
+    model's rows of the window. The cost grows with the caller's models, not with all of them."""
+    return f"""SELECT r.* FROM console_rollup_models m
+                CROSS JOIN LATERAL ({select} WHERE h.model_id = m.model_id AND {condition} OFFSET 0) r
+               WHERE m.model_id LIKE ANY($3::text[])"""
+
+
+def _hour(t: dt.datetime) -> dt.datetime:
+    return t.astimezone(dt.timezone.utc).replace(minute=0, second=0, microsecond=0)
 
 
 async def recent_decisions(conn: asyncpg.Connection, limit: int,
@@ -148,13 +167,23 @@ async def previous_rule_set_version(conn: asyncpg.Connection, version: int) -> i
 
 async def rule_triggers_per_day(conn: asyncpg.Connection, rules: Sequence[str], since: dt.datetime,
                                 scopes: Sequence[str] | None = None) -> list[asyncpg.Record]:
-    """(rule, day, n): how often each rule acted per day since `since` (the (rule, create_time) index)."""
+    """(rule, day, n): how often each rule acted per UTC day, from the day holding `since` (at most
+    console_hourly.HORIZON back): the hourly roll-up's rows plus the actions of the alerts past its
+    watermark (a range of the alert_id index), as alerts_per_hour reads its alerts."""
+    first = _hour(since).replace(hour=0)
+    rolled = ("SELECT hour, rule, actions FROM console_actions_hourly WHERE hour >= $1 AND rule = ANY($5::text[])"
+              if scopes is None else
+              _scoped_rows("SELECT hour, rule, actions FROM console_model_actions_hourly h",
+                           "h.hour >= $1 AND h.rule = ANY($5::text[])"))
     return await conn.fetch(
-        """SELECT rule, date_trunc('day', create_time) AS day, count(*) AS n FROM closed_loop_actions
-            WHERE rule = ANY($1::text[]) AND create_time >= $2
-              AND ($3::text[] IS NULL OR model_id LIKE ANY($3::text[]))
+        f"""SELECT rule, date_trunc('day', hour, 'UTC') AS day, sum(actions)::bigint AS n FROM (
+                {rolled}
+                UNION ALL
+                SELECT create_time, rule, 1 FROM closed_loop_actions
+                 WHERE {_PAST_WATERMARK.format(id="alert_id")} AND create_time >= $1
+                   AND rule = ANY($5::text[]) AND ($2 OR model_id LIKE ANY($3::text[]))) counted
             GROUP BY 1, 2 ORDER BY 1, 2""",
-        list(rules), since, like_patterns(scopes),
+        first, scopes is None, like_patterns(scopes), await console_hourly.watermark(conn), list(rules),
     )
 
 
