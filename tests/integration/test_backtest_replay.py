@@ -3,7 +3,7 @@
 A generated history (registered, disabled, budgeted, overridden and unregistered models, promotions
 during the window, finished jobs, alerts of every type with metrics and labels, arriving late or
 early, ties in observe_time, stored decisions of two rule set versions) is backtested with small
-pages, so every page boundary, prefetch and the decisions' look-up by page are exercised, and
+pages and slices, so every boundary, the prefetch and the decisions' look-up by page are exercised, and
 compared field by field with tests/integration/backtest_reference.py.
 """
 
@@ -106,6 +106,7 @@ async def test_paged_backtest_equals_the_plain_replay(pool, monkeypatch):
         await fill(conn, random.Random(15), 4000)
     candidate = compile_rules(CANDIDATE, "candidate.rules")
     monkeypatch.setattr(backtest, "PAGE", 97)  # many pages, a partial last one
+    monkeypatch.setattr(backtest, "SLICE", 13)  # each replayed in slices, a partial last one
     for start, end in ((START - dt.timedelta(hours=1), NOW + dt.timedelta(hours=1)),
                        (START + dt.timedelta(hours=20), START + dt.timedelta(hours=50))):
         got = await backtest.run_backtest(pool, candidate, start, end)
