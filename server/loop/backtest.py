@@ -139,7 +139,7 @@ class _Replay:
         self._outcomes = _Outcomes()
 
     def page(self, rows: list[asyncpg.Record]) -> None:
-        """Replay one page of history.backtest_page rows (continuing the previous page)."""
+        """Replay the next rows of history.backtest_page, in order (continuing the rows before)."""
         self.alerts += len(rows)
         self.versions.update(r[9] for r in rows)
         states, at, match, labels_seen = self.states, self.clock.at, self.candidate.match, self._labels
