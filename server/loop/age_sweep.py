@@ -13,6 +13,7 @@ sees a model once it is half again as old as the youngest age any rule cares abo
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 
@@ -52,11 +53,15 @@ class AgeSweep(PeriodicTask):
     async def run_once(self) -> int:
         return await self.sweep_once()
 
-
-
-
     async def sweep_once(self) -> int:
-        """Raise the due age alerts now; returns how many were sent."""
+        """Raise the due age alerts now; returns how many were sent.
+
+        The alerts go to the ingestor all at once (one task each, queued in model order), so the
+        group commit writes them in a few batches instead of one commit per model: one by one, a
+        sweep over 10,000 models with ~200 due waited for ~200 commits in a row. Each still has
+        its own request_id and goes through the same decisions (cooldowns, budgets, one job per
+        model), in the order submitted.
+        """
         active = self.rules.active
         threshold = active.ruleset.min_model_age_seconds() if active else None
         if threshold is None:
@@ -64,23 +69,32 @@ class AgeSweep(PeriodicTask):
         async with self.pool.acquire() as conn:
             old = await model_store.models_older_than(conn, threshold)
         now = dt.datetime.now(dt.timezone.utc)
+        alerts = [self._alert(row, threshold, now) for row in old]
+        results = await asyncio.gather(*(self.ingestor.submit(new, now) for new in alerts), return_exceptions=True)
         sent = 0
-        for row in old:
-            age_s = float(row["age_s"])
-            age_days = age_s / 86400
-            new = NewAlert(
-                request_id=f"age:{row['model_id']}:v{row['current_version']}:{now.date().isoformat()}",
-                # Same id and day but a different age value: not a conflict, the earlier alert stands.
-                request_hash=hashlib.sha256(f"{SOURCE}\0{row['model_id']}".encode()).digest(),
-                model_id=row["model_id"], alert_type="age", severity=age_severity(age_s, threshold),
-                metrics={"model_age_days": round(age_days, 4)}, labels={"version": str(row["current_version"])},
-                source=SOURCE, observe_time=now)
-            try:
-                result = await self.ingestor.submit(new, now)
-            except AlreadyExists:  # raised today by an older closedloop with another fingerprint
+        failure = None
+        for row, new, result in zip(old, alerts, results):
+            if isinstance(result, AlreadyExists):  # raised today by an older closedloop with another fingerprint
+                continue
+            if isinstance(result, BaseException):
+                failure = failure or result
                 continue
             if result.created:
                 sent += 1
-                log.info("age_sweep.alert_raised", model_id=row["model_id"], age_days=round(age_days, 2),
-                         version=row["current_version"], severity=new.severity)
+                log.info("age_sweep.alert_raised", model_id=row["model_id"],
+                         age_days=round(float(row["age_s"]) / 86400, 2), version=row["current_version"],
+                         severity=new.severity)
+        if failure is not None:
+            raise failure  # the pass failed (logged by PeriodicTask); the next one retries what is missing
         return sent
+
+    @staticmethod
+    def _alert(row, threshold: float, now: dt.datetime) -> NewAlert:
+        age_s = float(row["age_s"])
+        return NewAlert(
+            request_id=f"age:{row['model_id']}:v{row['current_version']}:{now.date().isoformat()}",
+            # Same id and day but a different age value: not a conflict, the earlier alert stands.
+            request_hash=hashlib.sha256(f"{SOURCE}\0{row['model_id']}".encode()).digest(),
+            model_id=row["model_id"], alert_type="age", severity=age_severity(age_s, threshold),
+            metrics={"model_age_days": round(age_s / 86400, 4)}, labels={"version": str(row["current_version"])},
+            source=SOURCE, observe_time=now)

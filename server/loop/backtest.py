@@ -10,9 +10,11 @@ model's age at each alert is measured from the version current when the alert ar
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import datetime as dt
-from collections import Counter, defaultdict
+import json
+from collections import Counter, defaultdict, deque
 from dataclasses import dataclass
 
 import asyncpg
@@ -21,12 +23,19 @@ from closedloop.dsl import CompiledRuleSet
 from closedloop.dsl.facts import alert_facts, model_facts
 from closedloop.dsl.schema import LEVEL_NAMES
 
-from ..store import alerts as alert_store
 from ..store import history
 from .decide import Decider, ModelState
 
 DEFAULT_JOB_SECONDS = 600.0
 MAX_DIFFERENCES = 1000
+PAGE = 10_000  # alerts per statement; its timeout (--db-timeout) also runs while the page before is replayed
+SLICE = 2_000  # alerts replayed between two yields to the event loop (~20-30 ms of CPU)
+LABEL_CACHE = 4096  # distinct label texts kept decoded (dropped all at once past this)
+ONE_DAY = dt.timedelta(days=1)
+NOTHING = "nothing"  # the outcome text of an alert without decisions
+NO_VERSION = (0, None)  # a model's version before its first promotion, and when it was promoted
+# jsonb as text has no surrounding whitespace: raw_decode parses it without json.loads' checks.
+_decode_json = json.JSONDecoder().raw_decode
 
 
 @dataclass(frozen=True)
@@ -63,13 +72,21 @@ class BacktestReport:
     differences_total: int
 
 
-def _outcome(decisions: list[tuple[str, str, str | None, int | None]]) -> str:
+def _outcome(decisions) -> str:
     """Readable summary of an alert's decisions: 'QUEUED full/high by drift_auto_retrain; ...'."""
     parts = []
     for rule, decision, mode, priority in decisions:
         detail = f" {mode.lower()}/{LEVEL_NAMES.get(priority, '?')}" if mode else ""
         parts.append(f"{decision}{detail} by {rule}")
-    return "; ".join(sorted(parts)) or "nothing"
+    return "; ".join(sorted(parts)) or NOTHING
+
+
+class _Outcomes(dict):
+    """_outcome() by its decisions, each text built once: a rule set has few distinct outcomes."""
+
+    def __missing__(self, decisions: tuple) -> str:
+        text = self[decisions] = _outcome(decisions)
+        return text
 
 
 class _VersionClock:
@@ -83,100 +100,161 @@ class _VersionClock:
             self._versions[p["model_id"]].append(p["to_version"])
 
     def at(self, model_id: str, when: dt.datetime) -> tuple[int, dt.datetime | None]:
-        times = self._times.get(model_id, [])
+        times = self._times.get(model_id)
+        if times is None:
+            return NO_VERSION
         i = bisect.bisect_right(times, when) - 1
-        return (self._versions[model_id][i], times[i]) if i >= 0 else (0, None)
+        return (self._versions[model_id][i], times[i]) if i >= 0 else NO_VERSION
+
+
+class _Replay:
+    """Both sides of a backtest, built page by page in observe_time order: the record's counts and
+    the candidate's simulation. `page()` is the hot loop: it builds facts and matches every alert
+    but runs the decider, the job clock and the outcome texts only for alerts that some rule matched
+    or that have stored decisions (most have neither)."""
+
+    def __init__(self, candidate: CompiledRuleSet, start: dt.datetime, registry: list[asyncpg.Record],
+                 job_seconds: dict[str, float], clock: _VersionClock) -> None:
+        self.candidate = candidate
+        self.clock = clock
+        self.job_seconds = job_seconds
+        self.states = {r["model_id"]: ModelState(
+            registered=True, enabled=r["enabled"], cooldown_override_s=r["cooldown_override_s"],
+            max_retrains_per_day=r["max_retrains_per_day"], current_version=r["current_version"])
+            for r in registry}
+        self.decider = Decider(start, self.states)
+        self.alerts = 0
+        self.versions: Counter = Counter()
+        # rule -> [matches, retrains], for each side
+        self.active_rules: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        self.cand_rules: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+        self.active_jobs: dict[str, set] = defaultdict(set)
+        self.cand_jobs: Counter = Counter()
+        self.job_until: dict[str, dt.datetime] = {}
+        self.day_jobs: dict[str, deque[dt.datetime]] = defaultdict(deque)  # the simulated jobs of the last day
+        self.next_job = -1
+        self.differences: list[BacktestDifference] = []
+        self.differences_total = 0
+        self._labels: dict[str, dict] = {}  # label sets repeat (desk, detector): decoded once each
+        self._outcomes = _Outcomes()
+
+    def page(self, rows: list[asyncpg.Record]) -> None:
+        """Replay the next rows of history.backtest_page, in order (continuing the rows before)."""
+        self.alerts += len(rows)
+        self.versions.update(r[9] for r in rows)
+        states, at, match, labels_seen = self.states, self.clock.at, self.candidate.match, self._labels
+        decode = _decode_json
+        for alert_id, model_id, type_, severity, metrics, labels, source, observed, received, _, acted in rows:
+            label_map = labels_seen.get(labels)
+            if label_map is None:
+                if len(labels_seen) >= LABEL_CACHE:
+                    labels_seen.clear()
+                label_map = labels_seen[labels] = decode(labels)[0]
+            state = states.get(model_id)
+            if state is not None:
+                # Facts as of the alert's arrival, like live ingest; the simulation's clock is observe_time.
+                version, since = at(model_id, received)
+                model = model_facts(enabled=state.enabled, version=version, version_time=since,
+                                    retrained_time=since, received=received)
+            else:
+                model = None
+            alert = alert_facts(type=type_, model_id=model_id, severity=severity, metrics=decode(metrics)[0],
+                                labels=label_map, source=source, observe_time=observed, received=received)
+            matches = match(alert, model)
+            if not matches and acted is None:
+                continue  # nothing happened and nothing would have: the same outcome
+            cand = self._simulate(model_id, state, observed, matches) if matches else NOTHING
+            act = self._record(acted) if acted is not None else NOTHING
+            if cand != act:
+                self.differences_total += 1
+                if len(self.differences) < MAX_DIFFERENCES:
+                    self.differences.append(BacktestDifference(alert_id, model_id, act, cand))
+
+    def _record(self, acted: list) -> str:
+        """Count an alert's stored decisions (model_id, rule, decision, mode, priority, job_id);
+        returns their outcome text."""
+        seen_rules = set()
+        for model_id, rule, decision, _mode, _priority, job_id in acted:
+            counts = self.active_rules[rule]
+            if rule not in seen_rules:
+                seen_rules.add(rule)
+                counts[0] += 1
+            if decision == "QUEUED":
+                counts[1] += 1
+                if job_id is not None:
+                    self.active_jobs[model_id].add(job_id)
+        return self._outcomes[tuple((a[1], a[2], a[3], a[4]) for a in acted)]
+
+    def _simulate(self, model_id: str, state: ModelState | None, now: dt.datetime, matches: list) -> str:
+        """Decide an alert the rules matched, as of `now`; returns the candidate's outcome text."""
+        if state is not None:
+            # The job clock and the daily budget only matter here, so they advance here: both
+            # depend on `now` alone, which never goes back.
+            if state.active_job is not None and self.job_until.get(model_id, now) <= now:
+                state.active_job = None
+            recent = self.day_jobs[model_id]
+            while recent and now - recent[0] >= ONE_DAY:
+                recent.popleft()
+            state.automated_today = len(recent)
+        self.decider.now = now
+        decision = self.decider.decide(model_id, matches)
+        cand_rules = self.cand_rules
+        for m in matches:
+            cand_rules[m.rule][0] += 1
+        if decision.retrain is not None and decision.retrain.coalesce_into is None:
+            self.decider.job_started(model_id, self.next_job)
+            self.next_job -= 1
+            self.job_until[model_id] = now + dt.timedelta(seconds=self.job_seconds.get(model_id, DEFAULT_JOB_SECONDS))
+            self.day_jobs[model_id].append(now)
+            self.cand_jobs[model_id] += 1
+        for a in decision.actions:
+            if a.decision == "QUEUED":
+                cand_rules[a.rule][1] += 1
+        return self._outcomes[tuple((a.rule, a.decision, a.mode, a.priority) for a in decision.actions)]
+
+    def report(self) -> BacktestReport:
+        def side(rules: dict[str, list[int]], jobs: dict, version: int) -> BacktestSide:
+            return BacktestSide(
+                rule_set_version=version,
+                rules=[RuleCount(r, matches, retrains) for r, (matches, retrains) in sorted(rules.items())],
+                jobs_by_model=dict(sorted(jobs.items())), jobs=sum(jobs.values()))
+
+        active_version = self.versions.most_common(1)[0][0] if self.versions else 0
+        return BacktestReport(
+            alerts=self.alerts,
+            active=side(self.active_rules, {m: len(j) for m, j in self.active_jobs.items()}, active_version),
+            candidate=side(self.cand_rules, dict(self.cand_jobs), 0),
+            differences=self.differences, differences_total=self.differences_total,
+        )
 
 
 async def run_backtest(pool: asyncpg.Pool, candidate: CompiledRuleSet, start: dt.datetime,
                        end: dt.datetime) -> BacktestReport:
+    """Replay [start, end) in keyset pages of PAGE alerts. The next page's statement is sent before
+    this page is replayed, so PostgreSQL reads it while Python replays (the connection runs one
+    statement at a time; only the decoding waits for the replay). The replay is CPU work on the
+    event loop: it yields every SLICE alerts, so a backtest over a million alerts delays the
+    server's other requests by tens of milliseconds at a time, not for its whole length."""
     async with pool.acquire() as conn:
-        alerts = await alert_store.alerts_in_window(conn, start, end)
-        actions = await history.actions_for_alerts(conn, [a["id"] for a in alerts])
-        registry = {r["model_id"]: r for r in await history.registry(conn)}
+        registry = await history.registry(conn)
         job_seconds = await history.typical_job_seconds(conn)
         clock = _VersionClock(await history.promotions(conn))
-
-    # What the active rules did, from the record.
-    active_by_alert: dict[int, list] = defaultdict(list)
-    active_rules: dict[str, Counter] = defaultdict(Counter)
-    active_jobs: dict[str, set] = defaultdict(set)
-    versions = Counter()
-    for a in actions:
-        active_by_alert[a["alert_id"]].append((a["rule"], a["decision"], a["mode"], a["priority"]))
-        if a["decision"] == "QUEUED" and a["job_id"] is not None:
-            active_jobs[a["model_id"]].add(a["job_id"])
-    seen_rule_alert = set()
-    for a in actions:
-        if (a["rule"], a["alert_id"]) not in seen_rule_alert:
-            seen_rule_alert.add((a["rule"], a["alert_id"]))
-            active_rules[a["rule"]]["matches"] += 1
-        if a["decision"] == "QUEUED":
-            active_rules[a["rule"]]["retrains"] += 1
-    for al in alerts:
-        versions[al["rule_set_version"]] += 1
-
-    # What the candidate would have done, simulated.
-    states = {m: ModelState(registered=True, enabled=r["enabled"], cooldown_override_s=r["cooldown_override_s"],
-                            max_retrains_per_day=r["max_retrains_per_day"], current_version=r["current_version"])
-              for m, r in registry.items()}
-    decider = Decider(start, states)
-    job_until: dict[str, dt.datetime] = {}
-    day_jobs: dict[str, list[dt.datetime]] = defaultdict(list)
-    cand_rules: dict[str, Counter] = defaultdict(Counter)
-    cand_jobs: Counter = Counter()
-    differences = []
-    total_diff = 0
-    next_job = -1
-    for al in alerts:
-        now = al["observe_time"]
-        model_id = al["model_id"]
-        decider.now = now
-        state = states.get(model_id)
-        if state is not None:
-            if state.active_job is not None and job_until.get(model_id, now) <= now:
-                state.active_job = None
-            recent = [t for t in day_jobs[model_id] if now - t < dt.timedelta(days=1)]
-            day_jobs[model_id] = recent
-            state.automated_today = len(recent)
-            # Facts as of the alert's arrival, like live ingest; the simulation's clock is observe_time.
-            version, since = clock.at(model_id, al["create_time"])
-            model = model_facts(enabled=state.enabled, version=version, version_time=since, retrained_time=since,
-                                received=al["create_time"])
-        else:
-            model = None
-        alert = alert_facts(type=al["alert_type"], model_id=model_id, severity=al["severity"], metrics=al["metrics"],
-                            labels=al["labels"], source=al["source"], observe_time=now, received=al["create_time"])
-        matches = candidate.match(alert, model)
-        decision = decider.decide(model_id, matches)
-        for m in matches:
-            cand_rules[m.rule]["matches"] += 1
-        if decision.retrain is not None and decision.retrain.coalesce_into is None:
-            decider.job_started(model_id, next_job)
-            next_job -= 1
-            job_until[model_id] = now + dt.timedelta(seconds=job_seconds.get(model_id, DEFAULT_JOB_SECONDS))
-            day_jobs[model_id].append(now)
-            cand_jobs[model_id] += 1
-        for a in decision.actions:
-            if a.decision == "QUEUED":
-                cand_rules[a.rule]["retrains"] += 1
-        cand = _outcome([(a.rule, a.decision, a.mode, a.priority) for a in decision.actions])
-        act = _outcome(active_by_alert.get(al["id"], []))
-        if cand != act:
-            total_diff += 1
-            if len(differences) < MAX_DIFFERENCES:
-                differences.append(BacktestDifference(al["id"], model_id, act, cand))
-
-    def side(rules: dict[str, Counter], jobs: dict, version: int) -> BacktestSide:
-        return BacktestSide(
-            rule_set_version=version,
-            rules=[RuleCount(r, c["matches"], c["retrains"]) for r, c in sorted(rules.items())],
-            jobs_by_model=dict(sorted(jobs.items())), jobs=sum(jobs.values()))
-
-    active_version = versions.most_common(1)[0][0] if versions else 0
-    return BacktestReport(
-        alerts=len(alerts),
-        active=side(active_rules, {m: len(j) for m, j in active_jobs.items()}, active_version),
-        candidate=side(cand_rules, dict(cand_jobs), 0),
-        differences=differences, differences_total=total_diff,
-    )
+        replay = _Replay(candidate, start, registry, job_seconds, clock)
+        page = await history.backtest_page(conn, start, end, (start, 0), PAGE)
+        following = None
+        try:
+            while page:
+                following = None
+                if len(page) == PAGE:
+                    last = page[-1]
+                    following = asyncio.ensure_future(
+                        history.backtest_page(conn, start, end, (last["observe_time"], last["id"]), PAGE))
+                for i in range(0, len(page), SLICE):
+                    await asyncio.sleep(0)  # (first: lets the next page's statement go out)
+                    replay.page(page[i:i + SLICE])
+                page = await following if following is not None else []
+        finally:
+            if following is not None and not following.done():
+                following.cancel()
+                await asyncio.gather(following, return_exceptions=True)
+    return replay.report()

@@ -18,6 +18,38 @@ async def actions_for_alerts(conn: asyncpg.Connection, alert_ids: Sequence[int])
     )
 
 
+async def backtest_page(conn: asyncpg.Connection, start: dt.datetime, end: dt.datetime,
+                        after: tuple[dt.datetime, int], limit: int) -> list[asyncpg.Record]:
+    """One keyset page of the alerts observed in [start, end) after `after` = (observe_time, id),
+    oldest first, with what a backtest replays of each and the decisions stored about it.
+
+    Only the columns a replay reads; metrics and labels as jsonb text, so the caller decodes them
+    its own way. `actions`: the alert's (model_id, rule, decision, mode, priority, job_id) in action
+    order, or None. One statement per page: the actions are found by the page's alert ids, only in
+    the months from the page's first create_time on (an action is written in its alert's insert
+    transaction or later, so never before it), instead of probing every month for every id.
+    """
+    return await conn.fetch(
+        """WITH page AS MATERIALIZED (
+                SELECT id, model_id, alert_type, severity, metrics::text AS metrics, labels::text AS labels,
+                       source, observe_time, create_time, rule_set_version
+                  FROM monitoring_alert_triggers
+                 WHERE observe_time >= $1 AND observe_time < $2 AND (observe_time, id) > ($3, $4::bigint)
+                 ORDER BY observe_time, id
+                 LIMIT $5),
+           acted AS (
+                SELECT alert_id, array_agg((model_id, rule, decision, mode, priority, job_id) ORDER BY id) AS actions
+                  FROM closed_loop_actions
+                 WHERE alert_id = ANY((SELECT array_agg(id) FROM page)::bigint[])
+                   AND create_time >= (SELECT min(create_time) FROM page)
+                 GROUP BY alert_id)
+           SELECT p.id, p.model_id, p.alert_type, p.severity, p.metrics, p.labels, p.source, p.observe_time,
+                  p.create_time, p.rule_set_version, c.actions
+             FROM page p LEFT JOIN acted c ON c.alert_id = p.id
+            ORDER BY p.observe_time, p.id""",
+        start, end, after[0], after[1], limit)
+
+
 async def registry(conn: asyncpg.Connection) -> list[asyncpg.Record]:
     return await conn.fetch(
         """SELECT model_id, enabled, cooldown_override_s, max_retrains_per_day, current_version,

@@ -265,6 +265,29 @@ async def test_age_sweep_raises_age_alerts_for_old_models(server, client):
     assert ancient.severity == common_pb2.SEVERITY_CRITICAL
 
 
+async def test_age_sweep_sends_its_alerts_together(server, client):
+    """Many due models: one alert and one queued retrain each, written in a few group commits (not
+    one per model), and a second sweep the same day raises nothing (request ids)."""
+    from closedloop.server.loop.age_sweep import AgeSweep
+
+    names = [f"aged{i}" for i in range(24)]
+    for name in names:
+        await client.register_model(synthetic_model(name))
+    async with server.pool.acquire() as conn:
+        await conn.execute("""UPDATE monitoring_retraining_integration SET current_version = 1,
+                              current_version_time = now() - interval '40 days' WHERE model_id LIKE 'aged%'""")
+    server.facts.invalidate()
+    sweep = AgeSweep(server.pool, server.rules, server.ingestor, interval=3600)
+    before = server.ingestor.batches_committed
+    assert await sweep.sweep_once() == len(names)
+    assert server.ingestor.batches_committed - before < len(names)
+    assert await sweep.sweep_once() == 0
+    for name in names:
+        [alert] = (await client.list_alerts(type="age", model_id=name)).alerts
+        assert [(a.rule, a.state) for a in alert.actions] == [("model_age_auto_retrain", QUEUED)]
+        assert len(await jobs_of(server, name)) == 1
+
+
 async def test_rule_jobs_take_attempts_and_timeout_from_settings(database_url, tmp_path):
     from closedloop.server.app import create_server
 
