@@ -90,6 +90,11 @@ async def retrain_actions(conn: asyncpg.Connection, start: dt.datetime, end: dt.
              JOIN monitoring_alert_triggers a ON a.id = c.alert_id
             WHERE c.decision = 'QUEUED' AND c.job_id IS NOT NULL
               AND a.observe_time >= $1 AND a.observe_time < $2
+              -- Lets the planner skip older action months. Decisions are written with their alert,
+              -- whose observe_time is at most 300 s ahead of the clock (api/validation.py): an action
+              -- is never created before its alert's observe_time minus that; an hour leaves room for
+              -- clock differences between replicas and the database.
+              AND c.create_time >= $1 - interval '1 hour'
               AND ($3::text IS NULL OR c.model_id = $3) AND ($4::text IS NULL OR c.rule = $4)
               AND ($5::text[] IS NULL OR c.model_id LIKE ANY($5::text[]))
             ORDER BY c.id""",
