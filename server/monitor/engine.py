@@ -8,8 +8,9 @@ stored), when this server's part would fill the window or reaches a quarter of i
 the background; a stream waits only if the previous flush is still running), and every `flush_interval`
 seconds. Counting a batch on the event loop is O(columns) numpy work (moments, missing counts, a float32
 copy of each column: states.py); the KLL sketches, ~40 ns a value and GIL-bound, are built when a flush
-serializes the part, in a worker process of the engine's own (`_Sketcher`), so the event loop keeps
-receiving while they are built and a second core does the sketching. The
+serializes the part, in a worker process of the engine's own (`_Worker`), so the event loop keeps
+receiving while they are built and a second core does the sketching; a closing observation window is
+judged there too (reading ~20,000 quantiles and CDF points from the sketches is GIL-bound as well). The
 flush that brings the window to its size closes it in the same transaction, and the periodic round
 closes windows whose time is up: under the lock the closer merges every server's partial, so the verdict
 is the one a single server that saw everything would reach, stores one measurement per feature and
@@ -114,7 +115,7 @@ class MonitorEngine:
         self._models: dict[str, _Model] = {}
         self._profiles: dict[tuple[str, int], ReferenceProfile] = {}
         self._task: asyncio.Task | None = None
-        self._sketcher = _Sketcher()
+        self._worker = _Worker()
         self.rows_counted = 0  # rows of every batch this server counted (for metrics and tests)
 
     async def start(self) -> None:
@@ -129,7 +130,7 @@ class MonitorEngine:
         try:
             await self.flush(list(self._pending))
         finally:
-            self._sketcher.shutdown()
+            self._worker.shutdown()
 
     def invalidate(self, model_id: str | None = None) -> None:
         """Forget a model's current version and spec (all models for None); profiles never change."""
@@ -259,7 +260,7 @@ class MonitorEngine:
                     async with store.window_transaction(conn, *key):
                         window = await store.open_window(conn, *key, target.spec.window_seconds)
                         existing = await store.read_partial(conn, window["id"], self.server_id)
-                        merged, rows = await self._sketcher.merged_bytes(existing, pending.state)
+                        merged, rows = await self._worker.run(key[2], _merged_bytes, existing, pending.state)
                         total = await store.write_partial(
                             conn, window["id"], self.server_id, total_rows=rows, added_rows=pending.state.rows,
                             state=merged, first_observe=pending.first, last_observe=pending.last)
@@ -296,7 +297,8 @@ class MonitorEngine:
         if window is None or window["state"] != "OPEN":
             return False  # another server closed it
         states = await store.partial_states(conn, window_id)
-        judged, verdict, measurements, alert = await asyncio.to_thread(_judge, target, window["kind"], window, states)
+        judged, verdict, measurements, alert = await self._worker.run(window["kind"], _judge, target, window["kind"],
+                                                                      dict(window.items()), states)
         alert_id = None
         if alert is not None:
             # Raised before the close commits: if the commit fails, the next close finds this alert by
@@ -332,26 +334,27 @@ class MonitorEngine:
                 log.exception("monitor.flush_failed")
 
 
-class _Sketcher:
-    """The engine's worker process: merges a part into the stored partial and serializes it, which builds
-    the part's sketches from its buffered values (measured: the sketch library holds the GIL, so a thread
-    would not free the event loop). One process, started on first use (spawn, as
-    executor/training_spec.py explains: forking a process with gRPC's threads is unsafe). Outcome parts
-    have no sketches and stay in a thread. A worker that died is replaced; the flush that saw it fails and
-    keeps its rows pending for the next one (`MonitorEngine._flush_one`)."""
+class _Worker:
+    """The engine's worker process, for the GIL-bound work on observation windows: merging a part into the
+    stored partial and serializing it (which builds the part's sketches from its buffered values), and
+    judging a closing window. Measured: datasketches holds the GIL, so a thread would not free the event
+    loop. One process, started on first use (spawn, as executor/training_spec.py explains: forking a
+    process with gRPC's threads is unsafe). Outcome windows have no sketches and stay in a thread. A worker
+    that died is replaced; the flush or close that saw it fails and is retried (rows stay pending, the
+    window stays open)."""
 
     def __init__(self) -> None:
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
 
-    async def merged_bytes(self, existing: bytes | None, part: WindowAccumulator | OutcomeWindow) -> tuple[bytes, int]:
-        if isinstance(part, OutcomeWindow):
-            return await asyncio.to_thread(_merged_bytes, existing, part)
+    async def run(self, kind: str, fn, *args):
+        if kind != OBSERVATIONS:
+            return await asyncio.to_thread(fn, *args)
         if self._pool is None:
             self._pool = concurrent.futures.ProcessPoolExecutor(max_workers=1,
                                                                 mp_context=multiprocessing.get_context("spawn"))
         pool = self._pool
         try:
-            return await asyncio.get_running_loop().run_in_executor(pool, _merged_bytes, existing, part)
+            return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
         except BrokenProcessPool:
             if self._pool is pool:
                 self._pool = None
