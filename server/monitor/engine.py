@@ -215,9 +215,11 @@ class MonitorEngine:
 
     async def _flush_if_full(self, key: tuple[str, int, str], pending: _Pending) -> None:
         """Hand this server's rows to a background flush once they would fill the window or reach a
-        quarter of it (observations: or FLUSH_ROWS, which bounds the raw values held). The rows are taken at once (later batches start a new pending part), so a window
-        closes with at most a quarter window plus one batch more than its size, and exactly at its size
-        when batches divide it."""
+        part: a quarter of it (observations: or FLUSH_ROWS, which bounds the raw values held). The rows
+        are taken at once (later batches start a new pending part), so a window closes with at most a
+        part plus one batch per concurrent stream more than its size (the streams that wait for the
+        previous flush each add a batch first), and exactly at its size when one stream's batches
+        divide it."""
         limit = pending.target.row_limit(key[2])
         parts = [max(1, limit // 4)] if limit is not None else []
         if key[2] == OBSERVATIONS:

@@ -7,7 +7,8 @@ Two kinds, chosen by the column's values:
   to float rounding). KLL because it is the mergeable quantile sketch with a proven, documented rank
   error that depends only on `k` (`rank_error`), fixed memory in `k` that grows only with log(n), and a
   stable binary format (it can live in a PostgreSQL bytea and be merged by any server). We keep the
-  `float` flavour: drift needs ranks, not the 8th significant digit, and it halves the bytes.
+  `float` flavour: drift needs ranks, not the 8th significant digit, and it halves the bytes. Counting
+  only buffers the values (see MAX_BUFFERED); the sketch is built when it is read or serialized.
 - `CategoricalState` (strings; None means missing): exact counts over a fixed vocabulary plus one
   "other" bucket. The vocabulary is chosen once, from the reference data (its `max_categories` most
   frequent values); windows count against that same vocabulary, so memory is bounded by the cap and
