@@ -148,6 +148,24 @@ def cpu_seconds(pid: int) -> np.ndarray:
     return spent
 
 
+def stop(proc: multiprocessing.Process) -> None:
+    """SIGTERM, then kill what is left: a server's helper process (the training-spec checker) can keep
+    it from exiting, and this script would then wait for it forever at exit."""
+    import psutil
+
+    children = psutil.Process(proc.pid).children(recursive=True)
+    proc.terminate()
+    proc.join(30)
+    for child in children:
+        try:
+            child.kill()
+        except psutil.NoSuchProcess:
+            pass
+    if proc.is_alive():
+        proc.kill()
+    proc.join(10)
+
+
 async def drive(target: str, messages: list, streams: int, pid: int) -> tuple[float, np.ndarray]:
     """(rows per second, [server process, its workers] CPU microseconds per 1,000 rows): `messages` split
     over `streams` concurrent LogObservations calls."""
@@ -259,8 +277,7 @@ def main() -> None:
         judged_s, our_drift = asyncio.run(closedloop_judge(f"127.0.0.1:{real_port}", batches("bench-judge", current)))
     finally:
         for p in (empty, real):
-            p.terminate()
-            p.join(30)
+            stop(p)
         shutil.rmtree(data_dir, ignore_errors=True)
     print(f"empty handler   {base:10.0f} rows/s  {base * 20:12.0f} feature values/s  server CPU {base_cpu[0]:5.0f} us/1,000 rows")
     print(f"closedloop      {ours:10.0f} rows/s  {ours * 20:12.0f} feature values/s  server CPU {our_cpu[0]:5.0f} us/1,000 rows"
