@@ -341,8 +341,9 @@ class _Worker:
     stored partial and serializing it (which builds the part's sketches from its buffered values), and
     judging a closing window. Measured: datasketches holds the GIL, so a thread would not free the event
     loop. One process, started on first use (spawn, as executor/training_spec.py explains: forking a
-    process with gRPC's threads is unsafe). Outcome windows have no sketches and stay in a thread. A worker
-    that died is replaced; the flush or close that saw it fails and is retried (rows stay pending, the
+    process with gRPC's threads is unsafe). Outcome windows have no sketches and stay in a thread. The
+    work is pure, so when the worker has died (killed, out of memory) it is replaced and the work run
+    once more; if that fails too, the flush or close fails and is retried later (rows stay pending, the
     window stays open)."""
 
     def __init__(self) -> None:
@@ -351,17 +352,20 @@ class _Worker:
     async def run(self, kind: str, fn, *args):
         if kind != OBSERVATIONS:
             return await asyncio.to_thread(fn, *args)
-        if self._pool is None:
-            self._pool = concurrent.futures.ProcessPoolExecutor(max_workers=1,
-                                                                mp_context=multiprocessing.get_context("spawn"))
-        pool = self._pool
-        try:
-            return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
-        except BrokenProcessPool:
-            if self._pool is pool:
-                self._pool = None
-            pool.shutdown(wait=False)
-            raise
+        for attempt in (1, 2):
+            if self._pool is None:
+                self._pool = concurrent.futures.ProcessPoolExecutor(
+                    max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            pool = self._pool
+            try:
+                return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+            except BrokenProcessPool:
+                if self._pool is pool:
+                    self._pool = None
+                pool.shutdown(wait=False)
+                if attempt == 2:
+                    raise
+                log.warning("monitor.worker_replaced")
 
     def shutdown(self) -> None:
         if self._pool is not None:
