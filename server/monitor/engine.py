@@ -4,8 +4,13 @@ Every server keeps, per (model, version, kind), the part of the open window it h
 last flush (a `WindowAccumulator` for observations, an `OutcomeWindow` for outcomes). A flush merges that
 part into the server's partial row of the window in PostgreSQL, under the window's advisory lock
 (store/monitoring.py). Flushes happen when a stream ends or is cut (so everything a server counted is
-stored), when this server's part would fill the window or reaches a quarter of it (in the background;
-a stream waits only if the previous flush is still running), and every `flush_interval` seconds. The
+stored), when this server's part would fill the window or reaches a quarter of it or FLUSH_ROWS rows (in
+the background; a stream waits only if the previous flush is still running), and every `flush_interval`
+seconds. Counting a batch on the event loop is O(columns) numpy work (moments, missing counts, a float32
+copy of each column: states.py); the KLL sketches, ~40 ns a value and GIL-bound, are built when a flush
+serializes the part, in a worker process of the engine's own (`_Worker`), so the event loop keeps
+receiving while they are built and a second core does the sketching; a closing observation window is
+judged there too (reading ~20,000 quantiles and CDF points from the sketches is GIL-bound as well). The
 flush that brings the window to its size closes it in the same transaction, and the periodic round
 closes windows whose time is up: under the lock the closer merges every server's partial, so the verdict
 is the one a single server that saw everything would reach, stores one measurement per feature and
@@ -23,9 +28,12 @@ version's profile, so after a promotion new rows fill new windows judged against
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import datetime as dt
 import hashlib
+import multiprocessing
 import time
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -50,6 +58,11 @@ OBSERVATIONS, OUTCOMES = "OBSERVATIONS", "OUTCOMES"
 DRIFT_SEVERITY = ((0.5, LEVELS["high"]), (0.25, LEVELS["medium"]))
 MAX_LABEL_BYTES = 1024
 _PROFILE_CACHE = 256
+# A server's unflushed part of an observation window is flushed (its sketches built) once it has this many
+# rows, even when a quarter window is more: raw values wait in memory (4 bytes each per numeric feature)
+# only this long. Well below states.MAX_BUFFERED, so the event loop does not fold sketches itself unless
+# many streams of one model add their batches while a flush is being stored.
+FLUSH_ROWS = 4_096
 
 
 @dataclass(frozen=True)
@@ -102,6 +115,7 @@ class MonitorEngine:
         self._models: dict[str, _Model] = {}
         self._profiles: dict[tuple[str, int], ReferenceProfile] = {}
         self._task: asyncio.Task | None = None
+        self._worker = _Worker()
         self.rows_counted = 0  # rows of every batch this server counted (for metrics and tests)
 
     async def start(self) -> None:
@@ -113,7 +127,10 @@ class MonitorEngine:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         await asyncio.gather(*self._flushing.values(), return_exceptions=True)
-        await self.flush(list(self._pending))
+        try:
+            await self.flush(list(self._pending))
+        finally:
+            self._worker.shutdown()
 
     def invalidate(self, model_id: str | None = None) -> None:
         """Forget a model's current version and spec (all models for None); profiles never change."""
@@ -198,13 +215,19 @@ class MonitorEngine:
 
     async def _flush_if_full(self, key: tuple[str, int, str], pending: _Pending) -> None:
         """Hand this server's rows to a background flush once they would fill the window or reach a
-        quarter of it. The rows are taken at once (later batches start a new pending part), so a window
-        closes with at most a quarter window plus one batch more than its size, and exactly at its size
-        when batches divide it."""
+        part: a quarter of it (observations: or FLUSH_ROWS, which bounds the raw values held). The rows
+        are taken at once (later batches start a new pending part), so a window closes with at most a
+        part plus one batch per concurrent stream more than its size (the streams that wait for the
+        previous flush each add a batch first), and exactly at its size when one stream's batches
+        divide it."""
         limit = pending.target.row_limit(key[2])
-        if limit is None:
+        parts = [max(1, limit // 4)] if limit is not None else []
+        if key[2] == OBSERVATIONS:
+            parts.append(FLUSH_ROWS)
+        if not parts:
             return
-        if pending.flushed_rows + pending.state.rows >= limit or pending.state.rows >= max(1, limit // 4):
+        fills = limit is not None and pending.flushed_rows + pending.state.rows >= limit
+        if fills or pending.state.rows >= min(parts):
             running = self._flushing.get(key)
             if running is not None and not running.done():
                 # Back-pressure: the stream waits for the previous flush rather than piling up rows.
@@ -239,7 +262,7 @@ class MonitorEngine:
                     async with store.window_transaction(conn, *key):
                         window = await store.open_window(conn, *key, target.spec.window_seconds)
                         existing = await store.read_partial(conn, window["id"], self.server_id)
-                        merged, rows = await asyncio.to_thread(_merged_bytes, existing, pending.state)
+                        merged, rows = await self._worker.run(key[2], _merged_bytes, existing, pending.state)
                         total = await store.write_partial(
                             conn, window["id"], self.server_id, total_rows=rows, added_rows=pending.state.rows,
                             state=merged, first_observe=pending.first, last_observe=pending.last)
@@ -276,7 +299,8 @@ class MonitorEngine:
         if window is None or window["state"] != "OPEN":
             return False  # another server closed it
         states = await store.partial_states(conn, window_id)
-        judged, verdict, measurements, alert = await asyncio.to_thread(_judge, target, window["kind"], window, states)
+        judged, verdict, measurements, alert = await self._worker.run(window["kind"], _judge, target, window["kind"],
+                                                                      dict(window.items()), states)
         alert_id = None
         if alert is not None:
             # Raised before the close commits: if the commit fails, the next close finds this alert by
@@ -312,13 +336,50 @@ class MonitorEngine:
                 log.exception("monitor.flush_failed")
 
 
+class _Worker:
+    """The engine's worker process, for the GIL-bound work on observation windows: merging a part into the
+    stored partial and serializing it (which builds the part's sketches from its buffered values), and
+    judging a closing window. Measured: datasketches holds the GIL, so a thread would not free the event
+    loop. One process, started on first use (spawn, as executor/training_spec.py explains: forking a
+    process with gRPC's threads is unsafe). Outcome windows have no sketches and stay in a thread. The
+    work is pure, so when the worker has died (killed, out of memory) it is replaced and the work run
+    once more; if that fails too, the flush or close fails and is retried later (rows stay pending, the
+    window stays open)."""
+
+    def __init__(self) -> None:
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+
+    async def run(self, kind: str, fn, *args):
+        if kind != OBSERVATIONS:
+            return await asyncio.to_thread(fn, *args)
+        for attempt in (1, 2):
+            if self._pool is None:
+                self._pool = concurrent.futures.ProcessPoolExecutor(
+                    max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+            pool = self._pool
+            try:
+                return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
+            except BrokenProcessPool:
+                if self._pool is pool:
+                    self._pool = None
+                pool.shutdown(wait=False)
+                if attempt == 2:
+                    raise
+                log.warning("monitor.worker_replaced")
+
+    def shutdown(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
 def _log_failure(task: asyncio.Task) -> None:
     # A failed background flush keeps its rows pending (see _flush_one); the next flush retries.
     if not task.cancelled() and task.exception() is not None:
         log.warning("monitor.flush_failed", error=repr(task.exception()))
 
 
-# -- pure helpers, run in a thread ---------------------------------------------------------------------
+# -- pure helpers, run in a thread or the worker process -----------------------------------------------
 
 def _merged_bytes(existing: bytes | None, delta: WindowAccumulator | OutcomeWindow) -> tuple[bytes, int]:
     if existing is None:

@@ -7,8 +7,9 @@ everything would reach. A window is built from the version's reference profile (
 fixes the watched features, their kinds and the categorical vocabularies: windows never mix versions.
 
 Memory is bounded per feature whatever the window's size: a numeric feature holds one KLL sketch
-(k=200: ~2.2 KB serialized at 10^4 rows, ~2.5 KB at 10^6) and four numbers; a categorical one a count per
-vocabulary entry (at most the profile's `max_categories`) plus "other".
+(k=200: ~2.2 KB serialized at 10^4 rows, ~2.5 KB at 10^6), four numbers and, until they are folded into the
+sketch, at most `states.MAX_BUFFERED` raw float32 values (64 KB; the engine flushes a part at 4,096 rows);
+a categorical one a count per vocabulary entry (at most the profile's `max_categories`) plus "other".
 """
 
 from __future__ import annotations

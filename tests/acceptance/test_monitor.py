@@ -182,6 +182,24 @@ async def test_a_cut_stream_loses_no_batch_the_server_counted(watched, client, s
     assert window.rows == 10_000 and window.judged
 
 
+async def test_a_killed_monitor_worker_is_replaced_and_no_batch_is_lost(watched, client, server):
+    """The sketches are built in the engine's worker process: if it dies, the next flush starts another
+    and stores the part it was given (counted once)."""
+    frame = normal_frame(np.random.default_rng(8), 10_000)
+    all_batches = batches(watched, frame)
+    await client.log_observations(all_batches[:3])  # acknowledged: flushed through the worker
+    [worker] = server.monitor.engine._worker._pool._processes.values()
+    worker.kill()
+    worker.join(10)
+    summary = await client.log_observations(all_batches[3:6])
+    assert summary.rows == 3000
+    assert worker.pid not in server.monitor.engine._worker._pool._processes  # a new worker did it
+    assert (await client.drift_report(watched)).open_windows[0].rows == 6000
+    await client.log_observations(all_batches[6:])
+    [window] = (await client.drift_report(watched)).windows
+    assert window.rows == 10_000 and window.judged
+
+
 async def test_two_servers_with_half_a_stream_each_close_every_window_once(server, client, database_url, tmp_path):
     await register(client, "fx-pair", window_rows="4000", min_rows="1000")
     await install_version(server, "fx-pair", normal_frame(np.random.default_rng(7), 20_000))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import pickle
 
 import numpy as np
 import pytest
@@ -10,7 +11,7 @@ import pytest
 from closedloop.server.errors import InvalidArgument
 from closedloop.server.monitor import codec
 from closedloop.server.monitor.profile import ReferenceProfile
-from closedloop.server.monitor.states import OTHER, CategoricalState, NumericState
+from closedloop.server.monitor.states import MAX_BUFFERED, OTHER, CategoricalState, NumericState
 from closedloop.server.monitor.window import WindowAccumulator
 
 
@@ -135,7 +136,9 @@ def test_absent_watched_feature_counts_as_missing():
 def test_memory_per_feature_is_bounded_whatever_the_window_size():
     """Serialized window state per numeric feature (k=200, the default for large windows):
     ~2.2 KB at 10^4 rows, ~2.5 KB at 10^6, bounded by ~3 KB. So 10,000 models x 50 numeric features
-    cost ~1.2-1.5 GB of partial state if every one of them had an open window at once."""
+    cost ~1.2-1.5 GB of partial state if every one of them had an open window at once. In memory, a
+    state also buffers at most MAX_BUFFERED (16,384) raw float32 values, 64 KB, plus the batch being
+    counted, before they go into the sketch."""
     rng = np.random.default_rng(4)
     sizes = {}
     state = NumericState(200)
@@ -145,3 +148,41 @@ def test_memory_per_feature_is_bounded_whatever_the_window_size():
         sizes[rows] = len(blob)
     assert sizes[10_000] < 2_600 and sizes[1_000_000] < 3_000, sizes
     assert sizes[1_000_000] - sizes[10_000] < 600  # grows with log(n) only
+
+    live = NumericState(200)
+    for _ in range(200):  # never serialized: the state folds its buffer into the sketch itself
+        live.update(rng.standard_normal(1000))
+        assert live.buffered <= MAX_BUFFERED
+    assert sum(b.nbytes for b in live._buffer) <= MAX_BUFFERED * 4 == 64 * 1024
+    assert live.sketch.n == 200_000 and live.buffered == 0
+
+
+def test_buffered_values_reach_the_sketch_however_the_state_is_read():
+    """Counting only buffers; reading, merging, serializing or pickling (the engine's worker process)
+    sees every value, and a read is not stale after a later update."""
+    rng = np.random.default_rng(5)
+    values = rng.standard_normal(3000)
+    state = NumericState(200)
+    state.update(values[:2000])
+    assert state.buffered == 2000 and state.count == 2000
+    assert abs(state.quantiles(np.array([0.5]))[0] - np.median(values[:2000])) < 0.1
+    state.update(values[2000:] + 5.0)  # moves the median: the remembered quantiles are dropped
+    assert state.quantiles(np.array([0.9]))[0] > 3.0
+
+    other = NumericState(200)
+    other.update(values)
+    merged = NumericState(200)
+    merged.merge(state)
+    merged.merge(other)
+    assert merged.buffered == 3000  # state was folded by its reads, other still buffers its values
+    assert merged.sketch.n == 6000 and merged.count == 6000
+
+    window = WindowAccumulator("m", 1, {"x": NumericState(200)}, None)
+    window.update({"x": values})
+    copy = pickle.loads(pickle.dumps(window))  # what the engine hands its worker: the raw buffer, unsketched
+    assert copy.features["x"].buffered == 3000
+    restored = WindowAccumulator.from_bytes(copy.to_bytes())
+    x = restored.features["x"]
+    assert x.sketch.n == 3000 and x.buffered == 0 and x.mean == pytest.approx(values.mean())
+    ranks = np.linspace(0.05, 0.95, 19)
+    assert np.abs(x.quantiles(ranks) - np.quantile(values, ranks)).max() < 0.05
