@@ -15,6 +15,8 @@ cost, a median adds the neighbours' load) after the runs above (the process coun
 as full as they get; the database holds their ~18,000 alerts) and again after --stored-alerts alerts
 and one action each are bulk-inserted and vacuumed: a scrape must not grow with the tables.
 Then BatchCreateAlerts (--batch-size alerts a call) against an empty handler receiving the same batches.
+Each phase also reads the server process's CPU time from /proc: CPU per request, which a busy machine
+disturbs far less than a rate.
 Last line: RESULT unary_ratio=… stream_ratio=… http_ratio=… scrape_ratio=… batch_ratio=… unary_p99_ms=…
 """
 
@@ -223,6 +225,20 @@ async def drive_batches(target: str, n: int, size: int, concurrency: int, prefix
         return n / (time.perf_counter() - start)
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a process has used so far, from /proc (Linux)."""
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measured(pid: int, run):
+    """(what run() returns, the server process's CPU seconds meanwhile): CPU per request survives a
+    busy machine better than a rate does."""
+    before = cpu_seconds(pid)
+    out = run()
+    return out, cpu_seconds(pid) - before
+
+
 def pct(values: list[float], q: float) -> float:
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))] * 1000
@@ -267,12 +283,15 @@ def main() -> None:
     real_http = f"http://127.0.0.1:{real_http_port}"
     pg_handle = None
     try:
-        base_unary, base_lat = asyncio.run(drive_unary(f"127.0.0.1:{empty_port}", n, c, "e"))
-        base_stream = asyncio.run(drive_stream(f"127.0.0.1:{empty_port}", n, "es"))
-        base_http, base_http_lat = asyncio.run(drive_http(f"http://127.0.0.1:{empty_http_port}", n, c, "eh"))
-        real_unary, real_lat = asyncio.run(drive_unary(f"127.0.0.1:{real_port}", n, c, "u"))
-        real_stream = asyncio.run(drive_stream(f"127.0.0.1:{real_port}", n, "s"))
-        real_http_rate, real_http_lat = asyncio.run(drive_http(real_http, n, c, "h"))
+        (base_unary, base_lat), cpu_eu = measured(empty.pid, lambda: asyncio.run(
+            drive_unary(f"127.0.0.1:{empty_port}", n, c, "e")))
+        base_stream, cpu_es = measured(empty.pid, lambda: asyncio.run(drive_stream(f"127.0.0.1:{empty_port}", n, "es")))
+        (base_http, base_http_lat), cpu_eh = measured(empty_http.pid, lambda: asyncio.run(
+            drive_http(f"http://127.0.0.1:{empty_http_port}", n, c, "eh")))
+        (real_unary, real_lat), cpu_ru = measured(real.pid, lambda: asyncio.run(
+            drive_unary(f"127.0.0.1:{real_port}", n, c, "u")))
+        real_stream, cpu_rs = measured(real.pid, lambda: asyncio.run(drive_stream(f"127.0.0.1:{real_port}", n, "s")))
+        (real_http_rate, real_http_lat), cpu_rh = measured(real.pid, lambda: asyncio.run(drive_http(real_http, n, c, "h")))
         # Batches: 4 calls in flight, so the server has more than one batch to work on.
         base_batch = asyncio.run(drive_batches(f"127.0.0.1:{empty_port}", n, args.batch_size, 4, "eb"))
         real_batch = asyncio.run(drive_batches(f"127.0.0.1:{real_port}", n, args.batch_size, 4, "b"))
@@ -299,6 +318,9 @@ def main() -> None:
     print(f"closedloop      batch  {real_batch:8.0f} alerts/s")
     print(f"ratios: unary {real_unary / base_unary:.2f}  stream {real_stream / base_stream:.2f}  "
           f"http {real_http_rate / base_http:.2f} (target >= 0.6 each); committed rows {stored} of {expected} sent")
+    us = lambda seconds: seconds / n * 1e6  # noqa: E731
+    print(f"server CPU per request (µs; closedloop's PostgreSQL not included): unary {us(cpu_eu):.0f} empty, "
+          f"{us(cpu_ru):.0f} closedloop; stream {us(cpu_es):.0f} / {us(cpu_rs):.0f}; http {us(cpu_eh):.0f} / {us(cpu_rh):.0f}")
     print(f"closedloop http / closedloop unary gRPC: {real_http_rate / real_unary:.2f} (same ingest path, JSON instead of protobuf)")
     print(f"/metrics scrape: {scrape_empty:.2f} ms with the {stored:,} alerts above, {scrape_full:.2f} ms with "
           f"{args.stored_alerts:,} more alerts and actions (inserted in {insert_s:.0f} s): "
@@ -310,7 +332,8 @@ def main() -> None:
     print(f"RESULT unary_ratio={real_unary / base_unary:.2f} stream_ratio={real_stream / base_stream:.2f} "
           f"http_ratio={real_http_rate / base_http:.2f} scrape_ratio={scrape_full / scrape_empty:.2f} "
           f"batch_ratio={real_batch / base_batch:.2f} batch_alerts_per_s={real_batch:.0f} "
-          f"scrape_ms={scrape_empty:.2f}/{scrape_full:.2f} unary_p99_ms={pct(real_lat, .99):.2f} unary_alerts_per_s={real_unary:.0f} stream_alerts_per_s={real_stream:.0f}")
+          f"scrape_ms={scrape_empty:.2f}/{scrape_full:.2f} unary_cpu_us={us(cpu_ru):.0f} empty_unary_cpu_us={us(cpu_eu):.0f} "
+          f"unary_p99_ms={pct(real_lat, .99):.2f} unary_alerts_per_s={real_unary:.0f} stream_alerts_per_s={real_stream:.0f}")
 
 
 if __name__ == "__main__":
