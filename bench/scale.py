@@ -15,7 +15,8 @@ Then, against each database in turn, a server process (no training workers) and 
   start-up time (process start to serving, 10,000 models: rules, facts) and one age sweep (in-process);
   CreateAlert -> decision latency in an open loop at half the empty database's capacity;
   GetAlert p99; ListAlerts p99 per filter (model, state, type, time window), five pages of 50 each;
-  GetFeedbackReport for one model / 30 days and for all models / 30 days;
+  GetFeedbackReport for one model / 30 days and for all models / 30 days (the daily aggregates are
+  brought up to date after the load, as the servers that run workers keep them: feedback/rollup.py);
   BacktestRules (default rules) over the most recent ~1M stored alerts (full database only);
   the web console's pages (/, /?range=7d, /models/{id}, /rules, /alerts/{id}) over HTTP, p50/p99 of
   CONSOLE_REQUESTS requests each (the hourly roll-up is brought up to date after the load, as a
@@ -352,6 +353,22 @@ async def console_rollup(url: str) -> float:
         await pool.close()
 
 
+async def feedback_rollup(url: str) -> float:
+    """Count the whole history into the feedback report's daily aggregates, as the servers that run
+    workers do every minute (feedback/rollup.py; the benchmark's servers run none); seconds taken."""
+    import asyncpg
+
+    from closedloop.server.feedback.rollup import roll_up
+
+    pool = await asyncpg.create_pool(url, min_size=1, max_size=1, command_timeout=None)
+    try:
+        t0 = time.perf_counter()
+        await roll_up(pool)
+        return time.perf_counter() - t0
+    finally:
+        await pool.close()
+
+
 async def prepare(server_url: str, args) -> dict[str, str]:
     import asyncpg
 
@@ -375,11 +392,13 @@ async def prepare(server_url: str, args) -> dict[str, str]:
                     await fill_history(conn, args.alerts, args.models, args.days, args.jobs, now)
                     secs = time.perf_counter() - t0
                     rolled = await console_rollup(urls[name])
+                    counted = await feedback_rollup(urls[name])
                     size = await conn.fetchval("SELECT pg_size_pretty(pg_database_size(current_database()))")
                     print(f"load: {args.alerts:,} alerts over {args.days} days in {secs:.0f} s "
                           f"({args.alerts / secs:,.0f} alerts/s with actions, keys, jobs; ANALYZE included); "
                           f"database {size}; console roll-up of the last {console_hourly.HORIZON.days} days "
-                          f"in {rolled:.1f} s")
+                          f"in {rolled:.1f} s; feedback roll-up of all {args.alerts:,} alerts in {counted:.0f} s "
+                          f"({args.alerts / counted:,.0f} alerts/s)")
                 else:
                     await conn.execute("ANALYZE")
             finally:

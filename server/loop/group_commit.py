@@ -30,7 +30,8 @@ from .stage_timings import StageTimings
 T = TypeVar("T")
 R = TypeVar("R")
 
-# Linger only when this many requests were in the last batch or are waiting now.
+# Linger only when this many requests were in the last batch or are waiting now; a second writer
+# starts when this many wait behind a busy one (measured with 2: smaller batches cost 16% of capacity).
 LINGER_FROM = 8
 
 
@@ -99,10 +100,13 @@ class GroupCommit(Generic[T, R]):
                     pass
             lingered = time.perf_counter()
             self.timings.add("writer_wait", lingered - waited)
-            if self._queue.qsize() + 1 >= LINGER_FROM or self._last_batch_size >= LINGER_FROM:
+            if lingered - waited < self.linger / 4 and (
+                    self._queue.qsize() + 1 >= LINGER_FROM or self._last_batch_size >= LINGER_FROM):
                 # Under heavy load, wait a moment for the RPCs being decoded right now: tens of
                 # items per commit instead of a few. Under light or moderate load the writer goes at
-                # once, so an item pays no delay when there is little to gain.
+                # once, so an item pays no delay when there is little to gain; nor after waiting for
+                # a writer, which already let the batch fill (measured: at 80% load every batch
+                # waited for a writer and then lingered 2.2 ms more).
                 await asyncio.sleep(self.linger)
             batch = [first]
             while len(batch) < self.max_batch and not self._queue.empty():
