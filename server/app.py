@@ -45,7 +45,7 @@ from .db.listener import DatabaseWatch
 from .db.migrations import migrate
 from .db.pool import create_pool
 from .errors import ConfigError
-from .feedback.rollup import FeedbackRollup
+from .feedback.rollup import feedback_rollup_task
 from .loop.age_sweep import AgeSweep
 from .loop.model_cache import ModelFactsCache
 from .loop.ingest import AlertIngestor
@@ -53,7 +53,7 @@ from .logging_setup import configure_logging
 from .loop.rule_engine import RuleEngine
 from .http.server import HttpSide
 from .notify.worker import DeliveryWorker
-from .store.console_hourly import ConsoleRollup
+from .store.console_hourly import console_rollup_task
 from .store.models import MODELS_CHANGED_CHANNEL
 from .store.partitions import PartitionMaintenance
 from .store.rules import RULES_CHANGED_CHANNEL
@@ -168,7 +168,7 @@ class ClosedLoopServer:
             # Every server keeps months ahead (and applies --retention); replicas take turns by a lock.
             self._tasks.append(PartitionMaintenance(self.pool, s.retention_period))
             # The console's hourly counts: on every server (any may serve the console), one at a time.
-            self._tasks.append(ConsoleRollup(self.pool))
+            self._tasks.append(console_rollup_task(self.pool))
             if s.age_sweep_interval > 0:
                 self._tasks.append(AgeSweep(self.pool, self.rules, self.ingestor, s.age_sweep_interval))
             if s.http_address:
@@ -178,7 +178,7 @@ class ClosedLoopServer:
                 self._tasks.append(self.notifier)
             if s.run_workers:
                 # Background work, like the jobs: ingest-only replicas leave the roll-up to the others.
-                self._tasks.append(FeedbackRollup(self.pool))
+                self._tasks.append(feedback_rollup_task(self.pool))
             for task in self._tasks:
                 await task.start()
         except BaseException:

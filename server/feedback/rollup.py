@@ -17,7 +17,7 @@ import datetime as dt
 import asyncpg
 import structlog
 
-from ..periodic import PeriodicTask
+from ..periodic import RollupTask
 from ..store import feedback_daily as daily
 from ..store import history
 from .tally import compile_sources, tally
@@ -65,21 +65,6 @@ async def roll_up(pool: asyncpg.Pool, *, settle_wait: float = SETTLE_WAIT_S, bat
                 counted += len(alerts)
 
 
-class FeedbackRollup(PeriodicTask):
+def feedback_rollup_task(pool: asyncpg.Pool, interval: float = INTERVAL_S) -> RollupTask:
     """The background task that runs `roll_up` every `interval` seconds (started by app.py)."""
-
-    name = "feedback_rollup"
-
-    def __init__(self, pool: asyncpg.Pool, interval: float = INTERVAL_S) -> None:
-        super().__init__(interval)
-        self.pool = pool
-
-    async def run_once(self) -> int:
-        try:
-            counted = await roll_up(self.pool)
-        except (asyncpg.PostgresError, OSError) as exc:
-            log.warning("feedback.rollup_failed", error=str(exc))  # the next pass retries
-            return 0
-        if counted:
-            log.info("feedback.rolled_up", alerts=counted)
-        return counted
+    return RollupTask("feedback_rollup", roll_up, pool, interval)

@@ -19,7 +19,7 @@ import datetime as dt
 import asyncpg
 import structlog
 
-from ..periodic import PeriodicTask
+from ..periodic import RollupTask
 from .feedback_daily import settle_point, settled
 
 log = structlog.get_logger(__name__)
@@ -101,22 +101,7 @@ async def roll_up(pool: asyncpg.Pool, *, settle_wait: float = SETTLE_WAIT_S, bat
                 await conn.execute("UPDATE console_rollup_state SET last_alert_id = $1, update_time = now()", top)
 
 
-class ConsoleRollup(PeriodicTask):
+def console_rollup_task(pool: asyncpg.Pool, interval: float = INTERVAL_S) -> RollupTask:
     """The background task that runs `roll_up` every `interval` seconds (started by app.py on every
     server: replicas take turns by the lock, and a pass with nothing new costs two small queries)."""
-
-    name = "console_rollup"
-
-    def __init__(self, pool: asyncpg.Pool, interval: float = INTERVAL_S) -> None:
-        super().__init__(interval)
-        self.pool = pool
-
-    async def run_once(self) -> int:
-        try:
-            counted = await roll_up(self.pool)
-        except (asyncpg.PostgresError, OSError) as exc:
-            log.warning("console.rollup_failed", error=str(exc))  # the next pass retries
-            return 0
-        if counted:
-            log.info("console.rolled_up", alert_ids=counted)
-        return counted
+    return RollupTask("console_rollup", roll_up, pool, interval)
