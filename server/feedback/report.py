@@ -139,7 +139,7 @@ def whole_days(start: dt.datetime, end: dt.datetime) -> tuple[dt.datetime, dt.da
 async def _with_actions(conn, alerts) -> tuple[dict[int, list], dict]:
     """The alerts' actions by alert id, and their rule sets compiled."""
     by_alert: dict[int, list] = defaultdict(list)
-    for act in await history.actions_for_alerts(conn, [a["id"] for a in alerts]):
+    for act in await history.actions_for_alerts(conn, alerts):
         by_alert[act["alert_id"]].append(act)
     sources = await history.rule_set_sources(conn, sorted({a["rule_set_version"] for a in alerts}))
     return by_alert, compile_sources(sources)

@@ -51,7 +51,7 @@ async def roll_up(pool: asyncpg.Pool, *, settle_wait: float = SETTLE_WAIT_S, bat
                 alerts = await daily.alerts_after(conn, low, hi, batch)
                 if not alerts:
                     return counted
-                actions = await history.actions_for_alerts(conn, [a["id"] for a in alerts])
+                actions = await history.actions_for_alerts(conn, alerts)
                 sources = await history.rule_set_sources(conn, sorted({a["rule_set_version"] for a in alerts}))
                 by_alert: dict[int, list] = {}
                 for act in actions:

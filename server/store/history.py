@@ -10,11 +10,16 @@ import asyncpg
 from .models import like_patterns
 
 
-async def actions_for_alerts(conn: asyncpg.Connection, alert_ids: Sequence[int]) -> list[asyncpg.Record]:
+async def actions_for_alerts(conn: asyncpg.Connection, alerts: Sequence[asyncpg.Record]) -> list[asyncpg.Record]:
+    """The actions of `alerts` (rows with id and create_time), in action order. An action is written in
+    its alert's insert transaction or later, never before it, so only the action months from the
+    alerts' earliest create_time on are read, not every month for every id."""
+    if not alerts:
+        return []
     return await conn.fetch(
         """SELECT id, alert_id, model_id, rule, kind, mode, priority, decision, job_id, create_time
-             FROM closed_loop_actions WHERE alert_id = ANY($1::bigint[]) ORDER BY id""",
-        list(alert_ids),
+             FROM closed_loop_actions WHERE alert_id = ANY($1::bigint[]) AND create_time >= $2 ORDER BY id""",
+        [a["id"] for a in alerts], min(a["create_time"] for a in alerts),
     )
 
 
@@ -141,9 +146,14 @@ async def alerts_before(conn: asyncpg.Connection, models: Sequence[str], times: 
         """SELECT DISTINCT ON (a.observe_time, a.id) a.id, a.model_id, a.alert_type, a.severity, a.metrics,
                   a.labels, a.source, a.observe_time, a.create_time, a.rule_set_version
              FROM unnest($1::text[], $2::timestamptz[]) AS h(model_id, time)
-             JOIN monitoring_alert_triggers a
-               ON a.model_id = h.model_id AND a.observe_time >= greatest(h.time - $3::interval, $4)
-              AND a.observe_time <= h.time AND a.observe_time < $5
+             -- One (model_id, observe_time) index range per pair, in the months of [start, end) only:
+             -- OFFSET 0 keeps the planner from flattening this into a hash join over every month's
+             -- alerts (10 s at ten million alerts; this: 0.6 s for 11,000 pairs).
+             CROSS JOIN LATERAL (
+                  SELECT * FROM monitoring_alert_triggers a
+                   WHERE a.model_id = h.model_id AND a.observe_time >= greatest(h.time - $3::interval, $4)
+                     AND a.observe_time <= h.time AND a.observe_time >= $4 AND a.observe_time < $5
+                  OFFSET 0) a
             ORDER BY a.observe_time, a.id""",
         list(models), list(times), window, start, end)
 

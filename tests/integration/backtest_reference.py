@@ -19,7 +19,7 @@ from closedloop.server.store import history
 async def reference_backtest(pool, candidate, start: dt.datetime, end: dt.datetime) -> BacktestReport:
     async with pool.acquire() as conn:
         alerts = await alert_store.alerts_in_window(conn, start, end)
-        actions = await history.actions_for_alerts(conn, [a["id"] for a in alerts])
+        actions = await history.actions_for_alerts(conn, alerts)
         registry = {r["model_id"]: r for r in await history.registry(conn)}
         job_seconds = await history.typical_job_seconds(conn)
         clock = _VersionClock(await history.promotions(conn))
