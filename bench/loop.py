@@ -26,6 +26,7 @@ import json
 import multiprocessing
 import os
 import random
+import shutil
 import signal
 import sys
 import tempfile
@@ -281,6 +282,7 @@ def main() -> None:
     finally:
         proc.terminate()
         proc.join(30)
+        shutil.rmtree(data_dir, ignore_errors=True)
     cost = 1 - r["with_rules"] / r["without"]
     print(f"no rules        {r['without']:8.0f} alerts/s (C={args.concurrency})")
     print(f"default rules   {r['with_rules']:8.0f} alerts/s  -> rules and decisions cost {cost:.1%} of throughput "
