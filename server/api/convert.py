@@ -116,7 +116,7 @@ def created_alert_message(sent: alert_pb2.Alert, alert: Mapping[str, Any],
     msg.observe_time.CopyFrom(timestamp(alert["observe_time"]))  # as stored: to the microsecond
     created = timestamp(alert["create_time"])
     msg.create_time.CopyFrom(created)
-    msg.update_time.CopyFrom(created if alert["update_time"] == alert["create_time"] else timestamp(alert["update_time"]))
+    msg.update_time.CopyFrom(created)  # a new alert has not been updated
     if actions:
         msg.actions.extend(action_message(a) for a in actions)
     return msg

@@ -181,7 +181,7 @@ def _walk(message: Message, prefix: str, out: list[FieldViolation]) -> None:
         return
     # Inlined per shape and kind, the path built only for a finding: this runs on every request.
     for fd, value in message.ListFields():
-        shape, kind = _shapes.get(fd) or _shape(fd)
+        shape, kind = _shapes.get(fd) or _shape(fd)  # cached: descriptor look-ups cost more than the checks
         if kind is None:
             continue  # ints, bools, enums, bytes: any value is storable; handlers check meaning
         name = fd.name
@@ -225,12 +225,7 @@ HANDLER_CHECKED_NUMBERS = frozenset({
 
 
 def _shape(fd) -> tuple[int, int | None]:
-    """(shape, what to check of the values) of a field, worked out once per field: descriptor
-    look-ups cost more than the checks on the ingest path."""
-    try:
-        return _shapes[fd]
-    except KeyError:
-        pass
+    """(shape, what to check of the values) of a field, worked out once per field and kept in _shapes."""
     if fd.full_name in HANDLER_CHECKED_NUMBERS:
         _shapes[fd] = _REPEATED, None
         return _shapes[fd]

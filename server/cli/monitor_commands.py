@@ -120,8 +120,7 @@ def monitor_log(args: argparse.Namespace) -> int:
 
 def models_profile(args: argparse.Namespace) -> int:
     from ..config import settings_from
-    from ..db.embedded import EmbeddedPostgres
-    from ..db.pool import create_pool
+    from ..db.pool import command_connection
     from ..executor.profiles import backfill_profile
     from ..executor.source_config import DataSources
     from ..store import monitoring as monitoring_store
@@ -129,23 +128,11 @@ def models_profile(args: argparse.Namespace) -> int:
     settings = settings_from(args)
 
     async def run() -> tuple[int, dict]:
-        embedded, url = None, settings.database_url
-        if url is None:
-            embedded = EmbeddedPostgres(settings.data_dir)
-            url = await embedded.start()
-        try:
-            pool = await create_pool(url, min_size=1, max_size=1, connect_timeout=settings.connect_timeout)
-            try:
-                async with pool.acquire() as conn:
-                    async with conn.transaction():
-                        version = await backfill_profile(conn, args.model_id, args.version or None,
-                                                         DataSources.from_settings(settings))
-                    summary = await monitoring_store.profile_summary(conn, args.model_id, version)
-            finally:
-                await pool.close()
-        finally:
-            if embedded is not None:
-                await embedded.stop()
+        async with command_connection(settings.database_url, settings.data_dir, settings.connect_timeout) as conn:
+            async with conn.transaction():
+                version = await backfill_profile(conn, args.model_id, args.version or None,
+                                                 DataSources.from_settings(settings))
+            summary = await monitoring_store.profile_summary(conn, args.model_id, version)
         return version, summary["summary"]
 
     from ..errors import ClosedLoopError

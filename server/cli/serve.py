@@ -24,29 +24,15 @@ def serve_command(args: argparse.Namespace) -> int:
 
 
 def migrate_command(args: argparse.Namespace) -> int:
-    from ..db.embedded import EmbeddedPostgres
     from ..db.migrations import migrate
-    from ..db.pool import create_pool
+    from ..db.pool import command_connection
 
     settings = settings_from(args)
     configure_logging(settings.log_format, settings.log_level)
 
     async def run() -> None:
-        embedded = None
-        url = settings.database_url
-        if url is None:
-            embedded = EmbeddedPostgres(settings.data_dir)
-            url = await embedded.start()
-        try:
-            pool = await create_pool(url, min_size=1, max_size=1, connect_timeout=settings.connect_timeout)
-            try:
-                async with pool.acquire() as conn:
-                    report = await migrate(conn)
-            finally:
-                await pool.close()
-        finally:
-            if embedded is not None:
-                await embedded.stop()
+        async with command_connection(settings.database_url, settings.data_dir, settings.connect_timeout) as conn:
+            report = await migrate(conn)
         applied = ", ".join(report.applied) or "none"
         print(f"migrations applied: {applied}; already applied before: {report.already}; "
               f"timescaledb: {'on' if report.timescale else 'not available (plain tables)'}")

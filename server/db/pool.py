@@ -145,3 +145,26 @@ async def transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
     async with pool.acquire() as conn:
         async with conn.transaction():
             yield conn
+
+
+@contextlib.asynccontextmanager
+async def command_connection(database_url: str | None, data_dir, connect_timeout: float
+                             ) -> AsyncIterator[asyncpg.Connection]:
+    """One connection for a CLI command that runs without a server: to `database_url`, or to the
+    embedded PostgreSQL in `data_dir`, started for the command and stopped after it."""
+    from .embedded import EmbeddedPostgres
+
+    embedded = None
+    if database_url is None:
+        embedded = EmbeddedPostgres(data_dir)
+        database_url = await embedded.start()
+    try:
+        pool = await create_pool(database_url, min_size=1, max_size=1, connect_timeout=connect_timeout)
+        try:
+            async with pool.acquire() as conn:
+                yield conn
+        finally:
+            await pool.close()
+    finally:
+        if embedded is not None:
+            await embedded.stop()

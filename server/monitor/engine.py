@@ -182,19 +182,17 @@ class MonitorEngine:
     async def log_observations(self, target: Target, columns: dict, predictions, first: dt.datetime,
                                last: dt.datetime) -> int:
         """Count one checked batch (all of it or, on InvalidArgument, none of it); returns its rows."""
-        key = (target.model_id, target.version, OBSERVATIONS)
-        pending = self._pending_for(key, target)
-        rows = pending.state.update(columns, predictions)
-        self.rows_counted += rows
-        pending.observed(first, last)
-        await self._flush_if_full(key, pending)
-        return rows
+        return await self._count(target, OBSERVATIONS, columns, predictions, first, last)
 
     async def log_outcomes(self, target: Target, outcomes, predictions, first: dt.datetime,
                            last: dt.datetime) -> int:
-        key = (target.model_id, target.version, OUTCOMES)
+        return await self._count(target, OUTCOMES, outcomes, predictions, first, last)
+
+    async def _count(self, target: Target, kind: str, values, predictions, first: dt.datetime,
+                     last: dt.datetime) -> int:
+        key = (target.model_id, target.version, kind)
         pending = self._pending_for(key, target)
-        rows = pending.state.update(outcomes, predictions)
+        rows = pending.state.update(values, predictions)
         self.rows_counted += rows
         pending.observed(first, last)
         await self._flush_if_full(key, pending)
