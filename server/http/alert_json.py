@@ -1,0 +1,196 @@
+"""The JSON of POST /v1/alerts and its reply, without protobuf's pure-Python json_format on the common path.
+
+json_format walks descriptors field by field in Python: ~35 µs to parse a CreateAlertRequest and ~30 µs
+to render an Alert, a sixth of what an HTTP alert costs the server. The shapes here are fixed and small,
+so this module reads and writes them directly with the C `json` module.
+
+It is an accelerator, not a second definition of the mapping. `parse_create_request` takes the fast
+road only for a body made of the fields a sender sets, each of the JSON type it must have; anything
+else (a null, an output-only field, an enum given by an unknown number, a duplicated key, NaN, a body
+that is not JSON) goes to json_format, which gives the answer and the error message it always gave.
+`alert_json` renders what json_format's MessageToJson renders (fields in number order, defaults
+omitted, int64 as strings, enums by name, non-finite doubles as "NaN"/"Infinity"). Both are checked
+against json_format on many generated messages (tests/unit/test_alert_json.py).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+from google.protobuf import json_format
+
+from closedloop.v1 import alert_pb2, common_pb2
+
+from ..errors import FieldViolation, InvalidArgument
+
+
+class _NotFast(Exception):
+    """The body is outside the fast road's shapes: json_format decides."""
+
+
+def parse_json(text: str, message):
+    """`message` filled from protobuf JSON by json_format; a body that is not one is INVALID_ARGUMENT on `body`."""
+    try:
+        return json_format.Parse(text, message)
+    except json_format.ParseError as exc:
+        raise InvalidArgument(FieldViolation("body", f"not a {type(message).__name__} in JSON: {exc}")) from None
+
+
+def parse_create_request(text: str) -> alert_pb2.CreateAlertRequest:
+    """A CreateAlertRequest from its JSON, exactly as json_format.Parse would read it."""
+    try:
+        return _parse_create(text)
+    except Exception:  # noqa: BLE001 - any surprise at all: the reference parser answers
+        return parse_json(text, alert_pb2.CreateAlertRequest())
+
+
+def _unique_keys(pairs: list) -> dict:
+    # json_format refuses a key given twice; the plain dict would keep the last one silently.
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        raise _NotFast
+    return obj
+
+
+def _parse_create(text: str) -> alert_pb2.CreateAlertRequest:
+    body = json.loads(text, object_pairs_hook=_unique_keys)
+    if type(body) is not dict:
+        raise _NotFast
+    request = alert_pb2.CreateAlertRequest()
+    seen: set[str] = set()
+    for key, value in body.items():
+        name = _REQUEST_FIELDS.get(key)
+        if name is None or name in seen:  # unknown, or given by both of its names: json_format says why
+            raise _NotFast
+        seen.add(name)
+        if name == "request_id" and type(value) is str:
+            request.request_id = value
+        elif name == "alert" and type(value) is dict:
+            request.alert.SetInParent()  # `"alert": {}` is a present, empty alert, as json_format reads it
+            _fill_alert(request.alert, value)
+        else:
+            raise _NotFast
+    return request
+
+
+_REQUEST_FIELDS = {"requestId": "request_id", "request_id": "request_id", "alert": "alert"}
+# The fields a sender sets, by both JSON names (json_format accepts the lowerCamelCase and the .proto name).
+_ALERT_FIELDS = {"modelId": "model_id", "model_id": "model_id", "type": "type", "severity": "severity",
+                 "metrics": "metrics", "labels": "labels", "source": "source",
+                 "observeTime": "observe_time", "observe_time": "observe_time"}
+_SEVERITY_BY_NAME = {v.name: v.number for v in common_pb2.Severity.DESCRIPTOR.values}
+
+
+def _fill_alert(alert: alert_pb2.Alert, fields: dict) -> None:
+    seen: set[str] = set()
+    for key, value in fields.items():
+        name = _ALERT_FIELDS.get(key)
+        if name is None or name in seen:
+            raise _NotFast
+        seen.add(name)
+        kind = type(value)
+        if name in ("model_id", "type", "source") and kind is str:
+            setattr(alert, name, value)
+        elif name == "severity" and kind is str and value in _SEVERITY_BY_NAME:
+            alert.severity = _SEVERITY_BY_NAME[value]
+        elif name == "metrics" and kind is dict:
+            for k, v in value.items():
+                # bool is an int to Python but not a number to json_format; NaN and infinities take
+                # json_format's road (they are refused later by validation, with its message).
+                if type(v) is float and math.isfinite(v):
+                    alert.metrics[k] = v
+                elif type(v) is int:
+                    alert.metrics[k] = float(v)
+                else:
+                    raise _NotFast
+        elif name == "labels" and kind is dict:
+            for k, v in value.items():
+                if type(v) is not str:
+                    raise _NotFast
+                alert.labels[k] = v
+        elif name == "observe_time" and kind is str:
+            alert.observe_time.FromJsonString(value)
+        else:
+            raise _NotFast
+
+
+def _names(enum) -> dict[int, str]:
+    return {v.number: v.name for v in enum.DESCRIPTOR.values}
+
+
+_SEVERITY = _names(common_pb2.Severity)
+_ALERT_STATE = _names(alert_pb2.AlertState)
+_ACTION_KIND = _names(alert_pb2.ActionKind)
+_RETRAIN_MODE = _names(common_pb2.RetrainMode)
+_PRIORITY = _names(common_pb2.Priority)
+_ACTION_STATE = _names(alert_pb2.ActionState)
+
+
+def _double(value: float):
+    if math.isfinite(value):
+        return value
+    return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+
+
+def _action(a: alert_pb2.Action) -> dict:
+    out: dict = {}
+    if a.id:
+        out["id"] = a.id
+    if a.alert_id:
+        out["alertId"] = a.alert_id
+    if a.rule:
+        out["rule"] = a.rule
+    if a.kind:
+        out["kind"] = _ACTION_KIND.get(a.kind, a.kind)
+    if a.mode:
+        out["mode"] = _RETRAIN_MODE.get(a.mode, a.mode)
+    if a.priority:
+        out["priority"] = _PRIORITY.get(a.priority, a.priority)
+    if a.state:
+        out["state"] = _ACTION_STATE.get(a.state, a.state)
+    if a.job_id:
+        out["jobId"] = a.job_id
+    if a.reason:
+        out["reason"] = a.reason
+    if a.model_id:
+        out["modelId"] = a.model_id
+    if a.rule_set_version:
+        out["ruleSetVersion"] = str(a.rule_set_version)
+    if a.HasField("cooldown_until"):
+        out["cooldownUntil"] = a.cooldown_until.ToJsonString()
+    if a.HasField("create_time"):
+        out["createTime"] = a.create_time.ToJsonString()
+    return out
+
+
+def alert_json(alert: alert_pb2.Alert) -> str:
+    """json_format.MessageToJson(alert, indent=None), field for field."""
+    out: dict = {}
+    if alert.id:
+        out["id"] = alert.id
+    if alert.model_id:
+        out["modelId"] = alert.model_id
+    if alert.type:
+        out["type"] = alert.type
+    if alert.severity:
+        out["severity"] = _SEVERITY.get(alert.severity, alert.severity)
+    if alert.metrics:
+        out["metrics"] = {k: _double(v) for k, v in alert.metrics.items()}
+    if alert.labels:
+        out["labels"] = dict(alert.labels)
+    if alert.source:
+        out["source"] = alert.source
+    if alert.HasField("observe_time"):
+        out["observeTime"] = alert.observe_time.ToJsonString()
+    if alert.HasField("create_time"):
+        out["createTime"] = alert.create_time.ToJsonString()
+    if alert.state:
+        out["state"] = _ALERT_STATE.get(alert.state, alert.state)
+    if alert.actions:
+        out["actions"] = [_action(a) for a in alert.actions]
+    if alert.rule_set_version:
+        out["ruleSetVersion"] = str(alert.rule_set_version)
+    if alert.HasField("update_time"):
+        out["updateTime"] = alert.update_time.ToJsonString()
+    return json.dumps(out)

@@ -1,0 +1,155 @@
+"""The HTTP side's alert JSON codec (server/http/alert_json.py) against protobuf's json_format.
+
+The codec is only allowed to be faster: for any body, parse_create_request gives the message
+json_format.Parse gives, or the same INVALID_ARGUMENT; alert_json renders what MessageToJson renders.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+from google.protobuf import json_format
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from closedloop.server.errors import InvalidArgument
+from closedloop.server.http.alert_json import alert_json, parse_create_request, parse_json
+from closedloop.v1 import alert_pb2
+
+SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+text = st.text(max_size=12)
+# Numbers as a sender writes them, plus what json_format must judge: bools, NaN, huge integers.
+numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(min_value=-10**400, max_value=10**400),
+                    st.booleans(), st.just("0.5"), st.none())
+enum_values = st.one_of(st.sampled_from(["SEVERITY_LOW", "SEVERITY_HIGH", "SEVERITY_UNSPECIFIED", "HIGH", ""]),
+                        st.integers(min_value=-2, max_value=9), st.none())
+times = st.one_of(st.sampled_from(["2026-11-27T15:00:00Z", "2026-11-27T15:00:00.123456789Z", "2026-11-27T15:00:00+02:00",
+                                   "2026-13-01T00:00:00Z", "yesterday", ""]), st.integers(), st.none())
+
+
+@st.composite
+def alert_objects(draw) -> dict:
+    names = {"model_id": ["modelId", "model_id"], "observe_time": ["observeTime", "observe_time"]}
+    candidates = {
+        "model_id": st.one_of(text, st.integers(), st.none()),
+        "type": st.one_of(st.sampled_from(["drift", "risk"]), text, st.none()),
+        "severity": enum_values,
+        "metrics": st.one_of(st.dictionaries(text, numbers, max_size=4), st.lists(numbers, max_size=2), st.none()),
+        "labels": st.one_of(st.dictionaries(text, st.one_of(text, st.integers(), st.none()), max_size=4), st.none()),
+        "source": st.one_of(text, st.none()),
+        "observe_time": times,
+        "id": text,  # output only: json_format's road
+        "bogus": text,
+    }
+    out = {}
+    for field in draw(st.lists(st.sampled_from(sorted(candidates)), unique=True, max_size=7)):
+        spelling = draw(st.sampled_from(names.get(field, [field])))
+        out[spelling] = draw(candidates[field])
+    if draw(st.booleans()) and "modelId" in out:  # a field by both of its names
+        out["model_id"] = out["modelId"]
+    return out
+
+
+@st.composite
+def bodies(draw) -> str:
+    body: object = {}
+    if draw(st.booleans()):
+        body["alert"] = draw(st.one_of(alert_objects(), st.none(), st.integers()))
+    if draw(st.booleans()):
+        body[draw(st.sampled_from(["requestId", "request_id"]))] = draw(st.one_of(text, st.integers(), st.none()))
+    if draw(st.integers(0, 20)) == 0:
+        body = draw(st.sampled_from([[], "alert", 3, None]))
+    rendered = json.dumps(body, allow_nan=True)
+    damage = draw(st.integers(0, 30))
+    if damage == 0:
+        rendered = rendered[: len(rendered) // 2]  # not JSON
+    elif damage == 1 and rendered.startswith("{\"alert\""):
+        rendered = rendered.replace("{", "{\"requestId\": \"a\", \"requestId\": \"b\", ", 1)  # a key twice
+    return rendered
+
+
+def reference(body: str):
+    try:
+        return parse_json(body, alert_pb2.CreateAlertRequest())
+    except InvalidArgument as exc:
+        return ("error", str(exc), [(v.field, v.description) for v in exc.violations])
+
+
+def fast(body: str):
+    try:
+        return parse_create_request(body)
+    except InvalidArgument as exc:
+        return ("error", str(exc), [(v.field, v.description) for v in exc.violations])
+
+
+@SETTINGS
+@given(bodies())
+def test_parse_matches_json_format(body):
+    assert fast(body) == reference(body)
+
+
+def test_parse_takes_the_common_body_without_json_format(monkeypatch):
+    body = json.dumps({"alert": {"modelId": "fx-1", "type": "drift", "severity": "SEVERITY_HIGH",
+                                 "metrics": {"drift_score": 0.4, "n": 3}, "labels": {"desk": "fx"},
+                                 "source": "mon", "observeTime": "2026-11-27T15:00:00.5Z"}, "requestId": "r-1"})
+    expected = reference(body)
+    monkeypatch.setattr(json_format, "Parse", lambda *a, **k: pytest.fail("json_format was used"))
+    assert parse_create_request(body) == expected
+
+
+def test_parse_refuses_like_json_format():
+    for body in ["{", '{"alert": {"severity": "LOUD"}}', '{"requestId": "a", "requestId": "b"}',
+                 '{"alert": {"observeTime": "soon"}}', '{"alertz": {}}', '{"alert": {"labels": {"a": 1}}}']:
+        result = fast(body)
+        assert result == reference(body)
+        assert result[0] == "error" and result[2][0][0] == "body"
+    # Shapes json_format accepts, oddly or not: the same message either way.
+    for body in ["[]", '{"alert": {"metrics": {"x": NaN}}}', '{"alert": {"modelId": "a", "model_id": "b"}}']:
+        assert fast(body) == reference(body)
+
+
+finite = st.floats(allow_nan=False, allow_infinity=False)
+
+
+@st.composite
+def alerts(draw) -> alert_pb2.Alert:
+    a = alert_pb2.Alert(
+        id=draw(text), model_id=draw(text), type=draw(text), severity=draw(st.integers(0, 6)),
+        metrics=draw(st.dictionaries(text, st.one_of(finite, st.sampled_from([math.inf, -math.inf, math.nan])),
+                                     max_size=4)),
+        labels=draw(st.dictionaries(text, text, max_size=3)), source=draw(text), state=draw(st.integers(0, 7)),
+        rule_set_version=draw(st.integers(0, 2**62)))
+    for field in ("observe_time", "create_time", "update_time"):
+        if draw(st.booleans()):
+            getattr(a, field).FromNanoseconds(draw(st.integers(0, 4 * 10**18)))
+    for _ in range(draw(st.integers(0, 3))):
+        action = a.actions.add(id=draw(text), alert_id=draw(text), rule=draw(text), kind=draw(st.integers(0, 6)),
+                               mode=draw(st.integers(0, 3)), priority=draw(st.integers(0, 5)),
+                               state=draw(st.integers(0, 9)), job_id=draw(text), reason=draw(text),
+                               model_id=draw(text), rule_set_version=draw(st.integers(0, 99)))
+        for field in ("cooldown_until", "create_time"):
+            if draw(st.booleans()):
+                getattr(action, field).FromNanoseconds(draw(st.integers(0, 4 * 10**18)))
+    return a
+
+
+def _same_json(ours: str, theirs: str) -> None:
+    ours_obj, theirs_obj = json.loads(ours), json.loads(theirs)
+    # NaN != NaN: compare the rendered strings json_format uses for it, which both must produce.
+    assert ours_obj == theirs_obj
+    assert list(ours_obj) == list(theirs_obj)  # fields in the same (number) order
+    for mine, ref in zip(ours_obj.get("actions", []), theirs_obj.get("actions", [])):
+        assert list(mine) == list(ref)
+
+
+@SETTINGS
+@given(alerts())
+def test_render_matches_json_format(alert):
+    _same_json(alert_json(alert), json_format.MessageToJson(alert, indent=None))
+
+
+def test_render_of_an_empty_alert():
+    assert alert_json(alert_pb2.Alert()) == "{}" == json_format.MessageToJson(alert_pb2.Alert(), indent=None)
