@@ -2,7 +2,7 @@
 
     python bench/scale.py [--alerts 10000000] [--models 10000] [--days 180] [--jobs 100000]
                           [--database-url postgresql://.../postgres]   (default: embedded pgserver;
-                          CLOSEDLOOP_TEST_DATABASE_URL works too)
+                          CLOSEDLOOP_TEST_DATABASE_URL works too) [--reuse]
 
 Two databases on one PostgreSQL, both migrated and both with the same --models registered models (3
 versions each, 2% of them past the default rules' 30-day age): "empty" has no history; "full" gets
@@ -369,6 +369,36 @@ async def feedback_rollup(url: str) -> float:
         await pool.close()
 
 
+async def _reusable(admin, server_url: str, db: str, alerts: int, models_wanted: int) -> bool:
+    """--reuse: the database a previous run loaded, if it holds what this run asks for. Its schema is
+    brought up to date (a new migration's indexes are built here, not in the measured start-up) and so
+    are its roll-ups; the alerts earlier runs' measurements added (a few thousand) stay."""
+    import asyncpg
+
+    from closedloop.server.db.migrations import migrate
+
+    if not await admin.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", db):
+        return False
+    url = urlunsplit(urlsplit(server_url)._replace(path="/" + db))
+    conn = await asyncpg.connect(url)
+    try:
+        stored = await conn.fetchval("SELECT count(*) FROM monitoring_alert_triggers")
+        models = await conn.fetchval("SELECT count(*) FROM monitoring_retraining_integration")
+        if stored < alerts or models != models_wanted or (alerts == 0 and stored > 100_000):
+            return False
+        t0 = time.perf_counter()
+        await migrate(conn)
+        await conn.execute("ANALYZE")
+        if alerts:
+            await console_rollup(url)
+            await feedback_rollup(url)
+        print(f"reused {db}: {stored:,} alerts, {models:,} models (migrations, ANALYZE and roll-ups "
+              f"brought up to date in {time.perf_counter() - t0:.0f} s)")
+        return True
+    finally:
+        await conn.close()
+
+
 async def prepare(server_url: str, args) -> dict[str, str]:
     import asyncpg
 
@@ -380,6 +410,10 @@ async def prepare(server_url: str, args) -> dict[str, str]:
     try:
         for name in ("empty", "full"):
             db = f"closedloop_scale_{name}"
+            if args.reuse and await _reusable(admin, server_url, db, args.alerts if name == "full" else 0,
+                                                  args.models):
+                urls[name] = urlunsplit(urlsplit(server_url)._replace(path="/" + db))
+                continue
             await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
             await admin.execute(f'CREATE DATABASE "{db}"')
             urls[name] = urlunsplit(urlsplit(server_url)._replace(path="/" + db))  # keeps ?host=...
@@ -418,6 +452,8 @@ def main() -> None:
     ap.add_argument("--latency-seconds", type=float, default=6.0)
     ap.add_argument("--db-timeout", type=float, default=5.0,
                     help="the servers' --db-timeout (a report or backtest that outlasts it is refused)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="keep the databases a previous run loaded on --database-url when they hold enough")
     ap.add_argument("--database-url", default=os.environ.get("CLOSEDLOOP_TEST_DATABASE_URL"),
                     help="a PostgreSQL server URL (two databases are created on it); default: embedded")
     args = ap.parse_args()
