@@ -109,9 +109,9 @@ class _VersionClock:
 
 class _Replay:
     """Both sides of a backtest, built page by page in observe_time order: the record's counts and
-    the candidate's simulation. `page()` is the hot loop: it builds facts and matches every alert
-    but runs the decider, the job clock and the outcome texts only for alerts that some rule matched
-    or that have stored decisions (most have neither)."""
+    the candidate's simulation. `page()` is the hot loop: it builds facts and matches only the
+    alerts some candidate rule can match, and runs the decider, the job clock and the outcome texts
+    only for alerts that some rule matched or that have stored decisions (most have neither)."""
 
     def __init__(self, candidate: CompiledRuleSet, start: dt.datetime, registry: list[asyncpg.Record],
                  job_seconds: dict[str, float], clock: _VersionClock) -> None:
@@ -142,28 +142,31 @@ class _Replay:
         """Replay the next rows of history.backtest_page, in order (continuing the rows before)."""
         self.alerts += len(rows)
         self.versions.update(r[9] for r in rows)
-        states, at, match, labels_seen = self.states, self.clock.at, self.candidate.match, self._labels
-        decode = _decode_json
+        states, at, plan, match = self.states, self.clock.at, self.candidate.plan, self.candidate.match
+        labels_seen, decode = self._labels, _decode_json
         for alert_id, model_id, type_, severity, metrics, labels, source, observed, received, _, acted in rows:
-            label_map = labels_seen.get(labels)
-            if label_map is None:
-                if len(labels_seen) >= LABEL_CACHE:
-                    labels_seen.clear()
-                label_map = labels_seen[labels] = decode(labels)[0]
-            state = states.get(model_id)
-            if state is not None:
-                # Facts as of the alert's arrival, like live ingest; the simulation's clock is observe_time.
-                version, since = at(model_id, received)
-                model = model_facts(enabled=state.enabled, version=version, version_time=since,
-                                    retrained_time=since, received=received)
-            else:
+            # Facts only for the alerts some rule of the candidate can match (the index's plan for
+            # the alert's type and model), and the model's facts only when one of those rules reads them.
+            rules = plan(type_, model_id)
+            matches = None
+            if rules.rules:
+                label_map = labels_seen.get(labels)
+                if label_map is None:
+                    if len(labels_seen) >= LABEL_CACHE:
+                        labels_seen.clear()
+                    label_map = labels_seen[labels] = decode(labels)[0]
                 model = None
-            alert = alert_facts(type=type_, model_id=model_id, severity=severity, metrics=decode(metrics)[0],
-                                labels=label_map, source=source, observe_time=observed, received=received)
-            matches = match(alert, model)
+                if rules.reads_model and model_id in states:
+                    # Facts as of the alert's arrival, like live ingest; the simulation's clock is observe_time.
+                    version, since = at(model_id, received)
+                    model = model_facts(enabled=states[model_id].enabled, version=version, version_time=since,
+                                        retrained_time=since, received=received)
+                alert = alert_facts(type=type_, model_id=model_id, severity=severity, metrics=decode(metrics)[0],
+                                    labels=label_map, source=source, observe_time=observed, received=received)
+                matches = match(alert, model)
             if not matches and acted is None:
                 continue  # nothing happened and nothing would have: the same outcome
-            cand = self._simulate(model_id, state, observed, matches) if matches else NOTHING
+            cand = self._simulate(model_id, states.get(model_id), observed, matches) if matches else NOTHING
             act = self._record(acted) if acted is not None else NOTHING
             if cand != act:
                 self.differences_total += 1
