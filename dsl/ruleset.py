@@ -177,6 +177,7 @@ class CompiledRuleSet:
                     by_model.setdefault(model, []).append(pos)
         # alert type -> model_id -> Plan: the cached merge of the index lists
         self._plans: dict[str, dict[str, Plan]] = {}
+        self._for_any_model: dict[str, Plan] = {}  # alert type -> its plan for the models no rule names
         self._planned = 0
 
     def __len__(self) -> int:
@@ -186,21 +187,31 @@ class CompiledRuleSet:
         return f"<CompiledRuleSet {self.filename} rules={len(self)} sha256={self.sha256[:12]}>"
 
     # --- the index ------------------------------------------------------------------------------
-    def _positions(self, alert_type: str, model_id: str) -> list[int]:
+    def _merged(self, alert_type: str, model_id: str | None) -> Plan:
+        compiled = [self._compiled[i] for i in self._positions(alert_type, model_id)]
+        return Plan(tuple((c.predicate, c.match) for c in compiled), any(c.reads_model for c in compiled))
+
+    def _positions(self, alert_type: str, model_id: str | None) -> list[int]:
         lists = []
         for type_key in (alert_type, None):
             by_model = self._index.get(type_key)
             if by_model:
-                for model_key in (model_id, None):
+                for model_key in (model_id, None) if model_id is not None else (None,):
                     if model_key in by_model:
                         lists.append(by_model[model_key])
         return list(heapq.merge(*lists))  # file order; a rule sits in one list per (type, model)
 
     def _plan(self, alert_type: str, model_id: str) -> Plan:
-        compiled = [self._compiled[i] for i in self._positions(alert_type, model_id)]
-        plan = Plan(tuple((c.predicate, c.match) for c in compiled), any(c.reads_model for c in compiled))
+        if any(model_id in self._index.get(type_key, ()) for type_key in (alert_type, None)):
+            plan = self._merged(alert_type, model_id)
+        else:
+            # No rule names this model: the type's plan for any model, merged once per type (an
+            # alert stream over ten thousand models would otherwise merge it once per model).
+            plan = self._for_any_model.get(alert_type)
+            if plan is None:
+                plan = self._for_any_model[alert_type] = self._merged(alert_type, None)
         if self._planned >= self._PLAN_CACHE:
-            self._plans, self._planned = {}, 0
+            self._plans, self._for_any_model, self._planned = {}, {}, 0
         self._plans.setdefault(alert_type, {})[model_id] = plan
         self._planned += 1
         return plan

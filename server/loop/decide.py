@@ -105,6 +105,9 @@ class Decider:
     def __init__(self, now: dt.datetime, states: dict[str, ModelState]) -> None:
         self.now = now
         self.states = states
+        # (seconds, per model, overridden) -> the cooldown's text in a SKIPPED_COOLDOWN reason: the
+        # most frequent decision of a backtest, with few distinct cooldowns, each formatted once.
+        self._cooldown_texts: dict[tuple, str] = {}
 
     def decide(self, model_id: str, matches: list[RuleMatch]) -> AlertDecision:
         state = self.states.get(model_id) or ModelState(registered=False)
@@ -187,9 +190,13 @@ class Decider:
 
     def _cooldown_text(self, state: ModelState, spec: ActionSpec) -> str:
         seconds = self._cooldown_seconds(state, spec) or 0
-        scope = "the model" if spec.cooldown_per_model else "the rule"
-        source = "model override" if state.cooldown_override_s is not None else scope
-        return f"{format_duration(seconds)} ({source})"
+        key = (seconds, spec.cooldown_per_model, state.cooldown_override_s is not None)
+        text = self._cooldown_texts.get(key)
+        if text is None:
+            scope = "the model" if spec.cooldown_per_model else "the rule"
+            source = "model override" if state.cooldown_override_s is not None else scope
+            text = self._cooldown_texts[key] = f"{format_duration(seconds)} ({source})"
+        return text
 
     def _cooldown_until(self, state: ModelState, rule: str, spec: ActionSpec) -> dt.datetime | None:
         seconds = self._cooldown_seconds(state, spec)
