@@ -27,6 +27,7 @@ from ..store import history
 from .decide import Decider, ModelState
 
 DEFAULT_JOB_SECONDS = 600.0
+DEFAULT_JOB_SPAN = dt.timedelta(seconds=DEFAULT_JOB_SECONDS)
 MAX_DIFFERENCES = 1000
 PAGE = 10_000  # alerts per statement; its timeout (--db-timeout) also runs while the page before is replayed
 SLICE = 2_000  # alerts replayed between two yields to the event loop (~20-30 ms of CPU)
@@ -117,12 +118,13 @@ class _Replay:
                  job_seconds: dict[str, float], clock: _VersionClock) -> None:
         self.candidate = candidate
         self.clock = clock
-        self.job_seconds = job_seconds
+        # how long a simulated job of each model stays active
+        self.job_spans = {m: dt.timedelta(seconds=s) for m, s in job_seconds.items()}
         self.states = {r["model_id"]: ModelState(
             registered=True, enabled=r["enabled"], cooldown_override_s=r["cooldown_override_s"],
             max_retrains_per_day=r["max_retrains_per_day"], current_version=r["current_version"])
             for r in registry}
-        self.decider = Decider(start, self.states)
+        self.decider = Decider(start, self.states, reasons=False)
         self.alerts = 0
         self.versions: Counter = Counter()
         # rule -> [matches, retrains], for each side
@@ -207,7 +209,7 @@ class _Replay:
         if decision.retrain is not None and decision.retrain.coalesce_into is None:
             self.decider.job_started(model_id, self.next_job)
             self.next_job -= 1
-            self.job_until[model_id] = now + dt.timedelta(seconds=self.job_seconds.get(model_id, DEFAULT_JOB_SECONDS))
+            self.job_until[model_id] = now + self.job_spans.get(model_id, DEFAULT_JOB_SPAN)
             self.day_jobs[model_id].append(now)
             self.cand_jobs[model_id] += 1
         for a in decision.actions:
