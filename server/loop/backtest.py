@@ -145,13 +145,14 @@ class _Replay:
         self.alerts += len(rows)
         self.versions.update(r[9] for r in rows)
         states, at, plan, match = self.states, self.clock.at, self.candidate.plan, self.candidate.match
-        labels_seen, decode = self._labels, _decode_json
+        labels_seen, decode, parse_time = self._labels, _decode_json, dt.datetime.fromisoformat
         for alert_id, model_id, type_, severity, metrics, labels, source, observed, received, _, acted in rows:
             # Facts only for the alerts some rule of the candidate can match (the index's plan for
             # the alert's type and model), and the model's facts only when one of those rules reads them.
             rules = plan(type_, model_id)
             matches = None
             if rules.rules:
+                observed, received = parse_time(observed), parse_time(received)
                 label_map = labels_seen.get(labels)
                 if label_map is None:
                     if len(labels_seen) >= LABEL_CACHE:
@@ -251,9 +252,8 @@ async def run_backtest(pool: asyncpg.Pool, candidate: CompiledRuleSet, start: dt
             while page:
                 following = None
                 if len(page) == PAGE:
-                    last = page[-1]
-                    following = asyncio.ensure_future(
-                        history.backtest_page(conn, start, end, (last["observe_time"], last["id"]), PAGE))
+                    after = (dt.datetime.fromisoformat(page[-1]["observe_time"]), page[-1]["id"])
+                    following = asyncio.ensure_future(history.backtest_page(conn, start, end, after, PAGE))
                 for i in range(0, len(page), SLICE):
                     await asyncio.sleep(0)  # (first: lets the next page's statement go out)
                     replay.page(page[i:i + SLICE])
