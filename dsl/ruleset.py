@@ -175,9 +175,11 @@ class CompiledRuleSet:
                 by_model = self._index.setdefault(type_, {})
                 for model in c.models if c.models is not None else (None,):
                     by_model.setdefault(model, []).append(pos)
-        # alert type -> model_id -> Plan: the cached merge of the index lists
+        # The cached merges of the index lists. alert type -> its plan for the models no rule names
+        # (when no rule names a model, the only cache); alert type -> model_id -> Plan otherwise.
+        self._names_models = any(model is not None for by_model in self._index.values() for model in by_model)
+        self._any_model: dict[str, Plan] = {}
         self._plans: dict[str, dict[str, Plan]] = {}
-        self._for_any_model: dict[str, Plan] = {}  # alert type -> its plan for the models no rule names
         self._planned = 0
 
     def __len__(self) -> int:
@@ -202,34 +204,43 @@ class CompiledRuleSet:
         return list(heapq.merge(*lists))  # file order; a rule sits in one list per (type, model)
 
     def _plan(self, alert_type: str, model_id: str) -> Plan:
+        if self._planned >= self._PLAN_CACHE:
+            self._plans, self._any_model, self._planned = {}, {}, 0
         if any(model_id in self._index.get(type_key, ()) for type_key in (alert_type, None)):
             plan = self._merged(alert_type, model_id)
         else:
             # No rule names this model: the type's plan for any model, merged once per type (an
             # alert stream over ten thousand models would otherwise merge it once per model).
-            plan = self._for_any_model.get(alert_type)
+            plan = self._any_model.get(alert_type)
             if plan is None:
-                plan = self._for_any_model[alert_type] = self._merged(alert_type, None)
-        if self._planned >= self._PLAN_CACHE:
-            self._plans, self._for_any_model, self._planned = {}, {}, 0
-        self._plans.setdefault(alert_type, {})[model_id] = plan
-        self._planned += 1
+                plan = self._any_model[alert_type] = self._merged(alert_type, None)
+                self._planned += 1
+        if self._names_models:
+            self._plans.setdefault(alert_type, {})[model_id] = plan
+            self._planned += 1
         return plan
 
     def plan(self, alert_type: str, model_id: str) -> Plan:
         """The rules ``match`` runs for an alert of this type and model (cached)."""
-        by_model = self._plans.get(alert_type)
-        plan = by_model.get(model_id) if by_model is not None else None
+        if self._names_models:
+            by_model = self._plans.get(alert_type)
+            plan = by_model.get(model_id) if by_model is not None else None
+        else:
+            plan = self._any_model.get(alert_type)
         return plan if plan is not None else self._plan(alert_type, model_id)
 
     # --- evaluation -----------------------------------------------------------------------------
     def match(self, alert: AlertFacts, model: ModelFacts | None) -> list[RuleMatch]:
         """The rules whose condition is true for this alert, in file order (hot path)."""
-        # Two plain dict lookups (no tuple key to build and hash) and a loop rather than a list
-        # comprehension (a frame of its own before Python 3.12): this is most of the cost when the
-        # index leaves one rule to run.
-        by_model = self._plans.get(alert.type)
-        plan = by_model.get(alert.model_id) if by_model is not None else None
+        # plan() inlined: plain dict lookups (no tuple key to build and hash; when no rule names a
+        # model, one lookup in a dict of alert types rather than one in a dict of every model) and
+        # a loop rather than a list comprehension (a frame of its own before Python 3.12): this is
+        # most of the cost when the index leaves one rule to run.
+        if self._names_models:
+            by_model = self._plans.get(alert.type)
+            plan = by_model.get(alert.model_id) if by_model is not None else None
+        else:
+            plan = self._any_model.get(alert.type)
         if plan is None:
             plan = self._plan(alert.type, alert.model_id)
         out = []
@@ -245,11 +256,7 @@ class CompiledRuleSet:
     def evaluated_rules(self, alert: AlertFacts) -> list[str]:
         """The names of the rules ``match`` evaluates for this alert (the index's candidates),
         from the same cached plan, so calling it for every alert stays cheap."""
-        by_model = self._plans.get(alert.type)
-        plan = by_model.get(alert.model_id) if by_model is not None else None
-        if plan is None:
-            plan = self._plan(alert.type, alert.model_id)
-        return [m.rule for _, m in plan.rules]
+        return [m.rule for _, m in self.plan(alert.type, alert.model_id).rules]
 
     def explain(self, alert: AlertFacts, model: ModelFacts | None) -> list[RuleExplanation]:
         """Per rule: the value of the condition and of each top-level clause, and the actions

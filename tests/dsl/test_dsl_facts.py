@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import random
 
 import pytest
 
 from closedloop.dsl import AlertFacts, ModelFacts, compile_rules
 from closedloop.dsl.facts import alert_facts, model_facts
+
+from .helpers import alert, model
 
 T0 = dt.datetime(2026, 11, 27, 12, 0, tzinfo=dt.timezone.utc)
 
@@ -55,3 +58,33 @@ rule known:
     assert not rules.plan("drift", "m1").reads_model
     assert rules.plan("age", "m1").reads_model and rules.plan("risk", "m2").reads_model
     assert rules.plan("data_quality", "m1").rules == ()
+
+
+@pytest.mark.parametrize("names_a_model", [False, True])
+def test_cached_plans_match_like_every_rule_through_cache_resets(names_a_model):
+    """Plans are cached per alert type when no rule names a model, per (type, model) otherwise,
+    and the caches are dropped past their size: matches stay those of evaluating every rule."""
+    source = '''
+rule drift:
+    when type == "drift" and metrics.x > 0.5
+    then record
+
+rule any_type:
+    when metrics.x > 0.9 or model.age > 1d
+    then record
+'''
+    if names_a_model:
+        source += '''
+rule m3_only:
+    when model_id == "m3" and type in ["drift", "risk"]
+    then record
+'''
+    rules = compile_rules(source, "cache.rules")
+    rules._PLAN_CACHE = 5  # instance override: reset often
+    rng = random.Random(3)
+    for _ in range(400):
+        facts = alert(type=rng.choice(["drift", "risk", "age", "other"]), model_id=f"m{rng.randrange(6)}",
+                      metrics={"x": rng.random()})
+        m = model(age=rng.choice([0.0, 2 * 86400.0])) if rng.random() < 0.8 else None
+        assert rules.match(facts, m) == rules.match_all(facts, m)
+        assert {r.rule for r in rules.match(facts, m)} <= set(rules.evaluated_rules(facts))
