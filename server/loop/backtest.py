@@ -27,6 +27,7 @@ from ..store import history
 from .decide import Decider, ModelState
 
 DEFAULT_JOB_SECONDS = 600.0
+DEFAULT_JOB_SPAN = dt.timedelta(seconds=DEFAULT_JOB_SECONDS)
 MAX_DIFFERENCES = 1000
 PAGE = 10_000  # alerts per statement; its timeout (--db-timeout) also runs while the page before is replayed
 SLICE = 2_000  # alerts replayed between two yields to the event loop (~20-30 ms of CPU)
@@ -109,20 +110,21 @@ class _VersionClock:
 
 class _Replay:
     """Both sides of a backtest, built page by page in observe_time order: the record's counts and
-    the candidate's simulation. `page()` is the hot loop: it builds facts and matches every alert
-    but runs the decider, the job clock and the outcome texts only for alerts that some rule matched
-    or that have stored decisions (most have neither)."""
+    the candidate's simulation. `page()` is the hot loop: it builds facts and matches only the
+    alerts some candidate rule can match, and runs the decider, the job clock and the outcome texts
+    only for alerts that some rule matched or that have stored decisions (most have neither)."""
 
     def __init__(self, candidate: CompiledRuleSet, start: dt.datetime, registry: list[asyncpg.Record],
                  job_seconds: dict[str, float], clock: _VersionClock) -> None:
         self.candidate = candidate
         self.clock = clock
-        self.job_seconds = job_seconds
+        # how long a simulated job of each model stays active
+        self.job_spans = {m: dt.timedelta(seconds=s) for m, s in job_seconds.items()}
         self.states = {r["model_id"]: ModelState(
             registered=True, enabled=r["enabled"], cooldown_override_s=r["cooldown_override_s"],
             max_retrains_per_day=r["max_retrains_per_day"], current_version=r["current_version"])
             for r in registry}
-        self.decider = Decider(start, self.states)
+        self.decider = Decider(start, self.states, reasons=False)
         self.alerts = 0
         self.versions: Counter = Counter()
         # rule -> [matches, retrains], for each side
@@ -142,28 +144,32 @@ class _Replay:
         """Replay the next rows of history.backtest_page, in order (continuing the rows before)."""
         self.alerts += len(rows)
         self.versions.update(r[9] for r in rows)
-        states, at, match, labels_seen = self.states, self.clock.at, self.candidate.match, self._labels
-        decode = _decode_json
+        states, at, plan, match = self.states, self.clock.at, self.candidate.plan, self.candidate.match
+        labels_seen, decode, parse_time = self._labels, _decode_json, dt.datetime.fromisoformat
         for alert_id, model_id, type_, severity, metrics, labels, source, observed, received, _, acted in rows:
-            label_map = labels_seen.get(labels)
-            if label_map is None:
-                if len(labels_seen) >= LABEL_CACHE:
-                    labels_seen.clear()
-                label_map = labels_seen[labels] = decode(labels)[0]
-            state = states.get(model_id)
-            if state is not None:
-                # Facts as of the alert's arrival, like live ingest; the simulation's clock is observe_time.
-                version, since = at(model_id, received)
-                model = model_facts(enabled=state.enabled, version=version, version_time=since,
-                                    retrained_time=since, received=received)
-            else:
+            # Facts only for the alerts some rule of the candidate can match (the index's plan for
+            # the alert's type and model), and the model's facts only when one of those rules reads them.
+            rules = plan(type_, model_id)
+            matches = None
+            if rules.rules:
+                observed, received = parse_time(observed), parse_time(received)
+                label_map = labels_seen.get(labels)
+                if label_map is None:
+                    if len(labels_seen) >= LABEL_CACHE:
+                        labels_seen.clear()
+                    label_map = labels_seen[labels] = decode(labels)[0]
                 model = None
-            alert = alert_facts(type=type_, model_id=model_id, severity=severity, metrics=decode(metrics)[0],
-                                labels=label_map, source=source, observe_time=observed, received=received)
-            matches = match(alert, model)
+                if rules.reads_model and model_id in states:
+                    # Facts as of the alert's arrival, like live ingest; the simulation's clock is observe_time.
+                    version, since = at(model_id, received)
+                    model = model_facts(enabled=states[model_id].enabled, version=version, version_time=since,
+                                        retrained_time=since, received=received)
+                alert = alert_facts(type=type_, model_id=model_id, severity=severity, metrics=decode(metrics)[0],
+                                    labels=label_map, source=source, observe_time=observed, received=received)
+                matches = match(alert, model)
             if not matches and acted is None:
                 continue  # nothing happened and nothing would have: the same outcome
-            cand = self._simulate(model_id, state, observed, matches) if matches else NOTHING
+            cand = self._simulate(model_id, states.get(model_id), observed, matches) if matches else NOTHING
             act = self._record(acted) if acted is not None else NOTHING
             if cand != act:
                 self.differences_total += 1
@@ -204,7 +210,7 @@ class _Replay:
         if decision.retrain is not None and decision.retrain.coalesce_into is None:
             self.decider.job_started(model_id, self.next_job)
             self.next_job -= 1
-            self.job_until[model_id] = now + dt.timedelta(seconds=self.job_seconds.get(model_id, DEFAULT_JOB_SECONDS))
+            self.job_until[model_id] = now + self.job_spans.get(model_id, DEFAULT_JOB_SPAN)
             self.day_jobs[model_id].append(now)
             self.cand_jobs[model_id] += 1
         for a in decision.actions:
@@ -246,9 +252,8 @@ async def run_backtest(pool: asyncpg.Pool, candidate: CompiledRuleSet, start: dt
             while page:
                 following = None
                 if len(page) == PAGE:
-                    last = page[-1]
-                    following = asyncio.ensure_future(
-                        history.backtest_page(conn, start, end, (last["observe_time"], last["id"]), PAGE))
+                    after = (dt.datetime.fromisoformat(page[-1]["observe_time"]), page[-1]["id"])
+                    following = asyncio.ensure_future(history.backtest_page(conn, start, end, after, PAGE))
                 for i in range(0, len(page), SLICE):
                     await asyncio.sleep(0)  # (first: lets the next page's statement go out)
                     replay.page(page[i:i + SLICE])

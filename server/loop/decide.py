@@ -102,9 +102,15 @@ def merge_retrains(specs: Iterable[ActionSpec]) -> tuple[str, int] | None:
 
 
 class Decider:
-    def __init__(self, now: dt.datetime, states: dict[str, ModelState]) -> None:
+    def __init__(self, now: dt.datetime, states: dict[str, ModelState], *, reasons: bool = True) -> None:
+        """`reasons`: format the reason texts of the PlannedActions. A backtest, which compares
+        decisions and never shows why, passes False: those reasons are "", the decisions the same."""
         self.now = now
         self.states = states
+        self.reasons = reasons
+        # A rule set has few distinct cooldowns: each one's timedelta and text, built once.
+        self._spans: dict[float, dt.timedelta] = {}
+        self._cooldown_texts: dict[tuple, str] = {}
 
     def decide(self, model_id: str, matches: list[RuleMatch]) -> AlertDecision:
         state = self.states.get(model_id) or ModelState(registered=False)
@@ -117,7 +123,7 @@ class Decider:
                 mode = spec.mode.upper() if spec.mode else None
                 if spec.kind in ("record", "notify"):
                     actions.append(PlannedAction(match.rule, kind, None, None, "RECORDED",
-                                                 f"{spec.kind}: rule matched"))
+                                                 f"{spec.kind}: rule matched" if self.reasons else ""))
                     continue
                 unavailable = self._unavailable(state)
                 if unavailable:
@@ -139,7 +145,7 @@ class Decider:
                     actions.append(PlannedAction(
                         match.rule, kind, mode, spec.priority, "SKIPPED_COOLDOWN",
                         f"cooldown of {self._cooldown_text(state, spec)} for model {model_id} runs until "
-                        f"{until.isoformat(timespec='seconds')}", until))
+                        f"{until.isoformat(timespec='seconds')}" if self.reasons else "", until))
                     continue
                 wanting.append((match.rule, spec))
         retrain = None
@@ -148,15 +154,16 @@ class Decider:
             rules = tuple(rule for rule, _ in wanting)
             if state.active_job is not None:
                 retrain = RetrainRequest(mode, priority, rules, state.active_job)
-                reason = f"joined active job {state.active_job} of model {model_id}"
+                reason = f"joined active job {state.active_job} of model {model_id}" if self.reasons else ""
                 decision = "COALESCED"
             elif state.max_retrains_per_day and state.automated_today >= state.max_retrains_per_day:
                 reason = (f"daily budget of {state.max_retrains_per_day} automated retrains for model "
-                          f"{model_id} is spent")
+                          f"{model_id} is spent" if self.reasons else "")
                 decision = "SKIPPED_BUDGET"
             else:
                 retrain = RetrainRequest(mode, priority, rules, None)
-                reason = f"retrain {mode.lower()} at priority {LEVEL_NAMES[priority]} (merged from {len(rules)} rule(s))"
+                reason = (f"retrain {mode.lower()} at priority {LEVEL_NAMES[priority]} (merged from {len(rules)} "
+                          "rule(s))" if self.reasons else "")
                 decision = "QUEUED"
                 state.automated_today += 1
                 state.last_automated = self.now
@@ -187,9 +194,13 @@ class Decider:
 
     def _cooldown_text(self, state: ModelState, spec: ActionSpec) -> str:
         seconds = self._cooldown_seconds(state, spec) or 0
-        scope = "the model" if spec.cooldown_per_model else "the rule"
-        source = "model override" if state.cooldown_override_s is not None else scope
-        return f"{format_duration(seconds)} ({source})"
+        key = (seconds, spec.cooldown_per_model, state.cooldown_override_s is not None)
+        text = self._cooldown_texts.get(key)
+        if text is None:
+            scope = "the model" if spec.cooldown_per_model else "the rule"
+            source = "model override" if state.cooldown_override_s is not None else scope
+            text = self._cooldown_texts[key] = f"{format_duration(seconds)} ({source})"
+        return text
 
     def _cooldown_until(self, state: ModelState, rule: str, spec: ActionSpec) -> dt.datetime | None:
         seconds = self._cooldown_seconds(state, spec)
@@ -198,5 +209,8 @@ class Decider:
         last = state.last_automated if spec.cooldown_per_model else state.last_queued_by_rule.get(rule)
         if last is None:
             return None
-        until = last + dt.timedelta(seconds=seconds)
+        span = self._spans.get(seconds)
+        if span is None:
+            span = self._spans[seconds] = dt.timedelta(seconds=seconds)
+        until = last + span
         return until if until > self.now else None

@@ -13,7 +13,7 @@ from .helpers import synthetic_model
 
 AGE_RULES = """
 rule old_news:
-    when type == "drift" and age > 1h
+    when type == "drift" and age > 1h and model.registered
     then record
 """
 UTC = dt.timezone.utc
