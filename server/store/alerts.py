@@ -170,7 +170,7 @@ async def list_alerts(conn: asyncpg.Connection, *, model_id: str | None, alert_t
     filter, which is fine for "everything" and a disaster for one model among ten thousand. Each
     filter has an index (filter, observe_time DESC, id DESC) in every month; the upper time bound
     also lets the planner skip months newer than the cursor. The state has one partial index per
-    value instead (migrations/0011_alert_state_indexes.sql), so it is written as a literal: the
+    value instead (migrations/0011_state_and_retrain_indexes.sql), so it is written as a literal: the
     planner can only use an index whose predicate it can prove, and a parameter proves nothing.
     """
     conditions: list[str] = []

@@ -25,3 +25,9 @@ CREATE INDEX monitoring_alert_triggers_acknowledged_time ON monitoring_alert_tri
 CREATE INDEX monitoring_alert_triggers_resolved_time ON monitoring_alert_triggers (observe_time DESC, id DESC)
     WHERE state = 'RESOLVED';
 DROP INDEX monitoring_alert_triggers_state_time;
+
+-- Rule facts (store/models.py _FACTS): the time since a model's last successful retrain is one
+-- backward probe of this index per model (an index-only scan once the jobs are vacuumed) instead of
+-- reading every job of the model, so the facts cache can re-read all ten thousand models every few
+-- seconds (loop/model_cache.py FactsRefresher: ~5 ms per thousand models at 100,000 jobs).
+CREATE INDEX retrain_jobs_model_succeeded ON retrain_jobs (model_id, end_time DESC) WHERE state = 'SUCCEEDED';
