@@ -125,16 +125,16 @@ class ModelFactsCache:
         async with self.pool.acquire() as conn:
             rows = await (model_store.model_facts(conn, model_ids) if model_ids is not None
                           else model_store.model_facts_page(conn, after, REFRESH_PAGE))
-        # The store gives ages relative to the database's clock; anchor them on ours once.
-        now = dt.datetime.now(dt.timezone.utc)
+        # The stored times are on the database's clock; shift them onto ours once per read, so the
+        # ages a rule reads (relative to when this server received the alert) do not depend on skew.
+        shift = dt.datetime.now(dt.timezone.utc) - rows[0]["db_now"] if rows else dt.timedelta(0)
         found = {}
         for r in rows:
+            version_time, retrained_time = r["version_time"], r["retrained_time"]
             found[r["model_id"]] = ModelEntry(
                 enabled=r["enabled"], version=r["current_version"],
-                version_time=None if r["age_s"] is None else now - dt.timedelta(seconds=float(r["age_s"])),
-                retrained_time=(None if r["last_retrained_s"] is None
-                                else now - dt.timedelta(seconds=float(r["last_retrained_s"]))),
-            )
+                version_time=None if version_time is None else version_time + shift,
+                retrained_time=None if retrained_time is None else retrained_time + shift)
         if self._cleared > generation:
             return found  # everything was dropped while this read ran
         # A page says nothing about models it did not find (one may register meanwhile): only the

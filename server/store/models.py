@@ -61,14 +61,13 @@ async def list_models(conn: asyncpg.Connection, *, after: str | None, limit: int
     )
 
 
-# What rules may read about models: enabled, version, age of the current version, time since the last
-# successful retrain (one probe of retrain_jobs_model_succeeded, migrations/0011, per model); {models}
-# selects the registry rows.
-_FACTS = """SELECT m.model_id, m.enabled, m.current_version,
-                   extract(epoch FROM now() - m.current_version_time) AS age_s,
-                   extract(epoch FROM now() - (SELECT max(j.end_time) FROM retrain_jobs j
-                                                WHERE j.model_id = m.model_id AND j.state = 'SUCCEEDED'))
-                       AS last_retrained_s
+# What rules may read about models: enabled, version, when the current version was promoted, when the
+# last successful retrain ended (one probe of retrain_jobs_model_succeeded, migrations/0011, per model),
+# and the database's clock (db_now) to read those times against; {models} selects the registry rows.
+_FACTS = """SELECT m.model_id, m.enabled, m.current_version, m.current_version_time AS version_time,
+                   (SELECT max(j.end_time) FROM retrain_jobs j
+                     WHERE j.model_id = m.model_id AND j.state = 'SUCCEEDED') AS retrained_time,
+                   now() AS db_now
               FROM ({models}) m
              ORDER BY m.model_id"""
 

@@ -39,13 +39,10 @@ async def test_the_bulk_refresh_reads_what_the_per_model_read_reads(registry):
     assert [r["model_id"] for r in pages[0]] == sorted(MODELS)[:5]
     assert [r["model_id"] for r in pages[1]] == sorted(MODELS)[5:10]
     assert by_name.keys() == everything.keys() == set(MODELS)
-    for m in MODELS:  # ages differ by the moments the two statements ran
+    for m in MODELS:
         a, b = by_name[m], everything[m]
-        assert (a["enabled"], a["current_version"]) == (b["enabled"], b["current_version"])
-        assert float(a["age_s"]) == pytest.approx(float(b["age_s"]), abs=5)
-        assert (a["last_retrained_s"] is None) == (b["last_retrained_s"] is None) == (m in ("m0", "m1"))
-        if a["last_retrained_s"] is not None:
-            assert float(a["last_retrained_s"]) == pytest.approx(float(b["last_retrained_s"]), abs=5)
+        assert {k: v for k, v in a.items() if k != "db_now"} == {k: v for k, v in b.items() if k != "db_now"}
+        assert (a["retrained_time"] is None) == (m in ("m0", "m1"))  # failed jobs are no retrain
 
 
 async def test_after_a_refresh_no_alert_waits_for_a_facts_read(registry, monkeypatch):
