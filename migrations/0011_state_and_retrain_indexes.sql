@@ -13,7 +13,9 @@
 -- prove the index's predicate) it is cheaper than the time index for every data shape.
 --
 -- Write cost is unchanged: a row is in exactly one of them, as it was in exactly one range of the
--- composite index (a state change moves it, as it did).
+-- composite index (a state change moves it, as it did). Building them reads the alert table once per
+-- state and holds off alert writes meanwhile (migrations run in a transaction, so not CONCURRENTLY):
+-- on ten million alerts, plan a maintenance window of a few minutes.
 CREATE INDEX monitoring_alert_triggers_open_time ON monitoring_alert_triggers (observe_time DESC, id DESC)
     WHERE state = 'OPEN';
 CREATE INDEX monitoring_alert_triggers_actioned_time ON monitoring_alert_triggers (observe_time DESC, id DESC)
