@@ -47,7 +47,7 @@ from .db.pool import create_pool
 from .errors import ConfigError
 from .feedback.rollup import feedback_rollup_task
 from .loop.age_sweep import AgeSweep
-from .loop.model_cache import ModelFactsCache
+from .loop.model_cache import FactsRefresher, ModelFactsCache
 from .loop.ingest import AlertIngestor
 from .logging_setup import configure_logging
 from .loop.rule_engine import RuleEngine
@@ -154,6 +154,7 @@ class ClosedLoopServer:
             self.monitor = MonitorServicer(self.pool, self.ingestor, f"{socket.gethostname()}:{os.getpid()}:"
                                            f"{uuid.uuid4().hex[:8]}")
             self._tasks.append(self.monitor)
+            self._tasks.append(FactsRefresher(self.facts))
             await self._watch_database()
             if s.run_workers and s.workers > 0:
                 # Imported here so ingest-only processes never load the training stack.

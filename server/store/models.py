@@ -61,17 +61,31 @@ async def list_models(conn: asyncpg.Connection, *, after: str | None, limit: int
     )
 
 
+# What rules may read about models: enabled, version, when the current version was promoted, when the
+# last successful retrain ended (one probe of retrain_jobs_model_succeeded, migrations/0011, per model),
+# and the database's clock (db_now) to read those times against; {models} selects the registry rows.
+_FACTS = """SELECT m.model_id, m.enabled, m.current_version, m.current_version_time AS version_time,
+                   (SELECT max(j.end_time) FROM retrain_jobs j
+                     WHERE j.model_id = m.model_id AND j.state = 'SUCCEEDED') AS retrained_time,
+                   now() AS db_now
+              FROM ({models}) m
+             ORDER BY m.model_id"""
+
+
 async def model_facts(conn: asyncpg.Connection, model_ids: Sequence[str]) -> list[asyncpg.Record]:
-    """What rules may read about models: enabled, version, age of the current version."""
+    """The facts of these models (the registered ones among them)."""
     return await conn.fetch(
-        """SELECT m.model_id, m.enabled, m.current_version,
-                  extract(epoch FROM now() - m.current_version_time) AS age_s,
-                  extract(epoch FROM now() - (SELECT max(j.end_time) FROM retrain_jobs j
-                                               WHERE j.model_id = m.model_id AND j.state = 'SUCCEEDED'))
-                      AS last_retrained_s
-             FROM monitoring_retraining_integration m WHERE m.model_id = ANY($1::text[])""",
-        list(model_ids),
-    )
+        _FACTS.format(models="SELECT * FROM monitoring_retraining_integration WHERE model_id = ANY($1::text[])"),
+        list(model_ids))
+
+
+async def model_facts_page(conn: asyncpg.Connection, after: str, limit: int) -> list[asyncpg.Record]:
+    """The facts of the first `limit` registered models after `after` by model_id (the facts cache's
+    bulk refresh reads every model in such pages)."""
+    return await conn.fetch(
+        _FACTS.format(models="""SELECT * FROM monitoring_retraining_integration WHERE model_id > $1
+                                 ORDER BY model_id LIMIT $2"""),
+        after, limit)
 
 
 def _decision_lock_key(model_id: str) -> int:
