@@ -31,7 +31,7 @@ from ..store import history
 from .definitions import (DEFINITIONS, HARMED, HELPED, NO_EFFECT, beat_champion, false_positive, judged, missed,
                           verdict)
 from .suggest import ThresholdSuggestion, suggest_thresholds
-from .tally import Tallies, compile_sources, quiet_rules, tally
+from .tally import CheckedRules, Counted, Tallies, compile_sources, tally
 
 DEFAULT_WINDOW = dt.timedelta(days=30)
 DEFAULT_FN_WINDOW = dt.timedelta(hours=24)
@@ -136,22 +136,21 @@ def whole_days(start: dt.datetime, end: dt.datetime) -> tuple[dt.datetime, dt.da
     return (first, last) if first < last else (start, start)
 
 
-async def _with_actions(conn, alerts) -> tuple[dict[int, list], dict]:
-    """The alerts' actions by alert id, and their rule sets compiled."""
-    by_alert: dict[int, list] = defaultdict(list)
-    for act in await history.actions_for_alerts(conn, alerts):
-        by_alert[act["alert_id"]].append(act)
-    sources = await history.rule_set_sources(conn, sorted({a["rule_set_version"] for a in alerts}))
-    return by_alert, compile_sources(sources)
+async def _checked_rules(conn, rows) -> CheckedRules:
+    """The rules each of `rows` (alerts or groups of them) was checked against, by their rule sets."""
+    versions = sorted({r["rule_set_version"] for r in rows if r["rule_set_version"] is not None})
+    return CheckedRules(compile_sources(await history.rule_set_sources(conn, versions)))
 
 
 async def _count_alerts(conn, start, end, model_id, rule, scopes, by_rule, by_model) -> None:
     """The per-alert figures: the aggregates' whole days, plus the alerts they do not hold."""
     first, last = whole_days(start, end)
     after_id = await daily.watermark(conn)
-    alerts = await daily.uncounted_alerts(conn, start, end, first, last, after_id, model_id, scopes)
-    by_alert, compiled = await _with_actions(conn, alerts)
-    counted: Tallies = tally(alerts, by_alert, compiled, lambda a: None)
+    groups = await daily.uncounted_alerts(conn, start, end, first, last, after_id, model_id, scopes)
+    counted: Tallies = tally(
+        (Counted(None, g["model_id"], g["alert_type"], g["rule_set_version"],
+                 list(zip(g["rules"], g["decisions"])) if g["rules"] else (), g["n"]) for g in groups),
+        await _checked_rules(conn, groups))
     rows = [(r["rule"], r["model_id"], r["triggers"], {d: r[c] for d, c in daily.DECISION_COLUMNS.items()},
              r["quiet"]) for r in await daily.rule_sums(conn, first.date(), last.date(), model_id, rule, scopes)]
     rows += [(r, m, c.triggers, c.decisions, c.quiet) for (_, m, r), c in counted.rules.items()
@@ -200,7 +199,7 @@ async def build_report(pool: asyncpg.Pool, *, model_id: str | None, rule: str | 
         pairs = [(m, t) for m, times in helpful_by_model.items() for t in times]
         near = await history.alerts_before(conn, [m for m, _ in pairs], [t for _, t in pairs], fn_window,
                                            start, end)
-        near_actions, compiled = await _with_actions(conn, near)
+        checked = await _checked_rules(conn, near)
 
     verdicts = []
     for act in actions:
@@ -222,7 +221,7 @@ async def build_report(pool: asyncpg.Pool, *, model_id: str | None, rule: str | 
     for a in near:
         if not missed(a["observe_time"], helpful_by_model.get(a["model_id"], ()), fn_window):
             continue
-        for name in quiet_rules(a, {act["rule"] for act in near_actions.get(a["id"], [])}, compiled):
+        for name in checked.quiet(a["rule_set_version"], a["alert_type"], a["model_id"], a["rules"] or ()):
             if rule and name != rule:
                 continue
             by_rule[name].quiet_missed += 1
