@@ -136,6 +136,22 @@ def whole_days(start: dt.datetime, end: dt.datetime) -> tuple[dt.datetime, dt.da
     return (first, last) if first < last else (start, start)
 
 
+def _ranges_before(times_by_model: dict[str, list[dt.datetime]],
+                   window: dt.timedelta) -> list[tuple[str, dt.datetime, dt.datetime]]:
+    """(model, low, high): the instants within `window` before (and at) one of the model's times, as
+    closed ranges that do not overlap, so the alerts in them are read once each."""
+    out = []
+    for model, times in times_by_model.items():
+        merged: list[list[dt.datetime]] = []
+        for t in sorted(times):
+            if merged and t - window <= merged[-1][1]:
+                merged[-1][1] = t
+            else:
+                merged.append([t - window, t])
+        out += [(model, low, high) for low, high in merged]
+    return out
+
+
 async def _checked_rules(conn, rows) -> CheckedRules:
     """The rules each of `rows` (alerts or groups of them) was checked against, by their rule sets."""
     versions = sorted({r["rule_set_version"] for r in rows if r["rule_set_version"] is not None})
@@ -196,9 +212,9 @@ async def build_report(pool: asyncpg.Pool, *, model_id: str | None, rule: str | 
         for o in await history.promoted_retrains(conn, start, end + fn_window, model_id, scopes):
             if beat_champion(o):
                 helpful_by_model[o["model_id"]].append(o["time"])
-        pairs = [(m, t) for m, times in helpful_by_model.items() for t in times]
-        near = await history.alerts_before(conn, [m for m, _ in pairs], [t for _, t in pairs], fn_window,
-                                           start, end)
+        ranges = _ranges_before(helpful_by_model, fn_window)
+        near = await history.alerts_in_ranges(conn, [r[0] for r in ranges], [r[1] for r in ranges],
+                                              [r[2] for r in ranges], start, end)
         checked = await _checked_rules(conn, near)
 
     verdicts = []

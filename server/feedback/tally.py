@@ -59,19 +59,24 @@ def compile_sources(sources: Mapping[int, Mapping]) -> dict:
 class CheckedRules:
     """The rules of its set an alert was checked against (CompiledRuleSet.evaluated_rules: the rule
     index's candidates). The index chooses them by the alert's type and model id alone, never by
-    its metrics, labels or times, so they are looked up once per (set version, type, model) rather
-    than from every alert's facts: the report asks this for tens of thousands of alerts."""
+    its metrics, labels or times, and every model that no rule of the set names (RuleInfo.model_ids)
+    gets the same ones; so they are looked up once per set version, type and named model, not from
+    every alert's facts: the report asks this for tens of thousands of alerts."""
 
     def __init__(self, compiled: dict) -> None:
         self.compiled = compiled
+        self._named = {version: {m for r in ruleset.rules for m in r.model_ids or ()}
+                       for version, ruleset in compiled.items()}
         self._memo: dict[tuple, tuple[str, ...]] = {}
 
     def __call__(self, version: int | None, alert_type: str, model_id: str) -> tuple[str, ...]:
-        key = (version, alert_type, model_id)
+        ruleset = self.compiled.get(version)
+        if ruleset is None:
+            return ()
+        key = (version, alert_type, model_id if model_id in self._named[version] else None)
         names = self._memo.get(key)
         if names is None:
-            ruleset = self.compiled.get(version)
-            names = () if ruleset is None else tuple(ruleset.evaluated_rules(alert_facts(
+            names = tuple(ruleset.evaluated_rules(alert_facts(
                 type=alert_type, model_id=model_id, severity=1, metrics={}, labels={}, source="",
                 observe_time=_EPOCH, received=_EPOCH)))
             self._memo[key] = names

@@ -28,6 +28,12 @@ rule drift_r:
 rule perf_r:
     when type == "performance" and metrics.performance_drop > 10%
     then retrain incremental priority medium cooldown 1h
+
+# Names a model: the rule index checks it only against m1's drift alerts (the history never acts on
+# it), so its quiet checks test that the report picks the checked rules per named model.
+rule m1_watch:
+    when type == "drift" and model_id == "m1" and metrics.drift_score > 0.95
+    then record
 """
 MODELS = ("m1", "m2", "m3", "other")
 NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
@@ -101,7 +107,7 @@ class History:
 async def _generate(conn, rng) -> History:
     version = await conn.fetchval(
         """INSERT INTO automated_response_rules (source, filename, sha256, rule_names, active)
-           VALUES ($1, 'agg.rules', 'x', ARRAY['drift_r', 'perf_r'], true) RETURNING version""", RULES)
+           VALUES ($1, 'agg.rules', 'x', ARRAY['drift_r', 'perf_r', 'm1_watch'], true) RETURNING version""", RULES)
     for model in MODELS:
         await conn.execute(
             """INSERT INTO monitoring_retraining_integration (model_id, training, metric, promotion_margin)
@@ -154,6 +160,8 @@ async def test_aggregate_report_equals_raw_report(pool):
     assert sum(s.harmed for s in figures) and sum(s.helped for s in figures) and sum(s.no_effect for s in figures)
     assert any(s.false_positive_rate for s in figures) and any(s.false_negative_rate for s in figures)
     assert report.manual.retrains
+    drift = report.rules["drift_r"]   # m1_watch is checked against m1's drift alerts only
+    assert 0 < report.rules["m1_watch"].evaluations_quiet < drift.triggers + drift.evaluations_quiet
 
     assert await roll_up(pool) == 260
     async with pool.acquire() as conn:
