@@ -18,11 +18,13 @@ definition applies to the past too; definitions.py says what each figure means. 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import AsyncIterator, Sequence
 
 import asyncpg
 
@@ -30,13 +32,14 @@ from ..store import feedback_daily as daily
 from ..store import history
 from .definitions import (DEFINITIONS, HARMED, HELPED, NO_EFFECT, beat_champion, false_positive, judged, missed,
                           verdict)
-from .suggest import ThresholdSuggestion, suggest_thresholds
+from .suggest import ThresholdSuggestion, suggest_thresholds, threshold_metrics
 from .tally import CheckedRules, Counted, Tallies, compile_sources, tally
 
 DEFAULT_WINDOW = dt.timedelta(days=30)
 DEFAULT_FN_WINDOW = dt.timedelta(hours=24)
 MAX_VERDICTS = 500
 DAY = dt.timedelta(days=1)
+SPARE_CONNECTIONS = 2  # left free in the pool when a report takes extra connections
 
 
 @dataclass(frozen=True)
@@ -186,6 +189,25 @@ async def _count_alerts(conn, start, end, model_id, rule, scopes, by_rule, by_mo
         by_model[m].triggers += n
 
 
+@contextlib.asynccontextmanager
+async def _same_snapshot(pool: asyncpg.Pool, n: int) -> AsyncIterator[list]:
+    """n connections in read-only transactions that see one snapshot (store/history.export_snapshot),
+    or a list of one when the pool has fewer than n + SPARE_CONNECTIONS free now: a report then reads
+    with one connection, never waits for more, and leaves room for the calls beside it."""
+    async with contextlib.AsyncExitStack() as stack:
+        first = await stack.enter_async_context(pool.acquire())
+        await stack.enter_async_context(first.transaction(isolation="repeatable_read", readonly=True))
+        conns = [first]
+        if pool.get_idle_size() + pool.get_max_size() - pool.get_size() >= n - 1 + SPARE_CONNECTIONS:
+            snapshot = await history.export_snapshot(first)
+            for _ in range(n - 1):
+                conn = await stack.enter_async_context(pool.acquire())
+                await stack.enter_async_context(conn.transaction(isolation="repeatable_read", readonly=True))
+                await history.import_snapshot(conn, snapshot)
+                conns.append(conn)
+        yield conns
+
+
 async def build_report(pool: asyncpg.Pool, *, model_id: str | None, rule: str | None,
                        start: dt.datetime | None, end: dt.datetime | None,
                        fn_window: dt.timedelta | None, active_ruleset=None,
@@ -197,9 +219,11 @@ async def build_report(pool: asyncpg.Pool, *, model_id: str | None, rule: str | 
     horizon = end + fn_window + DEFAULT_WINDOW  # outcomes written later than this are not waited for
     by_rule: dict[str, _Group] = defaultdict(_Group)
     by_model: dict[str, _Group] = defaultdict(_Group)
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        # One snapshot: the aggregates and the watermark agree with the alerts read beside them.
+
+    async def count(conn) -> None:
         await _count_alerts(conn, start, end, model_id, rule, scopes, by_rule, by_model)
+
+    async def judge(conn):
         actions = await history.retrain_actions(conn, start, end, model_id, rule, scopes)
         manual_ids = await history.manual_jobs(conn, start, end, model_id, scopes)
         outcomes = await history.outcomes(conn, [a["job_id"] for a in actions] + manual_ids, start, horizon)
@@ -207,6 +231,11 @@ async def build_report(pool: asyncpg.Pool, *, model_id: str | None, rule: str | 
         neighbours = await history.performance_neighbours(
             conn, [a["model_id"] for a in retrains], [a["observe_time"] for a in retrains],
             [outcomes[a["job_id"]]["time"] if a["job_id"] in outcomes else end for a in retrains], start, end)
+        return actions, manual_ids, outcomes, retrains, neighbours
+
+    metric_names = threshold_metrics(active_ruleset)
+
+    async def near_misses(conn):
         helpful_by_model: dict[str, list[dt.datetime]] = defaultdict(list)
         # A quiet alert is observed before `end`, so the retrain that shows it missed ended by end + fn_window.
         for o in await history.promoted_retrains(conn, start, end + fn_window, model_id, scopes):
@@ -214,8 +243,19 @@ async def build_report(pool: asyncpg.Pool, *, model_id: str | None, rule: str | 
                 helpful_by_model[o["model_id"]].append(o["time"])
         ranges = _ranges_before(helpful_by_model, fn_window)
         near = await history.alerts_in_ranges(conn, [r[0] for r in ranges], [r[1] for r in ranges],
-                                              [r[2] for r in ranges], start, end)
-        checked = await _checked_rules(conn, near)
+                                              [r[2] for r in ranges], start, end, metric_names)
+        return helpful_by_model, near, await _checked_rules(conn, near)
+
+    # One snapshot: the aggregates and the watermark agree with the alerts read beside them. The
+    # three parts read on their own connections at once when the pool has them to spare.
+    async with _same_snapshot(pool, 3) as conns:
+        if len(conns) == 3:
+            _, judged_, missed_ = await asyncio.gather(count(conns[0]), judge(conns[1]), near_misses(conns[2]))
+        else:
+            await count(conns[0])
+            judged_, missed_ = await judge(conns[0]), await near_misses(conns[0])
+    actions, manual_ids, outcomes, retrains, neighbours = judged_
+    helpful_by_model, near, checked = missed_
 
     verdicts = []
     for act in actions:
@@ -233,15 +273,18 @@ async def build_report(pool: asyncpg.Pool, *, model_id: str | None, rule: str | 
 
     # False negatives: of the quiet checks (counted above), those followed within fn_window by a
     # retrain of the same model that beat its champion. Only alerts that close to one can be.
-    quiet_alerts: dict[str, list] = defaultdict(list)
+    quiet_alerts: dict[str, list] = defaultdict(list)   # for the suggestions: only the metrics they read
     for a in near:
         if not missed(a["observe_time"], helpful_by_model.get(a["model_id"], ()), fn_window):
             continue
-        for name in checked.quiet(a["rule_set_version"], a["alert_type"], a["model_id"], a["rules"] or ()):
-            if rule and name != rule:
-                continue
+        names = [name for name in checked.quiet(a["rule_set_version"], a["alert_type"], a["model_id"], a["rules"] or ())
+                 if not rule or name == rule]
+        if not names:
+            continue
+        seen = {"metrics": {k: v for k, v in zip(metric_names, a["values"]) if v is not None}}
+        for name in names:
             by_rule[name].quiet_missed += 1
-            quiet_alerts[name].append((a, True))
+            quiet_alerts[name].append((seen, True))
 
     manual = _Group()
     for job_id in manual_ids:
