@@ -6,15 +6,20 @@ definition applies to the past too; definitions.py says what each figure means. 
 - per alert (triggers, actions by decision, quiet checks): the daily aggregates (feedback_daily*,
   filled by rollup.py) for the window's whole UTC days, about one row per day, rule and model; the
   alert table only for the alerts they do not hold (the window's partial first and last day and the
-  alerts past the roll-up's watermark), counted by tally.py as the roll-up counts them;
+  alerts past the roll-up's watermark), grouped in SQL by what tally.py counts of an alert (model,
+  type, rule set, actions) and counted as the roll-up counts them;
 - per retrain (retrains, outcomes, improvement mean and median, recovery, false positives, verdicts,
   suggestions): the window's QUEUED actions with their job's feedback row and the model's nearest
-  performance alerts. A verdict depends on the performance alerts inside the window, and a median on
-  every value, so neither can be summed from daily rows; there are about a hundred alerts per retrain;
+  performance alerts (one probe each of the performance alerts' index). A verdict depends on the
+  performance alerts inside the window, and a median on every value, so neither can be summed from
+  daily rows; there are about a hundred alerts per retrain;
 - false negatives: the number of quiet checks comes from the aggregates; which of them were missed
   depends on the request's false-negative window, so only the alerts within that window before a
-  promoted retrain of their model are replayed.
-"""
+  promoted retrain of their model are replayed (their type, rule set, actions and the metrics the
+  threshold suggestions read).
+
+These three parts read at once, on connections that share one snapshot, when the pool can spare them.
+""""""
 
 from __future__ import annotations
 

@@ -4,7 +4,8 @@ A generated history (several models, both rules, twelve days, promoted or not, f
 negatives, pending, failed and manual jobs, performance alerts that make verdicts harmed) is read by
 the server's report before any roll-up (every alert from the table), after a roll-up (whole days from
 the aggregates) and after late arrivals (jobs finishing days after their alert, an alert observed days
-ago), and compared figure by figure with the raw-row report of tests/integration/feedback_reference.py.
+ago), and compared figure by figure with the raw-row report of tests/integration/feedback_reference.py,
+read on one connection and on three sharing a snapshot.
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ import random
 import pytest
 
 from closedloop.dsl import compile_rules
+from closedloop.server.feedback import report as report_module
 from closedloop.server.feedback.report import build_report
 from closedloop.server.feedback.rollup import roll_up
+from closedloop.server.store import history
 
 from .feedback_reference import reference_report
 
@@ -200,3 +203,39 @@ async def test_rollup_waits_for_decisions_still_in_flight(pool):
         assert await roll_up(pool, settle_wait=0.2) == 0
         await tx.commit()
     assert await roll_up(pool) == 2
+
+
+async def test_report_parts_read_one_snapshot_on_one_or_three_connections(pool, monkeypatch):
+    """With connections to spare the report's three parts read at once, on connections sharing one
+    exported snapshot; without, on one connection. The figures are the same either way."""
+    async with pool.acquire() as conn:
+        await _generate(conn, random.Random(16))
+    assert await roll_up(pool) == 260
+    imported = []
+    real_import = history.import_snapshot
+
+    async def spy(conn, snapshot):
+        imported.append(snapshot)
+        await real_import(conn, snapshot)
+    monkeypatch.setattr(history, "import_snapshot", spy)
+    await _assert_equal(pool)
+    assert len(imported) == 2 * len(_windows())
+    imported.clear()
+    monkeypatch.setattr(report_module, "SPARE_CONNECTIONS", 10**6)
+    await _assert_equal(pool)
+    assert imported == []
+
+
+async def test_imported_snapshot_sees_what_the_exporter_saw(pool):
+    async with pool.acquire() as first, pool.acquire() as writer, pool.acquire() as second:
+        async with first.transaction(isolation="repeatable_read", readonly=True):
+            snapshot = await history.export_snapshot(first)
+            await writer.execute(
+                """INSERT INTO monitoring_alert_triggers (model_id, alert_type, severity, observe_time)
+                   VALUES ('m', 'drift', 2, now())""")
+            async with second.transaction(isolation="repeatable_read", readonly=True):
+                await history.import_snapshot(second, snapshot)
+                assert await second.fetchval("SELECT count(*) FROM monitoring_alert_triggers") == 0
+        assert await second.fetchval("SELECT count(*) FROM monitoring_alert_triggers") == 1
+        with pytest.raises(ValueError):
+            await history.import_snapshot(second, "x'; DROP TABLE t; --")
