@@ -19,7 +19,7 @@ definition applies to the past too; definitions.py says what each figure means. 
   threshold suggestions read).
 
 These three parts read at once, on connections that share one snapshot, when the pool can spare them.
-""""""
+"""
 
 from __future__ import annotations
 
