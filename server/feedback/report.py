@@ -197,8 +197,9 @@ async def _count_alerts(conn, start, end, model_id, rule, scopes, by_rule, by_mo
 @contextlib.asynccontextmanager
 async def _same_snapshot(pool: asyncpg.Pool, n: int) -> AsyncIterator[list]:
     """n connections in read-only transactions that see one snapshot (store/history.export_snapshot),
-    or a list of one when the pool has fewer than n + SPARE_CONNECTIONS free now: a report then reads
-    with one connection, never waits for more, and leaves room for the calls beside it."""
+    or a list of one when, besides that one, the pool has fewer than n - 1 + SPARE_CONNECTIONS free
+    now: a report then reads with one connection, never waits for more, and leaves room for the
+    calls beside it."""
     async with contextlib.AsyncExitStack() as stack:
         first = await stack.enter_async_context(pool.acquire())
         await stack.enter_async_context(first.transaction(isolation="repeatable_read", readonly=True))
@@ -255,7 +256,13 @@ async def build_report(pool: asyncpg.Pool, *, model_id: str | None, rule: str | 
     # three parts read on their own connections at once when the pool has them to spare.
     async with _same_snapshot(pool, 3) as conns:
         if len(conns) == 3:
-            _, judged_, missed_ = await asyncio.gather(count(conns[0]), judge(conns[1]), near_misses(conns[2]))
+            try:
+                async with asyncio.TaskGroup() as parts:  # one failing cancels the others before release
+                    parts.create_task(count(conns[0]))
+                    judging, missing = parts.create_task(judge(conns[1])), parts.create_task(near_misses(conns[2]))
+            except ExceptionGroup as failed:
+                raise failed.exceptions[0]  # as one connection would have: the API maps database errors
+            judged_, missed_ = judging.result(), missing.result()
         else:
             await count(conns[0])
             judged_, missed_ = await judge(conns[0]), await near_misses(conns[0])

@@ -34,7 +34,7 @@ def _suggestible(ruleset):
 
 
 def threshold_metrics(ruleset) -> list[str]:
-    """The metric names the suggestions for `ruleset` read of an alert (None: no suggestions)."""
+    """The metric names the suggestions for `ruleset` read of an alert (none without a rule set)."""
     return sorted({t.field.removeprefix("metrics.") for t in _suggestible(ruleset)}) if ruleset is not None else []
 
 

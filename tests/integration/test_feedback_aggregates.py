@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import random
 
+import asyncpg
 import pytest
 
 from closedloop.dsl import compile_rules
@@ -239,3 +240,19 @@ async def test_imported_snapshot_sees_what_the_exporter_saw(pool):
         assert await second.fetchval("SELECT count(*) FROM monitoring_alert_triggers") == 1
         with pytest.raises(ValueError):
             await history.import_snapshot(second, "x'; DROP TABLE t; --")
+
+
+async def test_a_failing_part_fails_the_report_with_its_own_error(pool, monkeypatch):
+    """On three connections, a part that fails stops the others and the report raises that part's
+    error (not a group of them), as on one connection; every connection goes back to the pool."""
+    async with pool.acquire() as conn:
+        await _generate(conn, random.Random(17))
+
+    async def broken(conn, *args):
+        await conn.fetchval("SELECT 1 / 0")
+    monkeypatch.setattr(history, "performance_neighbours", broken)
+    for spare in (2, 10**6):
+        monkeypatch.setattr(report_module, "SPARE_CONNECTIONS", spare)
+        with pytest.raises(asyncpg.DivisionByZeroError):
+            await build_report(pool, model_id=None, rule=None, start=BASE, end=NOW, fn_window=None)
+        assert pool.get_idle_size() == pool.get_size()
