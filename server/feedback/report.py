@@ -6,23 +6,30 @@ definition applies to the past too; definitions.py says what each figure means. 
 - per alert (triggers, actions by decision, quiet checks): the daily aggregates (feedback_daily*,
   filled by rollup.py) for the window's whole UTC days, about one row per day, rule and model; the
   alert table only for the alerts they do not hold (the window's partial first and last day and the
-  alerts past the roll-up's watermark), counted by tally.py as the roll-up counts them;
+  alerts past the roll-up's watermark), grouped in SQL by what tally.py counts of an alert (model,
+  type, rule set, actions) and counted as the roll-up counts them;
 - per retrain (retrains, outcomes, improvement mean and median, recovery, false positives, verdicts,
   suggestions): the window's QUEUED actions with their job's feedback row and the model's nearest
-  performance alerts. A verdict depends on the performance alerts inside the window, and a median on
-  every value, so neither can be summed from daily rows; there are about a hundred alerts per retrain;
+  performance alerts (one probe each of the performance alerts' index). A verdict depends on the
+  performance alerts inside the window, and a median on every value, so neither can be summed from
+  daily rows; there are about a hundred alerts per retrain;
 - false negatives: the number of quiet checks comes from the aggregates; which of them were missed
   depends on the request's false-negative window, so only the alerts within that window before a
-  promoted retrain of their model are replayed.
+  promoted retrain of their model are replayed (their type, rule set, actions and the metrics the
+  threshold suggestions read).
+
+These three parts read at once, on connections that share one snapshot, when the pool can spare them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import AsyncIterator, Sequence
 
 import asyncpg
 
@@ -30,13 +37,14 @@ from ..store import feedback_daily as daily
 from ..store import history
 from .definitions import (DEFINITIONS, HARMED, HELPED, NO_EFFECT, beat_champion, false_positive, judged, missed,
                           verdict)
-from .suggest import ThresholdSuggestion, suggest_thresholds
-from .tally import Tallies, compile_sources, quiet_rules, tally
+from .suggest import ThresholdSuggestion, suggest_thresholds, threshold_metrics
+from .tally import CheckedRules, Counted, Tallies, compile_sources, tally
 
 DEFAULT_WINDOW = dt.timedelta(days=30)
 DEFAULT_FN_WINDOW = dt.timedelta(hours=24)
 MAX_VERDICTS = 500
 DAY = dt.timedelta(days=1)
+SPARE_CONNECTIONS = 2  # left free in the pool when a report takes extra connections
 
 
 @dataclass(frozen=True)
@@ -136,22 +144,37 @@ def whole_days(start: dt.datetime, end: dt.datetime) -> tuple[dt.datetime, dt.da
     return (first, last) if first < last else (start, start)
 
 
-async def _with_actions(conn, alerts) -> tuple[dict[int, list], dict]:
-    """The alerts' actions by alert id, and their rule sets compiled."""
-    by_alert: dict[int, list] = defaultdict(list)
-    for act in await history.actions_for_alerts(conn, alerts):
-        by_alert[act["alert_id"]].append(act)
-    sources = await history.rule_set_sources(conn, sorted({a["rule_set_version"] for a in alerts}))
-    return by_alert, compile_sources(sources)
+def _ranges_before(times_by_model: dict[str, list[dt.datetime]],
+                   window: dt.timedelta) -> list[tuple[str, dt.datetime, dt.datetime]]:
+    """(model, low, high): the instants within `window` before (and at) one of the model's times, as
+    closed ranges that do not overlap, so the alerts in them are read once each."""
+    out = []
+    for model, times in times_by_model.items():
+        merged: list[list[dt.datetime]] = []
+        for t in sorted(times):
+            if merged and t - window <= merged[-1][1]:
+                merged[-1][1] = t
+            else:
+                merged.append([t - window, t])
+        out += [(model, low, high) for low, high in merged]
+    return out
+
+
+async def _checked_rules(conn, rows) -> CheckedRules:
+    """The rules each of `rows` (alerts or groups of them) was checked against, by their rule sets."""
+    versions = sorted({r["rule_set_version"] for r in rows if r["rule_set_version"] is not None})
+    return CheckedRules(compile_sources(await history.rule_set_sources(conn, versions)))
 
 
 async def _count_alerts(conn, start, end, model_id, rule, scopes, by_rule, by_model) -> None:
     """The per-alert figures: the aggregates' whole days, plus the alerts they do not hold."""
     first, last = whole_days(start, end)
     after_id = await daily.watermark(conn)
-    alerts = await daily.uncounted_alerts(conn, start, end, first, last, after_id, model_id, scopes)
-    by_alert, compiled = await _with_actions(conn, alerts)
-    counted: Tallies = tally(alerts, by_alert, compiled, lambda a: None)
+    groups = await daily.uncounted_alerts(conn, start, end, first, last, after_id, model_id, scopes)
+    counted: Tallies = tally(
+        (Counted(None, g["model_id"], g["alert_type"], g["rule_set_version"],
+                 list(zip(g["rules"], g["decisions"])) if g["rules"] else (), g["n"]) for g in groups),
+        await _checked_rules(conn, groups))
     rows = [(r["rule"], r["model_id"], r["triggers"], {d: r[c] for d, c in daily.DECISION_COLUMNS.items()},
              r["quiet"]) for r in await daily.rule_sums(conn, first.date(), last.date(), model_id, rule, scopes)]
     rows += [(r, m, c.triggers, c.decisions, c.quiet) for (_, m, r), c in counted.rules.items()
@@ -171,6 +194,26 @@ async def _count_alerts(conn, start, end, model_id, rule, scopes, by_rule, by_mo
         by_model[m].triggers += n
 
 
+@contextlib.asynccontextmanager
+async def _same_snapshot(pool: asyncpg.Pool, n: int) -> AsyncIterator[list]:
+    """n connections in read-only transactions that see one snapshot (store/history.export_snapshot),
+    or a list of one when, besides that one, the pool has fewer than n - 1 + SPARE_CONNECTIONS free
+    now: a report then reads with one connection, never waits for more, and leaves room for the
+    calls beside it."""
+    async with contextlib.AsyncExitStack() as stack:
+        first = await stack.enter_async_context(pool.acquire())
+        await stack.enter_async_context(first.transaction(isolation="repeatable_read", readonly=True))
+        conns = [first]
+        if pool.get_idle_size() + pool.get_max_size() - pool.get_size() >= n - 1 + SPARE_CONNECTIONS:
+            snapshot = await history.export_snapshot(first)
+            for _ in range(n - 1):
+                conn = await stack.enter_async_context(pool.acquire())
+                await stack.enter_async_context(conn.transaction(isolation="repeatable_read", readonly=True))
+                await history.import_snapshot(conn, snapshot)
+                conns.append(conn)
+        yield conns
+
+
 async def build_report(pool: asyncpg.Pool, *, model_id: str | None, rule: str | None,
                        start: dt.datetime | None, end: dt.datetime | None,
                        fn_window: dt.timedelta | None, active_ruleset=None,
@@ -182,9 +225,11 @@ async def build_report(pool: asyncpg.Pool, *, model_id: str | None, rule: str | 
     horizon = end + fn_window + DEFAULT_WINDOW  # outcomes written later than this are not waited for
     by_rule: dict[str, _Group] = defaultdict(_Group)
     by_model: dict[str, _Group] = defaultdict(_Group)
-    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
-        # One snapshot: the aggregates and the watermark agree with the alerts read beside them.
+
+    async def count(conn) -> None:
         await _count_alerts(conn, start, end, model_id, rule, scopes, by_rule, by_model)
+
+    async def judge(conn):
         actions = await history.retrain_actions(conn, start, end, model_id, rule, scopes)
         manual_ids = await history.manual_jobs(conn, start, end, model_id, scopes)
         outcomes = await history.outcomes(conn, [a["job_id"] for a in actions] + manual_ids, start, horizon)
@@ -192,15 +237,37 @@ async def build_report(pool: asyncpg.Pool, *, model_id: str | None, rule: str | 
         neighbours = await history.performance_neighbours(
             conn, [a["model_id"] for a in retrains], [a["observe_time"] for a in retrains],
             [outcomes[a["job_id"]]["time"] if a["job_id"] in outcomes else end for a in retrains], start, end)
+        return actions, manual_ids, outcomes, retrains, neighbours
+
+    metric_names = threshold_metrics(active_ruleset)
+
+    async def near_misses(conn):
         helpful_by_model: dict[str, list[dt.datetime]] = defaultdict(list)
         # A quiet alert is observed before `end`, so the retrain that shows it missed ended by end + fn_window.
         for o in await history.promoted_retrains(conn, start, end + fn_window, model_id, scopes):
             if beat_champion(o):
                 helpful_by_model[o["model_id"]].append(o["time"])
-        pairs = [(m, t) for m, times in helpful_by_model.items() for t in times]
-        near = await history.alerts_before(conn, [m for m, _ in pairs], [t for _, t in pairs], fn_window,
-                                           start, end)
-        near_actions, compiled = await _with_actions(conn, near)
+        ranges = _ranges_before(helpful_by_model, fn_window)
+        near = await history.alerts_in_ranges(conn, [r[0] for r in ranges], [r[1] for r in ranges],
+                                              [r[2] for r in ranges], start, end, metric_names)
+        return helpful_by_model, near, await _checked_rules(conn, near)
+
+    # One snapshot: the aggregates and the watermark agree with the alerts read beside them. The
+    # three parts read on their own connections at once when the pool has them to spare.
+    async with _same_snapshot(pool, 3) as conns:
+        if len(conns) == 3:
+            try:
+                async with asyncio.TaskGroup() as parts:  # one failing cancels the others before release
+                    parts.create_task(count(conns[0]))
+                    judging, missing = parts.create_task(judge(conns[1])), parts.create_task(near_misses(conns[2]))
+            except ExceptionGroup as failed:
+                raise failed.exceptions[0]  # as one connection would have: the API maps database errors
+            judged_, missed_ = judging.result(), missing.result()
+        else:
+            await count(conns[0])
+            judged_, missed_ = await judge(conns[0]), await near_misses(conns[0])
+    actions, manual_ids, outcomes, retrains, neighbours = judged_
+    helpful_by_model, near, checked = missed_
 
     verdicts = []
     for act in actions:
@@ -218,15 +285,18 @@ async def build_report(pool: asyncpg.Pool, *, model_id: str | None, rule: str | 
 
     # False negatives: of the quiet checks (counted above), those followed within fn_window by a
     # retrain of the same model that beat its champion. Only alerts that close to one can be.
-    quiet_alerts: dict[str, list] = defaultdict(list)
+    quiet_alerts: dict[str, list] = defaultdict(list)   # for the suggestions: only the metrics they read
     for a in near:
         if not missed(a["observe_time"], helpful_by_model.get(a["model_id"], ()), fn_window):
             continue
-        for name in quiet_rules(a, {act["rule"] for act in near_actions.get(a["id"], [])}, compiled):
-            if rule and name != rule:
-                continue
+        names = [name for name in checked.quiet(a["rule_set_version"], a["alert_type"], a["model_id"], a["rules"] or ())
+                 if not rule or name == rule]
+        if not names:
+            continue
+        seen = {"metrics": {k: v for k, v in zip(metric_names, a["values"]) if v is not None}}
+        for name in names:
             by_rule[name].quiet_missed += 1
-            quiet_alerts[name].append((a, True))
+            quiet_alerts[name].append((seen, True))
 
     manual = _Group()
     for job_id in manual_ids:

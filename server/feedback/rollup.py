@@ -20,7 +20,7 @@ import structlog
 from ..periodic import RollupTask
 from ..store import feedback_daily as daily
 from ..store import history
-from .tally import compile_sources, tally
+from .tally import CheckedRules, Counted, compile_sources, tally
 
 log = structlog.get_logger(__name__)
 INTERVAL_S = 60.0
@@ -56,7 +56,9 @@ async def roll_up(pool: asyncpg.Pool, *, settle_wait: float = SETTLE_WAIT_S, bat
                 by_alert: dict[int, list] = {}
                 for act in actions:
                     by_alert.setdefault(act["alert_id"], []).append(act)
-                t = tally(alerts, by_alert, compile_sources(sources), utc_day)
+                t = tally((Counted(utc_day(a), a["model_id"], a["alert_type"], a["rule_set_version"],
+                                   [(act["rule"], act["decision"]) for act in by_alert.get(a["id"], ())])
+                           for a in alerts), CheckedRules(compile_sources(sources)))
                 await daily.add(
                     conn,
                     [(model, day, rule, c.triggers, c.decisions, c.quiet) for (day, model, rule), c in t.rules.items()],

@@ -27,15 +27,25 @@ class ThresholdSuggestion:
     explanation: str
 
 
+def _suggestible(ruleset):
+    """The thresholds a suggestion can be made for: a metric compared with <, <=, > or >=."""
+    return [t for t in ruleset.thresholds()
+            if t.field.startswith("metrics.") and t.op in (">", ">=", "<", "<=")]
+
+
+def threshold_metrics(ruleset) -> list[str]:
+    """The metric names the suggestions for `ruleset` read of an alert (none without a rule set)."""
+    return sorted({t.field.removeprefix("metrics.") for t in _suggestible(ruleset)}) if ruleset is not None else []
+
+
 def suggest_thresholds(ruleset, actions, outcomes: dict, quiet_alerts: dict,
                        only_rule: str | None) -> list[ThresholdSuggestion]:
     """`actions`: action rows with their alert's metrics (`alert_metrics`); `outcomes`: job_id -> feedback
-    row; `quiet_alerts`: rule -> [(alert row, followed by a helpful retrain)]."""
+    row; `quiet_alerts`: rule -> [(alert, followed by a helpful retrain)], of each alert only its
+    "metrics" read (threshold_metrics says which suffice)."""
     out = []
-    for t in ruleset.thresholds():
+    for t in _suggestible(ruleset):
         if only_rule and t.rule != only_rule:
-            continue
-        if not t.field.startswith("metrics.") or t.op not in (">", ">=", "<", "<="):
             continue
         key = t.field.removeprefix("metrics.")
         upward = t.op in (">", ">=")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 from typing import Sequence
 
 import asyncpg
@@ -141,34 +142,54 @@ async def promoted_retrains(conn: asyncpg.Connection, start: dt.datetime, until:
         start, until, model_id, like_patterns(scopes))
 
 
-async def alerts_before(conn: asyncpg.Connection, models: Sequence[str], times: Sequence[dt.datetime],
-                        window: dt.timedelta, start: dt.datetime, end: dt.datetime) -> list[asyncpg.Record]:
-    """The alerts observed in [start, end) of models[i] within `window` before times[i] (inclusive),
-    each once, oldest first."""
+async def alerts_in_ranges(conn: asyncpg.Connection, models: Sequence[str], lows: Sequence[dt.datetime],
+                           highs: Sequence[dt.datetime], start: dt.datetime, end: dt.datetime,
+                           metrics: Sequence[str]) -> list[asyncpg.Record]:
+    """The alerts of models[i] observed in [lows[i], highs[i]] and in [start, end), in no particular
+    order: id, model_id, alert_type, rule_set_version, observe_time, `values` (the value of each of
+    `metrics`, NULL where the alert has none) and `rules`, the rules that acted on it (in action
+    order; NULL: none). Only what the report's false-negative check reads: at ten million alerts
+    these are ~70,000 rows, and an array of floats is decoded much faster than a json document.
+    The ranges of one model must not overlap (then each alert comes once, and no sort is needed to
+    drop repeats)."""
     return await conn.fetch(
-        """SELECT DISTINCT ON (a.observe_time, a.id) a.id, a.model_id, a.alert_type, a.severity, a.metrics,
-                  a.labels, a.source, a.observe_time, a.create_time, a.rule_set_version
-             FROM unnest($1::text[], $2::timestamptz[]) AS h(model_id, time)
-             -- One (model_id, observe_time) index range per pair, in the months of [start, end) only:
-             -- OFFSET 0 keeps the planner from flattening this into a hash join over every month's
-             -- alerts (10 s at ten million alerts; this: 0.6 s for 11,000 pairs).
-             CROSS JOIN LATERAL (
-                  SELECT * FROM monitoring_alert_triggers a
-                   WHERE a.model_id = h.model_id AND a.observe_time >= greatest(h.time - $3::interval, $4)
-                     AND a.observe_time <= h.time AND a.observe_time >= $4 AND a.observe_time < $5
-                  OFFSET 0) a
-            ORDER BY a.observe_time, a.id""",
-        list(models), list(times), window, start, end)
+        """WITH near AS MATERIALIZED (
+                SELECT a.id, a.model_id, a.alert_type, a.rule_set_version, a.observe_time, a.create_time,
+                       ARRAY(SELECT (a.metrics->>k)::float8 FROM unnest($6::text[]) AS k) AS values
+                  FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) AS h(model_id, low, high)
+                  -- One (model_id, observe_time) index range per range, in the months of [start, end) only:
+                  -- OFFSET 0 keeps the planner from flattening this into a hash join over every month's
+                  -- alerts (10 s at ten million alerts).
+                  CROSS JOIN LATERAL (
+                       SELECT * FROM monitoring_alert_triggers a
+                        WHERE a.model_id = h.model_id AND a.observe_time >= greatest(h.low, $4)
+                          AND a.observe_time <= h.high AND a.observe_time >= $4 AND a.observe_time < $5
+                       OFFSET 0) a),
+           -- Their actions by id, only in the action months from their earliest create_time on (an
+           -- action is written in its alert's decision transaction or later, never before it).
+           acted AS (
+                SELECT alert_id, array_agg(rule ORDER BY id) AS rules
+                  FROM closed_loop_actions
+                 WHERE alert_id = ANY((SELECT array_agg(id) FROM near)::bigint[])
+                   AND create_time >= (SELECT min(create_time) FROM near)
+                 GROUP BY alert_id)
+           SELECT n.id, n.model_id, n.alert_type, n.rule_set_version, n.observe_time, n.values, c.rules
+             FROM near n LEFT JOIN acted c ON c.alert_id = n.id""",
+        list(models), list(lows), list(highs), start, end, list(metrics))
 
 
 async def performance_neighbours(conn: asyncpg.Connection, models: Sequence[str], before: Sequence[dt.datetime],
                                  after: Sequence[dt.datetime], start: dt.datetime,
                                  end: dt.datetime) -> list[tuple]:
     """For each i: models[i]'s last performance alert observed in [start, before[i]] and its first one
-    observed in (after[i], end), as (row or None, row or None). Order ties by id, as in the alert table."""
+    observed in (after[i], end), as (alert or None, alert or None). Order ties by id, as in the alert
+    table. Of each alert only what a verdict reads (definitions.performance_value): its severity and
+    its performance_drop metric, if it has one (not every metric: 33,000 alerts at ten million).
+    Each probe reads one row of the performance alerts' own index (migration 0012)."""
     rows = await conn.fetch(
-        """SELECT h.i, b.metrics AS b_metrics, b.severity AS b_severity, b.observe_time AS b_time,
-                  n.metrics AS n_metrics, n.severity AS n_severity, n.observe_time AS n_time
+        """SELECT h.i, (b.metrics->>'performance_drop')::float8 AS b_drop, b.severity AS b_severity,
+                  b.observe_time AS b_time, (n.metrics->>'performance_drop')::float8 AS n_drop,
+                  n.severity AS n_severity, n.observe_time AS n_time
              FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) WITH ORDINALITY
                   AS h(model_id, before, after, i)
              LEFT JOIN LATERAL (
@@ -187,5 +208,20 @@ async def performance_neighbours(conn: asyncpg.Connection, models: Sequence[str]
     def alert(r, p):
         if r[p + "time"] is None:
             return None
-        return {"metrics": r[p + "metrics"], "severity": r[p + "severity"], "observe_time": r[p + "time"]}
+        drop = r[p + "drop"]
+        return {"metrics": {} if drop is None else {"performance_drop": drop}, "severity": r[p + "severity"],
+                "observe_time": r[p + "time"]}
     return [(alert(r, "b_"), alert(r, "n_")) for r in rows]
+
+
+async def export_snapshot(conn: asyncpg.Connection) -> str:
+    """Inside a REPEATABLE READ transaction: an id other sessions can read this transaction's snapshot
+    by (valid while it stays open), so one report can read with several connections at once."""
+    return await conn.fetchval("SELECT pg_export_snapshot()")
+
+
+async def import_snapshot(conn: asyncpg.Connection, snapshot: str) -> None:
+    """First statement of a REPEATABLE READ transaction: see exactly what `export_snapshot`'s did."""
+    if not re.fullmatch(r"[0-9A-F-]+", snapshot):
+        raise ValueError(f"not a snapshot id: {snapshot!r}")
+    await conn.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")  # takes no parameters

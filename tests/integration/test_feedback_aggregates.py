@@ -4,7 +4,8 @@ A generated history (several models, both rules, twelve days, promoted or not, f
 negatives, pending, failed and manual jobs, performance alerts that make verdicts harmed) is read by
 the server's report before any roll-up (every alert from the table), after a roll-up (whole days from
 the aggregates) and after late arrivals (jobs finishing days after their alert, an alert observed days
-ago), and compared figure by figure with the raw-row report of tests/integration/feedback_reference.py.
+ago), and compared figure by figure with the raw-row report of tests/integration/feedback_reference.py,
+read on one connection and on three sharing a snapshot.
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ from __future__ import annotations
 import datetime as dt
 import random
 
+import asyncpg
 import pytest
 
 from closedloop.dsl import compile_rules
+from closedloop.server.feedback import report as report_module
 from closedloop.server.feedback.report import build_report
 from closedloop.server.feedback.rollup import roll_up
+from closedloop.server.store import history
 
 from .feedback_reference import reference_report
 
@@ -28,6 +32,12 @@ rule drift_r:
 rule perf_r:
     when type == "performance" and metrics.performance_drop > 10%
     then retrain incremental priority medium cooldown 1h
+
+# Names a model: the rule index checks it only against m1's drift alerts (the history never acts on
+# it), so its quiet checks test that the report picks the checked rules per named model.
+rule m1_watch:
+    when type == "drift" and model_id == "m1" and metrics.drift_score > 0.95
+    then record
 """
 MODELS = ("m1", "m2", "m3", "other")
 NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
@@ -101,7 +111,7 @@ class History:
 async def _generate(conn, rng) -> History:
     version = await conn.fetchval(
         """INSERT INTO automated_response_rules (source, filename, sha256, rule_names, active)
-           VALUES ($1, 'agg.rules', 'x', ARRAY['drift_r', 'perf_r'], true) RETURNING version""", RULES)
+           VALUES ($1, 'agg.rules', 'x', ARRAY['drift_r', 'perf_r', 'm1_watch'], true) RETURNING version""", RULES)
     for model in MODELS:
         await conn.execute(
             """INSERT INTO monitoring_retraining_integration (model_id, training, metric, promotion_margin)
@@ -154,6 +164,8 @@ async def test_aggregate_report_equals_raw_report(pool):
     assert sum(s.harmed for s in figures) and sum(s.helped for s in figures) and sum(s.no_effect for s in figures)
     assert any(s.false_positive_rate for s in figures) and any(s.false_negative_rate for s in figures)
     assert report.manual.retrains
+    drift = report.rules["drift_r"]   # m1_watch is checked against m1's drift alerts only
+    assert 0 < report.rules["m1_watch"].evaluations_quiet < drift.triggers + drift.evaluations_quiet
 
     assert await roll_up(pool) == 260
     async with pool.acquire() as conn:
@@ -192,3 +204,55 @@ async def test_rollup_waits_for_decisions_still_in_flight(pool):
         assert await roll_up(pool, settle_wait=0.2) == 0
         await tx.commit()
     assert await roll_up(pool) == 2
+
+
+async def test_report_parts_read_one_snapshot_on_one_or_three_connections(pool, monkeypatch):
+    """With connections to spare the report's three parts read at once, on connections sharing one
+    exported snapshot; without, on one connection. The figures are the same either way."""
+    async with pool.acquire() as conn:
+        await _generate(conn, random.Random(16))
+    assert await roll_up(pool) == 260
+    imported = []
+    real_import = history.import_snapshot
+
+    async def spy(conn, snapshot):
+        imported.append(snapshot)
+        await real_import(conn, snapshot)
+    monkeypatch.setattr(history, "import_snapshot", spy)
+    await _assert_equal(pool)
+    assert len(imported) == 2 * len(_windows())
+    imported.clear()
+    monkeypatch.setattr(report_module, "SPARE_CONNECTIONS", 10**6)
+    await _assert_equal(pool)
+    assert imported == []
+
+
+async def test_imported_snapshot_sees_what_the_exporter_saw(pool):
+    async with pool.acquire() as first, pool.acquire() as writer, pool.acquire() as second:
+        async with first.transaction(isolation="repeatable_read", readonly=True):
+            snapshot = await history.export_snapshot(first)
+            await writer.execute(
+                """INSERT INTO monitoring_alert_triggers (model_id, alert_type, severity, observe_time)
+                   VALUES ('m', 'drift', 2, now())""")
+            async with second.transaction(isolation="repeatable_read", readonly=True):
+                await history.import_snapshot(second, snapshot)
+                assert await second.fetchval("SELECT count(*) FROM monitoring_alert_triggers") == 0
+        assert await second.fetchval("SELECT count(*) FROM monitoring_alert_triggers") == 1
+        with pytest.raises(ValueError):
+            await history.import_snapshot(second, "x'; DROP TABLE t; --")
+
+
+async def test_a_failing_part_fails_the_report_with_its_own_error(pool, monkeypatch):
+    """On three connections, a part that fails stops the others and the report raises that part's
+    error (not a group of them), as on one connection; every connection goes back to the pool."""
+    async with pool.acquire() as conn:
+        await _generate(conn, random.Random(17))
+
+    async def broken(conn, *args):
+        await conn.fetchval("SELECT 1 / 0")
+    monkeypatch.setattr(history, "performance_neighbours", broken)
+    for spare in (2, 10**6):
+        monkeypatch.setattr(report_module, "SPARE_CONNECTIONS", spare)
+        with pytest.raises(asyncpg.DivisionByZeroError):
+            await build_report(pool, model_id=None, rule=None, start=BASE, end=NOW, fn_window=None)
+        assert pool.get_idle_size() == pool.get_size()
