@@ -6,10 +6,13 @@ are waiting to `AlertIngestor._write_batch`, which evaluates the rules outside a
 writes the batch:
 
 - when no rule matched any alert of the batch (the common case): one INSERT, committing on its own;
-- otherwise, in one transaction: take the decision locks of the models rules want to act on → read
-  their state (cooldowns, active job, budget) → decide every alert in arrival order → insert the
-  alerts with their final state → queue new jobs, fold coalescing triggers into active ones →
-  insert the actions → write the outbox rows of `notify TARGET` actions (notify/events.py).
+- otherwise, in one transaction of five round trips whatever the batch holds (the writer's
+  connection is what the next batch waits for): BEGIN with the decision locks of the models rules
+  want to act on → read their state (cooldowns, active job, budget) and decide every alert in
+  arrival order → one statement inserting the alerts with their final state, the new jobs and the
+  triggers folded into active jobs → one inserting the actions and linking each new job to its
+  action → COMMIT; plus the outbox rows of `notify TARGET` actions (notify/events.py) when a rule
+  notifies.
 
 All of it commits or none of it does, so a decision is never half-written. That is also what lets a
 failed batch be written again without the request that failed it (see `_write_batch`).

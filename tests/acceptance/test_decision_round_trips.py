@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+from closedloop.server.store.queue import JOBS_CHANNEL
 from closedloop.v1 import alert_pb2
 
 from .helpers import synthetic_model
@@ -50,10 +51,20 @@ async def _count(server, coro) -> tuple[object, list[str]]:
 
 async def test_a_decision_with_a_new_job_takes_five_round_trips(client, server):
     await client.register_model(synthetic_model("rt"))
-    alert, statements = await _count(server, client.create_alert("rt", "drift", "high", metrics={"drift_score": 0.9}))
-    assert alert.actions[0].state == QUEUED
-    # BEGIN with the locks, the state read, alerts + jobs, actions + trigger links, COMMIT.
-    assert len(statements) == 5, statements
+    woken: asyncio.Queue = asyncio.Queue()
+    async with server.pool.acquire() as listener:
+        def wake(*args) -> None:
+            woken.put_nowait(args[-1])
+
+        await listener.add_listener(JOBS_CHANNEL, wake)
+        alert, statements = await _count(server, client.create_alert("rt", "drift", "high",
+                                                                     metrics={"drift_score": 0.9}))
+        assert alert.actions[0].state == QUEUED
+        # BEGIN with the locks, the state read, alerts + jobs, actions + trigger links, COMMIT.
+        assert len(statements) == 5, statements
+        # Idle workers are woken with the new job's id, as enqueue does.
+        assert await asyncio.wait_for(woken.get(), 10) == alert.actions[0].job_id
+        await listener.remove_listener(JOBS_CHANNEL, wake)
 
 
 async def test_a_batch_queueing_and_coalescing_still_takes_five_round_trips(client, server):
