@@ -177,6 +177,7 @@ async def insert_decided(conn: asyncpg.Connection, alerts: Sequence[NewAlert], r
            SELECT 'alert' AS kind, id, request_id, create_time, NULL::bigint AS alert_id FROM alerts
            UNION ALL SELECT 'job', id, NULL, NULL, trigger_alert_id FROM new_jobs
            UNION ALL SELECT 'joined', id, NULL, NULL, NULL FROM joined
+           -- a SELECT in WITH runs only when referenced: this row makes the NOTIFYs happen
            UNION ALL SELECT 'notified', count(*), NULL, NULL, NULL FROM notified""",
         _alert_rows(alerts, states), rule_set_version,
         [j.alert for j in jobs], [j.mode for j in jobs], [j.priority for j in jobs], [j.reason for j in jobs],
