@@ -93,8 +93,10 @@ def run_probed_server(port_queue, data_dir: str, gc_tuning: bool) -> None:
             settle_collector()
         gc_probe, lag_probe = GcProbe(), LagProbe()
         lag_task = asyncio.create_task(lag_probe.run())
+        cpu_since = [time.process_time()]
 
         def reset() -> None:
+            cpu_since[0] = time.process_time()
             server.ingestor.timings.reset()
             gc_probe.reset()
             lag_probe.lags.clear()
@@ -102,6 +104,7 @@ def run_probed_server(port_queue, data_dir: str, gc_tuning: bool) -> None:
         def dump() -> None:
             lags = sorted(lag_probe.lags) or [0.0]
             probes = {"stages": server.ingestor.timings.snapshot(), "gc": gc_probe.summary(),
+                      "cpu_s": time.process_time() - cpu_since[0],
                       "lag_ms": {"p50": lags[len(lags) // 2] * 1000, "p99": lags[int(len(lags) * .99)] * 1000,
                                  "max": lags[-1] * 1000, "samples": len(lags)}}
             with open(os.path.join(data_dir, "probes.json.tmp"), "w") as f:
@@ -296,6 +299,7 @@ def main() -> None:
               f"p90 {lat['p90']:.2f}  p99 {lat['p99']:.2f}  p99.9 {lat['p999']:.2f}  max {lat['max']:.2f} ms "
               f"(target {target})")
         print_probes(phase["probes"])
+        print(f"   server process CPU: {phase['probes']['cpu_s'] / phase['sent'] * 1e6:.0f} us per alert")
         if phase["share"] == 0.5:
             result += (f" decision_p99_ms={lat['p99']:.2f} decision_p999_ms={lat['p999']:.2f}"
                        f" decision_p50_ms={lat['p50']:.2f} decision_max_ms={lat['max']:.2f}")

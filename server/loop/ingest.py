@@ -6,10 +6,13 @@ are waiting to `AlertIngestor._write_batch`, which evaluates the rules outside a
 writes the batch:
 
 - when no rule matched any alert of the batch (the common case): one INSERT, committing on its own;
-- otherwise, in one transaction: take the decision locks of the models rules want to act on → read
-  their state (cooldowns, active job, budget) → decide every alert in arrival order → insert the
-  alerts with their final state → queue new jobs, fold coalescing triggers into active ones →
-  insert the actions → write the outbox rows of `notify TARGET` actions (notify/events.py).
+- otherwise, in one transaction of five round trips whatever the batch holds (the writer's
+  connection is what the next batch waits for): BEGIN with the decision locks of the models rules
+  want to act on → read their state (cooldowns, active job, budget) and decide every alert in
+  arrival order → one statement inserting the alerts with their final state, the new jobs and the
+  triggers folded into active jobs → one inserting the actions and linking each new job to its
+  action → COMMIT; plus the outbox rows of `notify TARGET` actions (notify/events.py) when a rule
+  notifies.
 
 All of it commits or none of it does, so a decision is never half-written. That is also what lets a
 failed batch be written again without the request that failed it (see `_write_batch`).
@@ -232,14 +235,6 @@ class AlertIngestor:
         return [i for i in _first_occurrences(batch) if batch[i].new.request_id not in stored]
 
     @staticmethod
-    async def _insert(conn, batch, fresh: list[int], states: list[str], version: int) -> list:
-        rows = await alert_store.insert_alerts(conn, [batch[i].new for i in fresh], version, states)
-        if len(rows) != len(fresh):
-            # A request_id is stored already (a retry, or another replica's): decide again.
-            raise RequestIdRace()
-        return rows
-
-    @staticmethod
     def _result(pending: _Pending, row, state: str, actions: list, version: int) -> IngestResult:
         alert = {**dict(row), **_alert_fields(pending.new), "state": state, "rule_set_version": version,
                  "update_time": row["create_time"]}
@@ -248,8 +243,12 @@ class AlertIngestor:
     @staticmethod
     async def _load_states(conn, acting: list[str]) -> tuple[dict[str, ModelState], dt.datetime]:
         """What decisions need about the models rules want to act on (their locks are held)."""
+        if not acting:
+            # Only `record` and `notify` matched: the decider reads no state and no clock for those,
+            # so the batch saves the round trip of reading them.
+            return {}, dt.datetime.now(dt.timezone.utc)
         states: dict[str, ModelState] = {}
-        locked = await model_store.decision_state(conn, acting) if acting else []
+        locked = await model_store.decision_state(conn, acting)
         now = locked[0]["now"] if locked else await clock.db_now(conn)
         for r in locked:
             states[r["model_id"]] = ModelState(
@@ -262,7 +261,13 @@ class AlertIngestor:
 
     async def _decide_and_write(self, conn, batch, fresh: list[int], acting: list[str], version: int,
                                 results: list) -> list[tuple[str, dict]]:
-        """Decide and write a batch with matches; returns the log events to emit after the commit."""
+        """Decide and write a batch with matches; returns the log events to emit after the commit.
+
+        After the locks, a fixed number of round trips whatever the batch holds (the writer's
+        connection is what the next batch waits for): the state read, one statement for the alerts
+        and jobs, one for the actions and trigger links, one for the outbox rows when a rule
+        notifies. Only a rollback, or the database disagreeing with the snapshot, adds any.
+        """
         states, now = await self._load_states(conn, acting)
         decider = Decider(now, states)
         # Decide in arrival order: a job queued for one alert makes the next one coalesce or wait.
@@ -273,31 +278,27 @@ class AlertIngestor:
             if decision.retrain is not None and decision.retrain.coalesce_into is None:
                 decider.job_started(batch[i].new.model_id, -1)
             decisions[i] = decision
-        rows = await self._insert(conn, batch, fresh, [decisions[i].alert_state for i in fresh], version)
-        row_of = dict(zip(fresh, rows))
-
         events: list[tuple[str, dict]] = []
-        job_of, new_jobs = await self._write_jobs(conn, batch, fresh, decisions, row_of, events)
+        row_of, job_of, new_jobs = await self._write_alerts_and_jobs(conn, batch, fresh, decisions, version, events)
         for i in fresh:
             decision = decisions[i]
             if decision.rollback is not None:
                 await self._rollback(conn, batch[i].new.model_id, row_of[i]["id"], decision)
                 events.append(("loop.rolled_back", dict(model_id=batch[i].new.model_id, alert_id=row_of[i]["id"],
                                                          rule=decision.rollback.rule)))
-
-        new_actions = [
-            alert_store.NewAction(
-                alert_id=row_of[i]["id"], model_id=batch[i].new.model_id, rule=a.rule, rule_set_version=version,
-                kind=a.kind, mode=a.mode, priority=a.priority, decision=a.decision, reason=a.reason,
-                job_id=job_of.get(i) if a.decision in ("QUEUED", "COALESCED") else None,
-                cooldown_until=a.cooldown_until)
-            for i in fresh for a in decisions[i].actions]
+        new_actions = []
+        for i in fresh:
+            linked = i not in new_jobs  # a new job links to the first action of its alert that names it
+            for a in decisions[i].actions:
+                job_id = job_of.get(i) if a.decision in ("QUEUED", "COALESCED") else None
+                new_actions.append(alert_store.NewAction(
+                    alert_id=row_of[i]["id"], model_id=batch[i].new.model_id, rule=a.rule, rule_set_version=version,
+                    kind=a.kind, mode=a.mode, priority=a.priority, decision=a.decision, reason=a.reason,
+                    job_id=job_id, cooldown_until=a.cooldown_until, starts_job=job_id is not None and not linked))
+                linked = linked or job_id is not None
         by_alert: dict[int, list] = {}
         for r in await alert_store.insert_actions(conn, new_actions):
             by_alert.setdefault(r["alert_id"], []).append(r)
-        for i, job_id in new_jobs.items():
-            first = next(r for r in by_alert[row_of[i]["id"]] if r["job_id"] == job_id)
-            await job_queue.set_trigger_action(conn, job_id, first["id"])
         await notify_events.record_alert_matches(conn, [
             (row_of[i]["id"], _alert_fields(batch[i].new), batch[i].matches, by_alert.get(row_of[i]["id"], []))
             for i in fresh])
@@ -306,53 +307,83 @@ class AlertIngestor:
                                       by_alert.get(row_of[i]["id"], []), version)
         return events
 
-    async def _write_jobs(self, conn, batch, fresh: list[int], decisions: dict, row_of: dict,
-                          events: list) -> tuple[dict[int, int], dict[int, int]]:
-        """Queue the batch's new jobs, then fold every coalescing trigger into its job in one statement.
+    async def _write_alerts_and_jobs(self, conn, batch, fresh: list[int], decisions: dict, version: int,
+                                     events: list) -> tuple[dict[int, asyncpg.Record], dict[int, int], dict[int, int]]:
+        """Write the alerts, start their jobs and fold coalescing triggers into active jobs, in one
+        statement; then settle, one enqueue at a time, where the database disagreed with the snapshot.
 
-        Returns (job id per batch position, jobs created per batch position). `decisions` is updated
-        where the database disagrees with the snapshot (a job ended or appeared meanwhile).
+        Returns (alert row, job id, job created) per batch position. `decisions` is updated where
+        the database disagreed (a job ended or appeared meanwhile) and where a trigger joined a job
+        this batch started (the decider knew no id for it).
         """
-        job_of: dict[int, int] = {}
-        new_jobs: dict[int, int] = {}
-        created_for_model: dict[str, int] = {}
-        joins: dict[int, list[int]] = {}  # job id -> positions coalescing into it
+        starts: dict[str, int] = {}          # model -> the position whose decision starts its job
+        joiners: dict[str, list[int]] = {}   # model -> later positions folding into that new job
+        joins: dict[int, list[int]] = {}     # active job id -> positions folding into it
         for i in fresh:
             r = decisions[i].retrain
             if r is None:
                 continue
             model_id = batch[i].new.model_id
-            if r.coalesce_into is not None:
-                # -1: a job this batch created for the model, earlier in arrival order.
-                job_id = created_for_model[model_id] if r.coalesce_into == -1 else r.coalesce_into
-                job_of[i] = job_id
-                joins.setdefault(job_id, []).append(i)
-                continue
-            job_of[i], created = await self._enqueue(conn, batch[i], row_of[i], r)
-            created_for_model[model_id] = job_of[i]
+            if r.coalesce_into is None:
+                starts[model_id] = i
+            elif r.coalesce_into == -1:  # a job this batch starts for the model, earlier in arrival order
+                joiners.setdefault(model_id, []).append(i)
+            else:
+                joins.setdefault(r.coalesce_into, []).append(i)
+        index = {i: n for n, i in enumerate(fresh)}
+        new_jobs_in = []
+        for model_id, i in starts.items():
+            r, folded = decisions[i].retrain, [decisions[p].retrain for p in joiners.get(model_id, [])]
+            mode, priority = _merged([r, *folded])
+            new_jobs_in.append(alert_store.NewJob(
+                alert=index[i], mode=mode, priority=priority, rule=r.rules[0], coalesced=len(folded),
+                reason=f" ({batch[i].new.alert_type}) matched {', '.join(r.rules)}"))
+        joins_in = [alert_store.Join(job_id, *_merged([decisions[i].retrain for i in positions]), len(positions))
+                    for job_id, positions in joins.items()]
+        written = await alert_store.insert_decided(
+            conn, [batch[i].new for i in fresh], version, [decisions[i].alert_state for i in fresh], new_jobs_in,
+            joins_in, max_attempts=self.job_max_attempts, timeout_s=self.job_timeout_s,
+            jobs_channel=job_queue.JOBS_CHANNEL)
+        if len(written.alerts) != len(fresh):
+            # A request_id is stored already (a retry, or another replica's): decide again.
+            raise RequestIdRace()
+        row_of = dict(zip(fresh, written.alerts))
+        job_of: dict[int, int] = {}
+        new_jobs: dict[int, int] = {}
+
+        async def enqueue(i: int) -> None:
+            job_of[i], created = await self._enqueue(conn, batch[i], row_of[i], decisions[i].retrain)
             if created:
                 new_jobs[i] = job_of[i]
-                events.append(("loop.retrain_queued", dict(model_id=model_id, job_id=job_of[i],
-                                                           alert_id=row_of[i]["id"], mode=r.mode,
-                                                           priority=r.priority, rules=list(r.rules))))
-            else:
-                # Another writer (a manual SubmitRetrain) got there first: report it as coalesced.
-                decisions[i] = _as_coalesced(decisions[i], job_of[i])
-        merged = []
+
+        for model_id, i in starts.items():
+            job_id = written.jobs.get(index[i])
+            if job_id is not None:
+                job_of[i] = new_jobs[i] = job_id
+            else:  # an active job appeared since the snapshot (a manual SubmitRetrain): join it
+                await enqueue(i)
+                if i not in new_jobs:
+                    decisions[i] = _as_coalesced(decisions[i], job_of[i], model_id)
+            for p in joiners.get(model_id, []):
+                if job_id is None:
+                    await enqueue(p)
+                else:
+                    job_of[p] = job_id
+                decisions[p] = _as_coalesced(decisions[p], job_of[p], model_id)
         for job_id, positions in joins.items():
-            requests = [decisions[i].retrain for i in positions]
-            mode = "FULL" if any(r.mode == "FULL" for r in requests) else "INCREMENTAL"
-            merged.append((job_id, mode, max(r.priority for r in requests), len(positions)))
-        still_active = await job_queue.coalesce_into_active(conn, merged)
-        for job_id, positions in joins.items():
-            if job_id in still_active:
-                continue
-            for i in positions:  # the job ended since the snapshot: this trigger starts a new one
-                job_of[i], created = await self._enqueue(conn, batch[i], row_of[i], decisions[i].retrain)
-                if created:
-                    new_jobs[i] = job_of[i]
-                    decisions[i] = _as_queued(decisions[i])
-        return job_of, new_jobs
+            for p in positions:
+                if job_id in written.joined:
+                    job_of[p] = job_id
+                    continue
+                await enqueue(p)  # the job ended since the snapshot: the first trigger starts a new one
+                decisions[p] = (_as_queued(decisions[p]) if p in new_jobs
+                                else _as_coalesced(decisions[p], job_of[p], batch[p].new.model_id))
+        for i, job_id in new_jobs.items():
+            r = decisions[i].retrain
+            events.append(("loop.retrain_queued", dict(model_id=batch[i].new.model_id, job_id=job_id,
+                                                       alert_id=row_of[i]["id"], mode=r.mode,
+                                                       priority=r.priority, rules=list(r.rules))))
+        return row_of, job_of, new_jobs
 
     async def _enqueue(self, conn, pending: _Pending, row, r) -> tuple[int, bool]:
         job, created = await job_queue.enqueue(
@@ -444,9 +475,16 @@ def _as_queued(decision: AlertDecision) -> AlertDecision:
     return AlertDecision(actions, decision.retrain, decision.rollback)
 
 
-def _as_coalesced(decision: AlertDecision, job_id: int) -> AlertDecision:
+def _as_coalesced(decision: AlertDecision, job_id: int, model_id: str) -> AlertDecision:
     from dataclasses import replace
 
-    actions = [replace(a, decision="COALESCED", reason=f"joined active job {job_id}")
-               if a.decision == "QUEUED" else a for a in decision.actions]
+    actions = [replace(a, decision="COALESCED", reason=f"joined active job {job_id} of model {model_id}")
+               if a.decision in ("QUEUED", "COALESCED") else a for a in decision.actions]
     return AlertDecision(actions, decision.retrain, decision.rollback)
+
+
+def _merged(requests) -> tuple[str, int]:
+    """The mode and priority of several retrain requests folded into one job: full beats
+    incremental, the highest priority wins (the coalescing of queue.enqueue)."""
+    return ("FULL" if any(r.mode == "FULL" for r in requests) else "INCREMENTAL",
+            max(r.priority for r in requests))

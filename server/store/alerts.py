@@ -53,6 +53,41 @@ class NewAction:
     reason: str
     job_id: int | None
     cooldown_until: dt.datetime | None
+    starts_job: bool = False  # the action that started job_id: the job links to it (trigger_action_id)
+
+
+# The alert rows of a batch, as an `input` CTE and the `claimed` request_ids (see insert_alerts).
+# $1 is the batch as one JSON array of rows (_alert_rows).
+_ALERTS_INPUT = """
+           input AS (
+               SELECT nextval('monitoring_alert_triggers_ids') AS id, e.v->>0 AS r, decode(e.v->>1, 'hex') AS h,
+                      e.v->>2 AS m, e.v->>3 AS t, (e.v->>4)::smallint AS s, e.v->5 AS mt, e.v->6 AS lb,
+                      e.v->>7 AS src, (e.v->>8)::timestamptz AS ot, e.v->>9 AS st, e.ord
+                 FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e(v, ord)
+                ORDER BY e.ord),
+           claimed AS (
+               INSERT INTO alert_request_ids (request_id, alert_id, observe_time)
+               SELECT r, id, ot FROM input WHERE r IS NOT NULL ORDER BY ord
+               ON CONFLICT (request_id) DO NOTHING
+               RETURNING alert_id)"""
+# The alerts whose claim succeeded (or that carry no request_id); $2 is the rule set version.
+_ALERTS_INSERT = """
+           INSERT INTO monitoring_alert_triggers
+               (id, request_id, request_hash, model_id, alert_type, severity, metrics, labels, source,
+                observe_time, state, rule_set_version)
+           SELECT id, r, h, m, t, s, mt, lb, src, ot, st, $2
+             FROM input
+            WHERE r IS NULL OR id IN (SELECT alert_id FROM claimed)
+            ORDER BY ord
+           RETURNING id, request_id, create_time"""
+
+
+def _alert_rows(alerts: Sequence[NewAlert], states: Sequence[str]) -> list[list]:
+    # The batch travels as one JSON array of rows: asyncpg encodes ten parallel arrays element by
+    # element with several isinstance checks per element, which cost more CPU on the ingest path
+    # than building and parsing one document.
+    return [[a.request_id, a.request_hash.hex(), a.model_id, a.alert_type, a.severity, a.metrics, a.labels, a.source,
+             a.observe_time.isoformat(), state] for a, state in zip(alerts, states)]
 
 
 async def insert_alerts(conn: asyncpg.Connection, alerts: Sequence[NewAlert], rule_set_version: int,
@@ -67,34 +102,97 @@ async def insert_alerts(conn: asyncpg.Connection, alerts: Sequence[NewAlert], ru
         return []
     # The alert's id is drawn first so the request_id claim (alert_request_ids, unique across every
     # month) and the alert row are written by one statement; only alerts whose claim succeeded (or
-    # that carry no request_id) are inserted. The batch travels as one JSON array of rows: asyncpg
-    # encodes ten parallel arrays element by element with several isinstance checks per element,
-    # which cost more CPU on the ingest path than building and parsing one document.
-    rows = await conn.fetch(
-        """WITH input AS (
-               SELECT nextval('monitoring_alert_triggers_ids') AS id, e.v->>0 AS r, decode(e.v->>1, 'hex') AS h,
-                      e.v->>2 AS m, e.v->>3 AS t, (e.v->>4)::smallint AS s, e.v->5 AS mt, e.v->6 AS lb,
-                      e.v->>7 AS src, (e.v->>8)::timestamptz AS ot, e.v->>9 AS st, e.ord
-                 FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS e(v, ord)
-                ORDER BY e.ord),
-           claimed AS (
-               INSERT INTO alert_request_ids (request_id, alert_id, observe_time)
-               SELECT r, id, ot FROM input WHERE r IS NOT NULL ORDER BY ord
-               ON CONFLICT (request_id) DO NOTHING
-               RETURNING alert_id)
-           INSERT INTO monitoring_alert_triggers
-               (id, request_id, request_hash, model_id, alert_type, severity, metrics, labels, source,
-                observe_time, state, rule_set_version)
-           SELECT id, r, h, m, t, s, mt, lb, src, ot, st, $2
-             FROM input
-            WHERE r IS NULL OR id IN (SELECT alert_id FROM claimed)
-            ORDER BY ord
-           RETURNING id, request_id, create_time""",
-        [[a.request_id, a.request_hash.hex(), a.model_id, a.alert_type, a.severity, a.metrics, a.labels, a.source,
-          a.observe_time.isoformat(), state] for a, state in zip(alerts, states)],
-        rule_set_version,
-    )
+    # that carry no request_id) are inserted.
+    rows = await conn.fetch(f"WITH {_ALERTS_INPUT}{_ALERTS_INSERT}", _alert_rows(alerts, states), rule_set_version)
     return sorted(rows, key=lambda r: r["id"])
+
+
+@dataclass(frozen=True, slots=True)
+class NewJob:
+    """A retrain job a decided alert starts: `alert` is the alert's position in the batch written
+    with it, `coalesced` the later triggers of the same batch folded into it."""
+
+    alert: int
+    mode: str
+    priority: int
+    reason: str  # follows "alert <id>" in the job's reason
+    rule: str
+    coalesced: int
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    """Triggers folded into a job the decisions saw active: the merged mode and priority, how many."""
+
+    job_id: int
+    mode: str
+    priority: int
+    count: int
+
+
+@dataclass(frozen=True)
+class DecidedWrite:
+    alerts: list[asyncpg.Record]  # (id, request_id, create_time) in input order, minus skipped repeats
+    jobs: dict[int, int]          # job id per NewJob.alert, for the jobs created
+    joined: set[int]              # the Join job ids that were still active
+
+
+async def insert_decided(conn: asyncpg.Connection, alerts: Sequence[NewAlert], rule_set_version: int,
+                         states: Sequence[str], jobs: Sequence[NewJob], joins: Sequence[Join], *,
+                         max_attempts: int | None, timeout_s: float | None, jobs_channel: str) -> DecidedWrite:
+    """A decided batch in one statement, inside the decision transaction: the alerts (as
+    insert_alerts), the jobs they start (each NOTIFYing `jobs_channel` at commit), and the triggers
+    folded into active jobs (the priority rises to the maximum, a still QUEUED job turns full when
+    asked for full, the triggers are counted).
+
+    The decisions came from a snapshot, and the database may disagree by now: a job the batch
+    meant to start is skipped when the model has an active job already (a manual SubmitRetrain
+    since), and a job that ended since is left alone. The caller sees both in the result (a job
+    missing from `jobs`, an id missing from `joined`) and settles them with queue.enqueue. Fewer
+    alerts than given means a request_id was stored meanwhile: the caller rolls back.
+    """
+    rows = await conn.fetch(
+        f"""WITH {_ALERTS_INPUT},
+           alerts AS ({_ALERTS_INSERT}),
+           new_jobs AS (
+               INSERT INTO retrain_jobs AS j
+                   (model_id, mode, priority, reason, trigger_alert_id, trigger_rule, max_attempts, timeout_s,
+                    coalesced_triggers)
+               SELECT i.m, x.mode, x.priority, 'alert ' || i.id || x.reason, i.id, x.rule, coalesce($9::int, 3),
+                      $10::float8, x.n
+                 FROM unnest($3::bigint[], $4::text[], $5::smallint[], $6::text[], $7::text[], $8::int[])
+                      WITH ORDINALITY AS x(alert, mode, priority, reason, rule, n, ord)
+                 JOIN input i ON i.ord = x.alert + 1
+                ORDER BY x.ord
+               ON CONFLICT (model_id) WHERE state IN ('QUEUED', 'RUNNING') DO NOTHING
+               RETURNING id, trigger_alert_id),
+           joined AS (
+               UPDATE retrain_jobs AS j SET
+                    priority = greatest(j.priority, x.priority),
+                    mode = CASE WHEN j.state = 'QUEUED' AND x.mode = 'FULL' THEN 'FULL' ELSE j.mode END,
+                    coalesced_triggers = j.coalesced_triggers + x.n,
+                    update_time = now()
+                 FROM unnest($11::bigint[], $12::text[], $13::smallint[], $14::int[]) AS x(id, mode, priority, n)
+                WHERE j.id = x.id AND j.state IN ('QUEUED', 'RUNNING')
+               RETURNING j.id),
+           notified AS (SELECT pg_notify($15, id::text) FROM new_jobs)
+           SELECT 'alert' AS kind, id, request_id, create_time, NULL::bigint AS alert_id FROM alerts
+           UNION ALL SELECT 'job', id, NULL, NULL, trigger_alert_id FROM new_jobs
+           UNION ALL SELECT 'joined', id, NULL, NULL, NULL FROM joined
+           -- a SELECT in WITH runs only when referenced: this row makes the NOTIFYs happen
+           UNION ALL SELECT 'notified', count(*), NULL, NULL, NULL FROM notified""",
+        _alert_rows(alerts, states), rule_set_version,
+        [j.alert for j in jobs], [j.mode for j in jobs], [j.priority for j in jobs], [j.reason for j in jobs],
+        [j.rule for j in jobs], [j.coalesced for j in jobs], max_attempts, timeout_s,
+        [j.job_id for j in joins], [j.mode for j in joins], [j.priority for j in joins], [j.count for j in joins],
+        jobs_channel,
+    )
+    inserted = sorted((r for r in rows if r["kind"] == "alert"), key=lambda r: r["id"])
+    position = {r["id"]: n for n, r in enumerate(inserted)}
+    return DecidedWrite(
+        alerts=inserted,
+        jobs={position[r["alert_id"]]: r["id"] for r in rows if r["kind"] == "job" and r["alert_id"] in position},
+        joined={r["id"] for r in rows if r["kind"] == "joined"})
 
 
 async def existing_request_ids(conn: asyncpg.Connection, request_ids: Sequence[str]) -> set[str]:
@@ -116,25 +214,34 @@ async def alerts_by_request_ids(conn: asyncpg.Connection, request_ids: Sequence[
 async def insert_actions(conn: asyncpg.Connection, actions: Sequence[NewAction]) -> list[dict]:
     """Insert decisions in one statement; returns the rows (as dicts) in input order.
 
-    Only the id and create_time come back from the database; the rest is what was written, so the
-    reply does not pay for decoding every column of every action again.
+    The same statement links each job to the action that started it (`starts_job`): the jobs were
+    written first, so the link is an update of rows written earlier in the transaction. Only the id
+    and create_time come back from the database; the rest is what was written, so the reply does
+    not pay for decoding every column of every action again.
     """
     if not actions:
         return []
+    # Ids are drawn in input order (as for alerts), before the insert, so the link can name them.
     rows = await conn.fetch(
-        """INSERT INTO closed_loop_actions
-                (alert_id, model_id, rule, rule_set_version, kind, mode, priority, decision, reason,
+        """WITH input AS (
+               SELECT nextval('closed_loop_actions_ids') AS id, x.*
+                 FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
+                             $7::smallint[], $8::text[], $9::text[], $10::bigint[], $11::timestamptz[],
+                             $12::boolean[])
+                      WITH ORDINALITY AS x(a, m, r, v, k, md, p, d, rs, j, cu, starts, ord)
+                ORDER BY x.ord),
+           linked AS (
+               UPDATE retrain_jobs AS j SET trigger_action_id = input.id, update_time = now()
+                 FROM input WHERE input.starts AND j.id = input.j)
+           INSERT INTO closed_loop_actions
+                (id, alert_id, model_id, rule, rule_set_version, kind, mode, priority, decision, reason,
                  job_id, cooldown_until)
-            SELECT a, m, r, v, k, md, p, d, rs, j, cu
-              FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[],
-                          $7::smallint[], $8::text[], $9::text[], $10::bigint[], $11::timestamptz[])
-                   WITH ORDINALITY AS x(a, m, r, v, k, md, p, d, rs, j, cu, ord)
-             ORDER BY ord
-            RETURNING id, create_time""",
+           SELECT id, a, m, r, v, k, md, p, d, rs, j, cu FROM input ORDER BY ord
+           RETURNING id, create_time""",
         [a.alert_id for a in actions], [a.model_id for a in actions], [a.rule for a in actions],
         [a.rule_set_version for a in actions], [a.kind for a in actions], [a.mode for a in actions],
         [a.priority for a in actions], [a.decision for a in actions], [a.reason for a in actions],
-        [a.job_id for a in actions], [a.cooldown_until for a in actions],
+        [a.job_id for a in actions], [a.cooldown_until for a in actions], [a.starts_job for a in actions],
     )
     rows = sorted(rows, key=lambda r: r["id"])
     return [{"id": r["id"], "create_time": r["create_time"], "alert_id": a.alert_id, "model_id": a.model_id,

@@ -91,37 +91,6 @@ async def enqueue(conn: asyncpg.Connection, *, model_id: str, mode: str, priorit
     return row, bool(row["created"])
 
 
-async def coalesce_into_active(conn: asyncpg.Connection, joins: Sequence[tuple[int, str, int, int]]) -> set[int]:
-    """Fold triggers into jobs known to be active, in one statement: (job_id, mode, priority, count).
-
-    The same rules as enqueue's coalescing: the priority rises to the maximum, a still QUEUED job
-    turns full when asked for full, and the triggers are counted. Returns the ids of the jobs that
-    were still active; a job that ended meanwhile is left alone, and the caller enqueues anew.
-    """
-    if not joins:
-        return set()
-    rows = await conn.fetch(
-        """UPDATE retrain_jobs AS j SET
-                priority = greatest(j.priority, x.priority),
-                mode = CASE WHEN j.state = 'QUEUED' AND x.mode = 'FULL' THEN 'FULL' ELSE j.mode END,
-                coalesced_triggers = j.coalesced_triggers + x.n,
-                update_time = now()
-             FROM unnest($1::bigint[], $2::text[], $3::smallint[], $4::int[]) AS x(id, mode, priority, n)
-            WHERE j.id = x.id AND j.state IN ('QUEUED', 'RUNNING')
-        RETURNING j.id""",
-        [j[0] for j in joins], [j[1] for j in joins], [j[2] for j in joins], [j[3] for j in joins],
-    )
-    return {r["id"] for r in rows}
-
-
-async def set_trigger_action(conn: asyncpg.Connection, job_id: int, action_id: int) -> None:
-    """Link the closed_loop_actions row that started the job (written after the job exists)."""
-    await conn.execute(
-        "UPDATE retrain_jobs SET trigger_action_id = $2, update_time = now() WHERE id = $1",
-        job_id, action_id,
-    )
-
-
 async def claim(conn: asyncpg.Connection, *, worker: str, lease_s: float, limit: int = 1) -> list[asyncpg.Record]:
     """Claim up to `limit` runnable jobs, critical first, then oldest. Never blocks on other claimers."""
     rows = await conn.fetch(
