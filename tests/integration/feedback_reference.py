@@ -4,7 +4,6 @@ the server's report must give exactly these figures however much of it the aggre
 
 from __future__ import annotations
 
-import datetime as dt
 from collections import defaultdict
 
 from closedloop.dsl import RuleCompileError, compile_rules

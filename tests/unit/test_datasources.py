@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import pathlib
 import sys
 import uuid
 from urllib.parse import urlsplit, urlunsplit
