@@ -213,11 +213,14 @@ def run_server(queue, database_url: str, data_dir: str, db_timeout: float) -> No
         loop.add_signal_handler(signal.SIGTERM, stopping.set)
         loop.add_signal_handler(signal.SIGUSR1, cache.set)
         queue.put((port, server.http.port, startup, sweep, sent))
-        await cache.wait()
-        server.facts.ttl = 3600.0  # keep them for the measurement
-        await server.facts.entries(model_ids)
-        queue.put("cached")
-        await stopping.wait()
+        # SIGTERM stops the server at any point (also before SIGUSR1, when the measurement failed).
+        stop = asyncio.ensure_future(stopping.wait())
+        await asyncio.wait([stop, asyncio.ensure_future(cache.wait())], return_when=asyncio.FIRST_COMPLETED)
+        if cache.is_set() and not stopping.is_set():
+            server.facts.ttl = 3600.0  # keep them for the measurement
+            await server.facts.entries(model_ids)
+            queue.put("cached")
+        await stop
         await server.stop(1)
 
     asyncio.run(main())
@@ -253,7 +256,9 @@ async def measure(target: str, http_url: str, args, rate: float | None, stored: 
         latencies, _ = await open_loop(stub, alert_mix(int(rate * args.latency_seconds), args.models, 4, "lat"), rate)
         out["decision_p50"], out["decision_p99"] = pct(latencies, .5), pct(latencies, .99)
         top = int((await client.list_alerts(page_size=1)).alerts[0].id)
-        ids = [rng.randint(1, top) for _ in range(400)]
+        # Ids the load wrote are 1..stored with no gap; ids the servers drew since may have gaps (a
+        # batch written again draws new ones), so a reused database is probed in the loaded range.
+        ids = [rng.randint(1, stored or top) for _ in range(400)]
         lat = []
         for i in ids:
             lat.append(await timed(client.get_alert(str(i))))
@@ -289,7 +294,7 @@ async def measure(target: str, http_url: str, args, rate: float | None, stored: 
             out["backtest_alerts_per_s"] = replayed / (await slowest(1, lambda: client.backtest_rules(
                 source, now - window, now)) / 1000)
             out["backtest_alerts"] = replayed
-        out["console"] = await console_pages(http_url, args.models, top)
+        out["console"] = await console_pages(http_url, args.models, stored or top)
     return out
 
 
@@ -370,7 +375,8 @@ async def feedback_rollup(url: str) -> float:
 
 
 async def _reusable(admin, server_url: str, db: str, alerts: int, models_wanted: int) -> bool:
-    """--reuse: the database a previous run loaded, if it holds what this run asks for. Its schema is
+    """--reuse: the full database a previous run loaded, if it holds what this run asks for (the
+    empty one is always made anew: it is quick, and must stay empty). Its schema is
     brought up to date (a new migration's indexes are built here, not in the measured start-up) and so
     are its roll-ups; the alerts earlier runs' measurements added (a few thousand) stay."""
     import asyncpg
@@ -384,14 +390,13 @@ async def _reusable(admin, server_url: str, db: str, alerts: int, models_wanted:
     try:
         stored = await conn.fetchval("SELECT count(*) FROM monitoring_alert_triggers")
         models = await conn.fetchval("SELECT count(*) FROM monitoring_retraining_integration")
-        if stored < alerts or models != models_wanted or (alerts == 0 and stored > 100_000):
+        if stored < alerts or models != models_wanted:
             return False
         t0 = time.perf_counter()
         await migrate(conn)
         await conn.execute("ANALYZE")
-        if alerts:
-            await console_rollup(url)
-            await feedback_rollup(url)
+        await console_rollup(url)
+        await feedback_rollup(url)
         print(f"reused {db}: {stored:,} alerts, {models:,} models (migrations, ANALYZE and roll-ups "
               f"brought up to date in {time.perf_counter() - t0:.0f} s)")
         return True
@@ -410,8 +415,7 @@ async def prepare(server_url: str, args) -> dict[str, str]:
     try:
         for name in ("empty", "full"):
             db = f"closedloop_scale_{name}"
-            if args.reuse and await _reusable(admin, server_url, db, args.alerts if name == "full" else 0,
-                                                  args.models):
+            if name == "full" and args.reuse and await _reusable(admin, server_url, db, args.alerts, args.models):
                 urls[name] = urlunsplit(urlsplit(server_url)._replace(path="/" + db))
                 continue
             await admin.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
