@@ -35,8 +35,7 @@ import asyncpg
 
 from ..store import feedback_daily as daily
 from ..store import history
-from .definitions import (DEFINITIONS, HARMED, HELPED, NO_EFFECT, beat_champion, false_positive, judged, missed,
-                          verdict)
+from .definitions import DEFINITIONS, HARMED, HELPED, NO_EFFECT, beat_champion, false_positive, judged, verdict
 from .suggest import ThresholdSuggestion, suggest_thresholds, threshold_metrics
 from .tally import CheckedRules, Counted, Tallies, compile_sources, tally
 
@@ -147,7 +146,8 @@ def whole_days(start: dt.datetime, end: dt.datetime) -> tuple[dt.datetime, dt.da
 def _ranges_before(times_by_model: dict[str, list[dt.datetime]],
                    window: dt.timedelta) -> list[tuple[str, dt.datetime, dt.datetime]]:
     """(model, low, high): the instants within `window` before (and at) one of the model's times, as
-    closed ranges that do not overlap, so the alerts in them are read once each."""
+    closed ranges that do not overlap, so the alerts in them are read once each. An instant lies in
+    one of a model's ranges exactly when definitions.missed holds for it and the model's times."""
     out = []
     for model, times in times_by_model.items():
         merged: list[list[dt.datetime]] = []
@@ -250,7 +250,7 @@ async def build_report(pool: asyncpg.Pool, *, model_id: str | None, rule: str | 
         ranges = _ranges_before(helpful_by_model, fn_window)
         near = await history.alerts_in_ranges(conn, [r[0] for r in ranges], [r[1] for r in ranges],
                                               [r[2] for r in ranges], start, end, metric_names)
-        return helpful_by_model, near, await _checked_rules(conn, near)
+        return near, await _checked_rules(conn, near)
 
     # One snapshot: the aggregates and the watermark agree with the alerts read beside them. The
     # three parts read on their own connections at once when the pool has them to spare.
@@ -267,7 +267,7 @@ async def build_report(pool: asyncpg.Pool, *, model_id: str | None, rule: str | 
             await count(conns[0])
             judged_, missed_ = await judge(conns[0]), await near_misses(conns[0])
     actions, manual_ids, outcomes, retrains, neighbours = judged_
-    helpful_by_model, near, checked = missed_
+    near, checked = missed_
 
     verdicts = []
     for act in actions:
@@ -284,13 +284,13 @@ async def build_report(pool: asyncpg.Pool, *, model_id: str | None, rule: str | 
                 job_id=act["job_id"], verdict=judgement, improvement=(o["improvement"] or 0.0) if o else 0.0))
 
     # False negatives: of the quiet checks (counted above), those followed within fn_window by a
-    # retrain of the same model that beat its champion. Only alerts that close to one can be.
+    # retrain of the same model that beat its champion: the alerts read in the ranges, which hold
+    # exactly the instants definitions.missed accepts (see _ranges_before).
     quiet_alerts: dict[str, list] = defaultdict(list)   # for the suggestions: only the metrics they read
     for a in near:
-        if not missed(a["observe_time"], helpful_by_model.get(a["model_id"], ()), fn_window):
-            continue
-        names = [name for name in checked.quiet(a["rule_set_version"], a["alert_type"], a["model_id"], a["rules"] or ())
-                 if not rule or name == rule]
+        names = checked.quiet(a["rule_set_version"], a["alert_type"], a["model_id"], tuple(a["rules"] or ()))
+        if rule:
+            names = [name for name in names if name == rule]
         if not names:
             continue
         seen = {"metrics": {k: v for k, v in zip(metric_names, a["values"]) if v is not None}}

@@ -146,10 +146,11 @@ async def alerts_in_ranges(conn: asyncpg.Connection, models: Sequence[str], lows
                            highs: Sequence[dt.datetime], start: dt.datetime, end: dt.datetime,
                            metrics: Sequence[str]) -> list[asyncpg.Record]:
     """The alerts of models[i] observed in [lows[i], highs[i]] and in [start, end), in no particular
-    order: id, model_id, alert_type, rule_set_version, observe_time, `values` (the value of each of
-    `metrics`, NULL where the alert has none) and `rules`, the rules that acted on it (in action
-    order; NULL: none). Only what the report's false-negative check reads: at ten million alerts
-    these are ~70,000 rows, and an array of floats is decoded much faster than a json document.
+    order: model_id, alert_type, rule_set_version, `values` (the value of each of `metrics`, NULL
+    where the alert has none) and `rules`, the rules that acted on it (in action order; NULL: none).
+    Only what the report's false-negative check reads: at ten million alerts these are ~70,000 rows,
+    and an array of floats is decoded much faster than a json document (a timestamp, too, costs
+    more to decode than the rest of the row).
     The ranges of one model must not overlap (then each alert comes once, and no sort is needed to
     drop repeats)."""
     return await conn.fetch(
@@ -173,7 +174,7 @@ async def alerts_in_ranges(conn: asyncpg.Connection, models: Sequence[str], lows
                  WHERE alert_id = ANY((SELECT array_agg(id) FROM near)::bigint[])
                    AND create_time >= (SELECT min(create_time) FROM near)
                  GROUP BY alert_id)
-           SELECT n.id, n.model_id, n.alert_type, n.rule_set_version, n.observe_time, n.values, c.rules
+           SELECT n.model_id, n.alert_type, n.rule_set_version, n.values, c.rules
              FROM near n LEFT JOIN acted c ON c.alert_id = n.id""",
         list(models), list(lows), list(highs), start, end, list(metrics))
 
