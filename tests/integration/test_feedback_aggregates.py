@@ -11,6 +11,7 @@ read on one connection and on three sharing a snapshot.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import random
 
 import asyncpg
@@ -145,6 +146,7 @@ async def _assert_equal(pool) -> None:
     for window in _windows():
         kwargs = dict(fn_window=None, active_ruleset=None, scopes=None) | window
         got = await build_report(pool, **kwargs)
+        assert gc.isenabled()                 # paused only while the report ran
         want = await reference_report(pool, **kwargs)
         assert got.rules == want.rules, window
         assert got.models == want.models, window
@@ -256,3 +258,4 @@ async def test_a_failing_part_fails_the_report_with_its_own_error(pool, monkeypa
         with pytest.raises(asyncpg.DivisionByZeroError):
             await build_report(pool, model_id=None, rule=None, start=BASE, end=NOW, fn_window=None)
         assert pool.get_idle_size() == pool.get_size()
+        assert gc.isenabled()
