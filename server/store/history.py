@@ -215,6 +215,11 @@ async def performance_neighbours(conn: asyncpg.Connection, models: Sequence[str]
     return [(alert(r, "b_"), alert(r, "n_")) for r in rows]
 
 
+async def report_memory(conn: asyncpg.Connection, work_mem: str) -> None:
+    """Inside a transaction: let its sorts and hashes use `work_mem` (until it ends)."""
+    await conn.execute("SELECT set_config('work_mem', $1, true)", work_mem)
+
+
 async def export_snapshot(conn: asyncpg.Connection) -> str:
     """Inside a REPEATABLE READ transaction: an id other sessions can read this transaction's snapshot
     by (valid while it stays open), so one report can read with several connections at once."""
