@@ -46,7 +46,8 @@ MAX_VERDICTS = 500
 DAY = dt.timedelta(days=1)
 SPARE_CONNECTIONS = 2  # left free in the pool when a report takes extra connections
 # Per sort or hash of a report's statements: at ten million alerts the daily sums sort 176,000 rows
-# and the partial days group 55,000 alerts; with PostgreSQL's default 4 MB both spill to disk.
+# and the partial days group 55,000 alerts; with PostgreSQL's default 4 MB both spill to disk. (Its
+# statements also start no parallel workers: on a small server they only cost CPU the parts share.)
 WORK_MEM = "64MB"
 
 
@@ -231,7 +232,7 @@ async def _same_snapshot(pool: asyncpg.Pool, n: int) -> AsyncIterator[list]:
     async with contextlib.AsyncExitStack() as stack:
         first = await stack.enter_async_context(pool.acquire())
         await stack.enter_async_context(first.transaction(isolation="repeatable_read", readonly=True))
-        await history.report_memory(first, WORK_MEM)
+        await history.report_settings(first, WORK_MEM)
         conns = [first]
         if pool.get_idle_size() + pool.get_max_size() - pool.get_size() >= n - 1 + SPARE_CONNECTIONS:
             snapshot = await history.export_snapshot(first)
@@ -239,7 +240,7 @@ async def _same_snapshot(pool: asyncpg.Pool, n: int) -> AsyncIterator[list]:
                 conn = await stack.enter_async_context(pool.acquire())
                 await stack.enter_async_context(conn.transaction(isolation="repeatable_read", readonly=True))
                 await history.import_snapshot(conn, snapshot)
-                await history.report_memory(conn, WORK_MEM)
+                await history.report_settings(conn, WORK_MEM)
                 conns.append(conn)
         yield conns
 

@@ -215,9 +215,11 @@ async def performance_neighbours(conn: asyncpg.Connection, models: Sequence[str]
     return [(alert(r, "b_"), alert(r, "n_")) for r in rows]
 
 
-async def report_memory(conn: asyncpg.Connection, work_mem: str) -> None:
-    """Inside a transaction: let its sorts and hashes use `work_mem` (until it ends)."""
-    await conn.execute("SELECT set_config('work_mem', $1, true)", work_mem)
+async def report_settings(conn: asyncpg.Connection, work_mem: str) -> None:
+    """Inside a transaction, until it ends: its sorts and hashes may use `work_mem`, and no statement
+    starts parallel workers (the report already reads on up to three connections at once)."""
+    await conn.execute("SELECT set_config('work_mem', $1, true), set_config('max_parallel_workers_per_gather', '0', true)",
+                       work_mem)
 
 
 async def export_snapshot(conn: asyncpg.Connection) -> str:
