@@ -166,13 +166,23 @@ async def alerts_in_ranges(conn: asyncpg.Connection, models: Sequence[str], lows
                         WHERE a.model_id = h.model_id AND a.observe_time >= greatest(h.low, $4)
                           AND a.observe_time <= h.high AND a.observe_time >= $4 AND a.observe_time < $5
                        OFFSET 0) a),
-           -- Their actions by id, only in the action months from their earliest create_time on (an
-           -- action is written in its alert's decision transaction or later, never before it).
+           -- Their actions by id, only in the action months from the alerts' create_time on (an
+           -- action is written in its alert's decision transaction or later, never before it): the
+           -- alerts created in the newest (UTC) month probe that month alone, the others every month
+           -- from their earliest (at ten million alerts 140,000 -> 80,000 probes, 473,000 -> 286,000 buffers).
+           newest AS (SELECT date_trunc('month', max(create_time) AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' AS month
+                        FROM near),
            acted AS (
                 SELECT alert_id, array_agg(rule ORDER BY id) AS rules
-                  FROM closed_loop_actions
-                 WHERE alert_id = ANY((SELECT array_agg(id) FROM near)::bigint[])
-                   AND create_time >= (SELECT min(create_time) FROM near)
+                  FROM (SELECT alert_id, id, rule FROM closed_loop_actions
+                         WHERE alert_id = ANY((SELECT array_agg(id) FROM near
+                                                WHERE create_time < (SELECT month FROM newest))::bigint[])
+                           AND create_time >= (SELECT min(create_time) FROM near)
+                        UNION ALL
+                        SELECT alert_id, id, rule FROM closed_loop_actions
+                         WHERE alert_id = ANY((SELECT array_agg(id) FROM near
+                                                WHERE create_time >= (SELECT month FROM newest))::bigint[])
+                           AND create_time >= (SELECT month FROM newest)) c
                  GROUP BY alert_id)
            SELECT n.model_id, n.alert_type, n.rule_set_version, n.values, c.rules
              FROM near n LEFT JOIN acted c ON c.alert_id = n.id""",
