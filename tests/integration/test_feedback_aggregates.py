@@ -191,6 +191,19 @@ async def test_aggregate_report_equals_raw_report(pool):
     assert await roll_up(pool) == 0           # counted once
 
 
+async def test_actions_of_alerts_created_months_before_them_are_found(pool):
+    """The report looks up the actions of the alerts created in the newest month in that month alone,
+    the others' in every month from their earliest create_time on: alerts created 40 days before
+    their actions (still never after them) count as before."""
+    async with pool.acquire() as conn:
+        await _generate(conn, random.Random(18))
+        await conn.execute(
+            "UPDATE monitoring_alert_triggers SET create_time = create_time - interval '40 days' WHERE id % 3 = 0")
+    await _assert_equal(pool)
+    assert await roll_up(pool) == 260
+    await _assert_equal(pool)
+
+
 async def test_rollup_waits_for_decisions_still_in_flight(pool):
     """An alert whose transaction began before the pass and is still open is not skipped: the pass
     waits for it, or counts nothing and leaves it to the next."""
