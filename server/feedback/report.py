@@ -26,17 +26,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import gc
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Sequence
+from typing import AsyncIterator, Iterator, Sequence
 
 import asyncpg
 
 from ..store import feedback_daily as daily
 from ..store import history
-from .definitions import (DEFINITIONS, HARMED, HELPED, NO_EFFECT, beat_champion, false_positive, judged, missed,
-                          verdict)
+from .definitions import DEFINITIONS, HARMED, HELPED, NO_EFFECT, beat_champion, false_positive, judged, verdict
 from .suggest import ThresholdSuggestion, suggest_thresholds, threshold_metrics
 from .tally import CheckedRules, Counted, Tallies, compile_sources, tally
 
@@ -45,6 +45,10 @@ DEFAULT_FN_WINDOW = dt.timedelta(hours=24)
 MAX_VERDICTS = 500
 DAY = dt.timedelta(days=1)
 SPARE_CONNECTIONS = 2  # left free in the pool when a report takes extra connections
+# Per sort or hash of a report's statements: at ten million alerts the daily sums sort 176,000 rows
+# and the partial days group 55,000 alerts; with PostgreSQL's default 4 MB both spill to disk. (Its
+# statements also start no parallel workers: on a small server they only cost CPU the parts share.)
+WORK_MEM = "64MB"
 
 
 @dataclass(frozen=True)
@@ -147,7 +151,8 @@ def whole_days(start: dt.datetime, end: dt.datetime) -> tuple[dt.datetime, dt.da
 def _ranges_before(times_by_model: dict[str, list[dt.datetime]],
                    window: dt.timedelta) -> list[tuple[str, dt.datetime, dt.datetime]]:
     """(model, low, high): the instants within `window` before (and at) one of the model's times, as
-    closed ranges that do not overlap, so the alerts in them are read once each."""
+    closed ranges that do not overlap, so the alerts in them are read once each. An instant lies in
+    one of a model's ranges exactly when definitions.missed holds for it and the model's times."""
     out = []
     for model, times in times_by_model.items():
         merged: list[list[dt.datetime]] = []
@@ -194,6 +199,31 @@ async def _count_alerts(conn, start, end, model_id, rule, scopes, by_rule, by_mo
         by_model[m].triggers += n
 
 
+_pausing = 0      # reports running now, with the cyclic garbage collector paused
+_resume = False   # whether the first of them found the collector enabled
+
+
+@contextlib.contextmanager
+def _collector_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while reports run (reference counting still frees as usual).
+    A report over every model holds ~200,000 rows at ten million alerts (records, most with a list or
+    two of arrays) and builds as many tuples and dicts, none in a reference cycle; the collector's
+    passes over them as they pile up cost 0.5-0.65 of the report's 1.5 s of CPU there, more than
+    any one part of its own Python. Cycles other calls make meanwhile are collected after the last
+    report."""
+    global _pausing, _resume
+    if _pausing == 0:
+        _resume = gc.isenabled()
+        gc.disable()
+    _pausing += 1
+    try:
+        yield
+    finally:
+        _pausing -= 1
+        if _pausing == 0 and _resume:
+            gc.enable()
+
+
 @contextlib.asynccontextmanager
 async def _same_snapshot(pool: asyncpg.Pool, n: int) -> AsyncIterator[list]:
     """n connections in read-only transactions that see one snapshot (store/history.export_snapshot),
@@ -203,6 +233,7 @@ async def _same_snapshot(pool: asyncpg.Pool, n: int) -> AsyncIterator[list]:
     async with contextlib.AsyncExitStack() as stack:
         first = await stack.enter_async_context(pool.acquire())
         await stack.enter_async_context(first.transaction(isolation="repeatable_read", readonly=True))
+        await history.report_settings(first, WORK_MEM)
         conns = [first]
         if pool.get_idle_size() + pool.get_max_size() - pool.get_size() >= n - 1 + SPARE_CONNECTIONS:
             snapshot = await history.export_snapshot(first)
@@ -210,6 +241,7 @@ async def _same_snapshot(pool: asyncpg.Pool, n: int) -> AsyncIterator[list]:
                 conn = await stack.enter_async_context(pool.acquire())
                 await stack.enter_async_context(conn.transaction(isolation="repeatable_read", readonly=True))
                 await history.import_snapshot(conn, snapshot)
+                await history.report_settings(conn, WORK_MEM)
                 conns.append(conn)
         yield conns
 
@@ -219,95 +251,96 @@ async def build_report(pool: asyncpg.Pool, *, model_id: str | None, rule: str | 
                        fn_window: dt.timedelta | None, active_ruleset=None,
                        scopes: Sequence[str] | None = None) -> FeedbackReport:
     """`scopes`: only models matching one of these globs (a scoped token's view; None: all)."""
-    end = end or dt.datetime.now(dt.timezone.utc)
-    start = start or end - DEFAULT_WINDOW
-    fn_window = fn_window or DEFAULT_FN_WINDOW
-    horizon = end + fn_window + DEFAULT_WINDOW  # outcomes written later than this are not waited for
-    by_rule: dict[str, _Group] = defaultdict(_Group)
-    by_model: dict[str, _Group] = defaultdict(_Group)
+    with _collector_paused():
+        end = end or dt.datetime.now(dt.timezone.utc)
+        start = start or end - DEFAULT_WINDOW
+        fn_window = fn_window or DEFAULT_FN_WINDOW
+        horizon = end + fn_window + DEFAULT_WINDOW  # outcomes written later than this are not waited for
+        by_rule: dict[str, _Group] = defaultdict(_Group)
+        by_model: dict[str, _Group] = defaultdict(_Group)
 
-    async def count(conn) -> None:
-        await _count_alerts(conn, start, end, model_id, rule, scopes, by_rule, by_model)
+        async def count(conn) -> None:
+            await _count_alerts(conn, start, end, model_id, rule, scopes, by_rule, by_model)
 
-    async def judge(conn):
-        actions = await history.retrain_actions(conn, start, end, model_id, rule, scopes)
-        manual_ids = await history.manual_jobs(conn, start, end, model_id, scopes)
-        outcomes = await history.outcomes(conn, [a["job_id"] for a in actions] + manual_ids, start, horizon)
-        retrains = [a for a in actions if a["kind"] == "RETRAIN"]
-        neighbours = await history.performance_neighbours(
-            conn, [a["model_id"] for a in retrains], [a["observe_time"] for a in retrains],
-            [outcomes[a["job_id"]]["time"] if a["job_id"] in outcomes else end for a in retrains], start, end)
-        return actions, manual_ids, outcomes, retrains, neighbours
+        async def judge(conn):
+            actions = await history.retrain_actions(conn, start, end, model_id, rule, scopes)
+            manual_ids = await history.manual_jobs(conn, start, end, model_id, scopes)
+            outcomes = await history.outcomes(conn, [a["job_id"] for a in actions] + manual_ids, start, horizon)
+            retrains = [a for a in actions if a["kind"] == "RETRAIN"]
+            neighbours = await history.performance_neighbours(
+                conn, [a["model_id"] for a in retrains], [a["observe_time"] for a in retrains],
+                [outcomes[a["job_id"]]["time"] if a["job_id"] in outcomes else end for a in retrains], start, end)
+            return actions, manual_ids, outcomes, retrains, neighbours
 
-    metric_names = threshold_metrics(active_ruleset)
+        metric_names = threshold_metrics(active_ruleset)
 
-    async def near_misses(conn):
-        helpful_by_model: dict[str, list[dt.datetime]] = defaultdict(list)
-        # A quiet alert is observed before `end`, so the retrain that shows it missed ended by end + fn_window.
-        for o in await history.promoted_retrains(conn, start, end + fn_window, model_id, scopes):
-            if beat_champion(o):
-                helpful_by_model[o["model_id"]].append(o["time"])
-        ranges = _ranges_before(helpful_by_model, fn_window)
-        near = await history.alerts_in_ranges(conn, [r[0] for r in ranges], [r[1] for r in ranges],
-                                              [r[2] for r in ranges], start, end, metric_names)
-        return helpful_by_model, near, await _checked_rules(conn, near)
+        async def near_misses(conn):
+            helpful_by_model: dict[str, list[dt.datetime]] = defaultdict(list)
+            # A quiet alert is observed before `end`, so the retrain that shows it missed ended by end + fn_window.
+            for o in await history.promoted_retrains(conn, start, end + fn_window, model_id, scopes):
+                if beat_champion(o):
+                    helpful_by_model[o["model_id"]].append(o["time"])
+            ranges = _ranges_before(helpful_by_model, fn_window)
+            near = await history.alerts_in_ranges(conn, [r[0] for r in ranges], [r[1] for r in ranges],
+                                                  [r[2] for r in ranges], start, end, metric_names)
+            return near, await _checked_rules(conn, near)
 
-    # One snapshot: the aggregates and the watermark agree with the alerts read beside them. The
-    # three parts read on their own connections at once when the pool has them to spare.
-    async with _same_snapshot(pool, 3) as conns:
-        if len(conns) == 3:
-            try:
-                async with asyncio.TaskGroup() as parts:  # one failing cancels the others before release
-                    parts.create_task(count(conns[0]))
-                    judging, missing = parts.create_task(judge(conns[1])), parts.create_task(near_misses(conns[2]))
-            except ExceptionGroup as failed:
-                raise failed.exceptions[0]  # as one connection would have: the API maps database errors
-            judged_, missed_ = judging.result(), missing.result()
-        else:
-            await count(conns[0])
-            judged_, missed_ = await judge(conns[0]), await near_misses(conns[0])
-    actions, manual_ids, outcomes, retrains, neighbours = judged_
-    helpful_by_model, near, checked = missed_
+        # One snapshot: the aggregates and the watermark agree with the alerts read beside them. The
+        # three parts read on their own connections at once when the pool has them to spare.
+        async with _same_snapshot(pool, 3) as conns:
+            if len(conns) == 3:
+                try:
+                    async with asyncio.TaskGroup() as parts:  # one failing cancels the others before release
+                        parts.create_task(count(conns[0]))
+                        judging, missing = parts.create_task(judge(conns[1])), parts.create_task(near_misses(conns[2]))
+                except ExceptionGroup as failed:
+                    raise failed.exceptions[0]  # as one connection would have: the API maps database errors
+                judged_, missed_ = judging.result(), missing.result()
+            else:
+                await count(conns[0])
+                judged_, missed_ = await judge(conns[0]), await near_misses(conns[0])
+        actions, manual_ids, outcomes, retrains, neighbours = judged_
+        near, checked = missed_
 
-    verdicts = []
-    for act in actions:
-        for group in (by_rule[act["rule"]], by_model[act["model_id"]]):
-            group.jobs[act["job_id"]] = act
-    for act, (before, after) in zip(retrains, neighbours):
-        o = outcomes.get(act["job_id"])
-        judgement = verdict(o, before, after)
-        by_rule[act["rule"]].verdicts[judgement] += 1
-        by_model[act["model_id"]].verdicts[judgement] += 1
-        if len(verdicts) < MAX_VERDICTS:
-            verdicts.append(ActionVerdict(
-                action_id=act["id"], alert_id=act["alert_id"], rule=act["rule"], model_id=act["model_id"],
-                job_id=act["job_id"], verdict=judgement, improvement=(o["improvement"] or 0.0) if o else 0.0))
+        verdicts = []
+        for act in actions:
+            for group in (by_rule[act["rule"]], by_model[act["model_id"]]):
+                group.jobs[act["job_id"]] = act
+        for act, (before, after) in zip(retrains, neighbours):
+            o = outcomes.get(act["job_id"])
+            judgement = verdict(o, before, after)
+            by_rule[act["rule"]].verdicts[judgement] += 1
+            by_model[act["model_id"]].verdicts[judgement] += 1
+            if len(verdicts) < MAX_VERDICTS:
+                verdicts.append(ActionVerdict(
+                    action_id=act["id"], alert_id=act["alert_id"], rule=act["rule"], model_id=act["model_id"],
+                    job_id=act["job_id"], verdict=judgement, improvement=(o["improvement"] or 0.0) if o else 0.0))
 
-    # False negatives: of the quiet checks (counted above), those followed within fn_window by a
-    # retrain of the same model that beat its champion. Only alerts that close to one can be.
-    quiet_alerts: dict[str, list] = defaultdict(list)   # for the suggestions: only the metrics they read
-    for a in near:
-        if not missed(a["observe_time"], helpful_by_model.get(a["model_id"], ()), fn_window):
-            continue
-        names = [name for name in checked.quiet(a["rule_set_version"], a["alert_type"], a["model_id"], a["rules"] or ())
-                 if not rule or name == rule]
-        if not names:
-            continue
-        seen = {"metrics": {k: v for k, v in zip(metric_names, a["values"]) if v is not None}}
-        for name in names:
-            by_rule[name].quiet_missed += 1
-            quiet_alerts[name].append((seen, True))
+        # False negatives: of the quiet checks (counted above), those followed within fn_window by a
+        # retrain of the same model that beat its champion: the alerts read in the ranges, which hold
+        # exactly the instants definitions.missed accepts (see _ranges_before).
+        quiet_alerts: dict[str, list] = defaultdict(list)   # for the suggestions: only the metrics they read
+        for a in near:
+            names = checked.quiet(a["rule_set_version"], a["alert_type"], a["model_id"], tuple(a["rules"] or ()))
+            if rule:
+                names = [name for name in names if name == rule]
+            if not names:
+                continue
+            seen = {"metrics": {k: v for k, v in zip(metric_names, a["values"]) if v is not None}}
+            for name in names:
+                by_rule[name].quiet_missed += 1
+                quiet_alerts[name].append((seen, True))
 
-    manual = _Group()
-    for job_id in manual_ids:
-        if job_id in outcomes:
-            manual.jobs[job_id] = outcomes[job_id]
-    suggestions = []
-    if active_ruleset is not None:
-        suggestions = suggest_thresholds(active_ruleset, actions, outcomes, quiet_alerts, rule)
-    return FeedbackReport(
-        start_time=start, end_time=end,
-        rules={r: g.stats(outcomes) for r, g in sorted(by_rule.items())},
-        models={m: g.stats(outcomes) for m, g in sorted(by_model.items())},
-        manual=manual.stats(outcomes), verdicts=verdicts, suggestions=suggestions, definitions=list(DEFINITIONS),
-    )
+        manual = _Group()
+        for job_id in manual_ids:
+            if job_id in outcomes:
+                manual.jobs[job_id] = outcomes[job_id]
+        suggestions = []
+        if active_ruleset is not None:
+            suggestions = suggest_thresholds(active_ruleset, actions, outcomes, quiet_alerts, rule)
+        return FeedbackReport(
+            start_time=start, end_time=end,
+            rules={r: g.stats(outcomes) for r, g in sorted(by_rule.items())},
+            models={m: g.stats(outcomes) for m, g in sorted(by_model.items())},
+            manual=manual.stats(outcomes), verdicts=verdicts, suggestions=suggestions, definitions=list(DEFINITIONS),
+        )

@@ -68,6 +68,7 @@ class CheckedRules:
         self._named = {version: {m for r in ruleset.rules for m in r.model_ids or ()}
                        for version, ruleset in compiled.items()}
         self._memo: dict[tuple, tuple[str, ...]] = {}
+        self._quiet: dict[tuple, tuple[str, ...]] = {}
 
     def __call__(self, version: int | None, alert_type: str, model_id: str) -> tuple[str, ...]:
         ruleset = self.compiled.get(version)
@@ -82,16 +83,22 @@ class CheckedRules:
             self._memo[key] = names
         return names
 
-    def quiet(self, version: int | None, alert_type: str, model_id: str, fired) -> list[str]:
-        """The rules checked against such an alert that did not act on it (`fired`: those that did)."""
-        return [name for name in self(version, alert_type, model_id) if name not in fired]
+    def quiet(self, version: int | None, alert_type: str, model_id: str, fired: tuple[str, ...]) -> tuple[str, ...]:
+        """The rules checked against such an alert that did not act on it (`fired`: those that did).
+        Memoised like the checked rules: the report asks this for every alert it replays."""
+        named = self._named.get(version)
+        key = (version, alert_type, model_id if named and model_id in named else None, fired)
+        names = self._quiet.get(key)
+        if names is None:
+            names = self._quiet[key] = tuple(name for name in self(version, alert_type, model_id) if name not in fired)
+        return names
 
 
 def tally(counted: Iterable[Counted], checked: CheckedRules) -> Tallies:
     """Count the alerts per key, model and rule."""
     out = Tallies()
     for k, model, alert_type, version, acts, n in counted:
-        fired = {rule for rule, _ in acts}
+        fired = tuple(dict.fromkeys(rule for rule, _ in acts))  # each rule once, in action order
         for rule, decision in acts:
             out.rules[(k, model, rule)].decisions[decision] += n
         for rule in fired:

@@ -11,6 +11,7 @@ read on one connection and on three sharing a snapshot.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import random
 
 import asyncpg
@@ -145,6 +146,7 @@ async def _assert_equal(pool) -> None:
     for window in _windows():
         kwargs = dict(fn_window=None, active_ruleset=None, scopes=None) | window
         got = await build_report(pool, **kwargs)
+        assert gc.isenabled()                 # paused only while the report ran
         want = await reference_report(pool, **kwargs)
         assert got.rules == want.rules, window
         assert got.models == want.models, window
@@ -187,6 +189,19 @@ async def test_aggregate_report_equals_raw_report(pool):
     assert await roll_up(pool) == 2
     await _assert_equal(pool)
     assert await roll_up(pool) == 0           # counted once
+
+
+async def test_actions_of_alerts_created_months_before_them_are_found(pool):
+    """The report looks up the actions of the alerts created in the newest month in that month alone,
+    the others' in every month from their earliest create_time on: alerts created 40 days before
+    their actions (still never after them) count as before."""
+    async with pool.acquire() as conn:
+        await _generate(conn, random.Random(18))
+        await conn.execute(
+            "UPDATE monitoring_alert_triggers SET create_time = create_time - interval '40 days' WHERE id % 3 = 0")
+    await _assert_equal(pool)
+    assert await roll_up(pool) == 260
+    await _assert_equal(pool)
 
 
 async def test_rollup_waits_for_decisions_still_in_flight(pool):
@@ -256,3 +271,4 @@ async def test_a_failing_part_fails_the_report_with_its_own_error(pool, monkeypa
         with pytest.raises(asyncpg.DivisionByZeroError):
             await build_report(pool, model_id=None, rule=None, start=BASE, end=NOW, fn_window=None)
         assert pool.get_idle_size() == pool.get_size()
+        assert gc.isenabled()
