@@ -13,6 +13,8 @@ import datetime as dt
 import json
 import random
 
+import pytest
+
 from closedloop.dsl import compile_rules
 from closedloop.server.loop import backtest
 
@@ -51,7 +53,10 @@ RULES = ("drift_auto_retrain", "risk_auto_retrain", "performance_auto_retrain")
 DECISIONS = ("QUEUED", "COALESCED", "SKIPPED_COOLDOWN", "SKIPPED_BUDGET", "RECORDED")
 
 
-async def fill(conn, rng: random.Random, alerts: int) -> None:
+async def fill(conn, rng: random.Random, alerts: int, ids_in_time_order: bool = False) -> None:
+    """`ids_in_time_order`: alert ids ascend with observe_time (as alerts arriving on time get them),
+    so each page's ids are a dense run and its actions are read by id range; otherwise the ids are
+    shuffled against observe_time and each page's actions are looked up id by id."""
     models = [f"m{i}" for i in range(12)]
     await conn.executemany(
         """INSERT INTO monitoring_retraining_integration (model_id, training, metric, enabled, cooldown_override_s,
@@ -91,6 +96,10 @@ async def fill(conn, rng: random.Random, alerts: int) -> None:
             job = rng.choice(jobs) if decision in ("QUEUED", "COALESCED") and rng.random() < 0.9 else None
             actions.append((i + 1, model if model != "ghost" else "m0", rng.choice(RULES), decision,
                             rng.choice(("FULL", "INCREMENTAL", None)), rng.randint(1, 4), job, created))
+    if ids_in_time_order:
+        new_id = {row[0]: n + 1 for n, row in enumerate(sorted(rows, key=lambda row: (row[7], row[0])))}
+        rows = [(new_id[row[0]],) + row[1:] for row in rows]
+        actions = [(new_id[a[0]],) + a[1:] for a in actions]
     await conn.executemany(
         """INSERT INTO monitoring_alert_triggers (id, model_id, alert_type, severity, metrics, labels, source,
                observe_time, create_time, rule_set_version)
@@ -101,9 +110,10 @@ async def fill(conn, rng: random.Random, alerts: int) -> None:
            VALUES ($1, $2, $3, 1, 'RETRAIN', $5, $6, $4, $7, $8)""", actions)
 
 
-async def test_paged_backtest_equals_the_plain_replay(pool, monkeypatch):
+@pytest.mark.parametrize("ids_in_time_order", [False, True])
+async def test_paged_backtest_equals_the_plain_replay(pool, monkeypatch, ids_in_time_order):
     async with pool.acquire() as conn:
-        await fill(conn, random.Random(15), 4000)
+        await fill(conn, random.Random(15), 4000, ids_in_time_order)
     candidate = compile_rules(CANDIDATE, "candidate.rules")
     monkeypatch.setattr(backtest, "PAGE", 97)  # many pages, a partial last one
     monkeypatch.setattr(backtest, "SLICE", 13)  # each replayed in slices, a partial last one
