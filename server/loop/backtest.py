@@ -133,7 +133,8 @@ class _Replay:
         self.active_jobs: dict[str, set] = defaultdict(set)
         self.cand_jobs: Counter = Counter()
         self.job_until: dict[str, dt.datetime] = {}
-        self.day_jobs: dict[str, deque[dt.datetime]] = defaultdict(deque)  # the simulated jobs of the last day
+        # when each simulated job of the last day leaves the daily budget's window (its start + 1 day)
+        self.day_jobs: dict[str, deque[dt.datetime]] = defaultdict(deque)
         self.next_job = -1
         self.differences: list[BacktestDifference] = []
         self.differences_total = 0
@@ -199,7 +200,7 @@ class _Replay:
             if state.active_job is not None and self.job_until.get(model_id, now) <= now:
                 state.active_job = None
             recent = self.day_jobs[model_id]
-            while recent and now - recent[0] >= ONE_DAY:
+            while recent and recent[0] <= now:
                 recent.popleft()
             state.automated_today = len(recent)
         self.decider.now = now
@@ -211,12 +212,16 @@ class _Replay:
             self.decider.job_started(model_id, self.next_job)
             self.next_job -= 1
             self.job_until[model_id] = now + self.job_spans.get(model_id, DEFAULT_JOB_SPAN)
-            self.day_jobs[model_id].append(now)
+            self.day_jobs[model_id].append(now + ONE_DAY)
             self.cand_jobs[model_id] += 1
-        for a in decision.actions:
+        actions = decision.actions
+        for a in actions:
             if a.decision == "QUEUED":
                 cand_rules[a.rule][1] += 1
-        return self._outcomes[tuple((a.rule, a.decision, a.mode, a.priority) for a in decision.actions)]
+        if len(actions) == 1:  # most alerts: no generator for the outcome's key
+            a = actions[0]
+            return self._outcomes[((a.rule, a.decision, a.mode, a.priority),)]
+        return self._outcomes[tuple((a.rule, a.decision, a.mode, a.priority) for a in actions)]
 
     def report(self) -> BacktestReport:
         def side(rules: dict[str, list[int]], jobs: dict, version: int) -> BacktestSide:
