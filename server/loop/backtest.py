@@ -35,8 +35,9 @@ LABEL_CACHE = 4096  # distinct label texts kept decoded (dropped all at once pas
 ONE_DAY = dt.timedelta(days=1)
 NOTHING = "nothing"  # the outcome text of an alert without decisions
 NO_VERSION = (0, None)  # a model's version before its first promotion, and when it was promoted
-# jsonb as text has no surrounding whitespace: raw_decode parses it without json.loads' checks.
-_decode_json = json.JSONDecoder().raw_decode
+# jsonb as text has no surrounding whitespace and is always valid: the decoder's scanner (what
+# raw_decode calls, minus that call's frame) parses it without json.loads' checks; (value, end).
+_decode_json = json.JSONDecoder().scan_once
 
 
 @dataclass(frozen=True)
@@ -158,14 +159,14 @@ class _Replay:
                 if label_map is None:
                     if len(labels_seen) >= LABEL_CACHE:
                         labels_seen.clear()
-                    label_map = labels_seen[labels] = decode(labels)[0]
+                    label_map = labels_seen[labels] = decode(labels, 0)[0]
                 model = None
                 if rules.reads_model and model_id in states:
                     # Facts as of the alert's arrival, like live ingest; the simulation's clock is observe_time.
                     version, since = at(model_id, received)
                     model = model_facts(enabled=states[model_id].enabled, version=version, version_time=since,
                                         retrained_time=since, received=received)
-                alert = alert_facts(type=type_, model_id=model_id, severity=severity, metrics=decode(metrics)[0],
+                alert = alert_facts(type=type_, model_id=model_id, severity=severity, metrics=decode(metrics, 0)[0],
                                     labels=label_map, source=source, observe_time=observed, received=received)
                 matches = match(alert, model)
             if not matches and acted is None:

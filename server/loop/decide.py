@@ -165,7 +165,9 @@ class Decider:
     def decide(self, model_id: str, matches: list[RuleMatch]) -> AlertDecision:
         state = self.states.get(model_id) or ModelState(registered=False)
         actions: list[PlannedAction] = []
-        wanting: list[tuple[str, ActionSpec]] = []
+        # the rules still wanting a retrain after their cooldowns, and their retrain actions
+        wanting: list[str] = []
+        wanting_specs: list[ActionSpec] = []
         rollback = None
         for match in matches:
             for spec in match.actions:
@@ -197,11 +199,12 @@ class Decider:
                         f"cooldown of {self._cooldown_text(state, spec)} for model {model_id} runs until "
                         f"{until.isoformat(timespec='seconds')}" if self.reasons else "", until))
                     continue
-                wanting.append((match.rule, spec))
+                wanting.append(match.rule)
+                wanting_specs.append(spec)
         retrain = None
         if wanting:
-            mode, priority = merge_retrains(spec for _, spec in wanting)
-            rules = tuple(rule for rule, _ in wanting)
+            mode, priority = merge_retrains(wanting_specs)
+            rules = tuple(wanting)
             if state.active_job is not None:
                 retrain = _retrain(mode, priority, rules, state.active_job)
                 reason = f"joined active job {state.active_job} of model {model_id}" if self.reasons else ""
@@ -219,7 +222,7 @@ class Decider:
                 state.last_automated = self.now
                 for rule in rules:
                     state.last_queued_by_rule[rule] = self.now
-            for rule, spec in wanting:
+            for rule, spec in zip(rules, wanting_specs):
                 actions.append(_planned(rule, "RETRAIN", retrain_mode(spec), spec.priority, decision, reason))
         return _decision(actions, retrain, rollback)
 
