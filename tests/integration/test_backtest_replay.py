@@ -10,6 +10,7 @@ compared field by field with tests/integration/backtest_reference.py.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
 import random
 
@@ -137,3 +138,21 @@ async def test_a_window_without_alerts(pool):
     report = await backtest.run_backtest(pool, candidate, START, NOW)
     assert report == await reference_backtest(pool, candidate, START, NOW)
     assert report.alerts == 0 and report.differences_total == 0
+
+
+async def test_the_collector_is_paused_while_replaying_and_resumes_after(pool, monkeypatch):
+    async with pool.acquire() as conn:
+        await fill(conn, random.Random(3), 300, ids_in_time_order=True)
+    seen = []
+    replay_page = backtest._Replay.page
+
+    def spy(self, rows):
+        seen.append(gc.isenabled())
+        return replay_page(self, rows)
+
+    monkeypatch.setattr(backtest._Replay, "page", spy)
+    monkeypatch.setattr(backtest, "PAGE", 97)
+    assert gc.isenabled()
+    report = await backtest.run_backtest(pool, compile_rules(CANDIDATE, "candidate.rules"), START, NOW)
+    assert report.alerts == 300 and len(seen) > 3 and not any(seen)
+    assert gc.isenabled()
