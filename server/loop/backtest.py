@@ -135,7 +135,8 @@ class _Replay:
         self.active_jobs: dict[str, set] = defaultdict(set)
         self.cand_jobs: Counter = Counter()
         self.job_until: dict[str, dt.datetime] = {}
-        # when each simulated job of the last day leaves the daily budget's window (its start + 1 day)
+        # when each simulated job of the last day leaves the daily budget's window (its start + 1 day),
+        # for the models with a budget
         self.day_jobs: dict[str, deque[dt.datetime]] = defaultdict(deque)
         self.next_job = -1
         self.differences: list[BacktestDifference] = []
@@ -201,10 +202,11 @@ class _Replay:
             # depend on `now` alone, which never goes back.
             if state.active_job is not None and self.job_until.get(model_id, now) <= now:
                 state.active_job = None
-            recent = self.day_jobs[model_id]
-            while recent and recent[0] <= now:
-                recent.popleft()
-            state.automated_today = len(recent)
+            if state.max_retrains_per_day:  # the decider reads automated_today only under a budget
+                recent = self.day_jobs[model_id]
+                while recent and recent[0] <= now:
+                    recent.popleft()
+                state.automated_today = len(recent)
         self.decider.now = now
         decision = self.decider.decide(model_id, matches)
         cand_rules = self.cand_rules
@@ -214,7 +216,8 @@ class _Replay:
             self.decider.job_started(model_id, self.next_job)
             self.next_job -= 1
             self.job_until[model_id] = now + self.job_spans.get(model_id, DEFAULT_JOB_SPAN)
-            self.day_jobs[model_id].append(now + ONE_DAY)
+            if state is not None and state.max_retrains_per_day:
+                self.day_jobs[model_id].append(now + ONE_DAY)
             self.cand_jobs[model_id] += 1
         actions = decision.actions
         for a in actions:
