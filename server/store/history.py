@@ -32,10 +32,17 @@ async def backtest_page(conn: asyncpg.Connection, start: dt.datetime, end: dt.da
     Only the columns a replay reads; metrics and labels as jsonb text, so the caller decodes them
     its own way; observe_time and create_time as ISO 8601 text (JSON's rendering: the same whatever
     the session's DateStyle), which datetime.fromisoformat parses in half the time asyncpg takes to
-    build a datetime from the binary value, and only for the rows the caller needs. `actions`: the alert's (model_id, rule, decision, mode, priority, job_id) in action
-    order, or None. One statement per page: the actions are found by the page's alert ids, only in
-    the months from the page's first create_time on (an action is written in its alert's insert
-    transaction or later, so never before it), instead of probing every month for every id.
+    build a datetime from the binary value, and only for the rows the caller needs. `actions`: the
+    alert's (model_id, rule, decision, mode, priority, job_id) in action order, or None.
+
+    One statement per page. The actions are read only in the months from the page's first
+    create_time on (an action is written in its alert's insert transaction or later, never before
+    it). Alert ids are handed out in arrival order, so a page of alerts in observe_time order
+    usually holds a dense run of ids: then the actions are one range scan of the alert_id index
+    over the page's ids (the few actions of alerts between them on other pages drop out in the
+    join), instead of one index descent per alert id (10,000 per page, three buffers each). A page
+    whose ids are spread out (late alerts, backfills) is looked up id by id, as before: the gating
+    conditions run one branch or the other, never both.
     """
     return await conn.fetch(
         """WITH page AS MATERIALIZED (
@@ -45,11 +52,23 @@ async def backtest_page(conn: asyncpg.Connection, start: dt.datetime, end: dt.da
                  WHERE observe_time >= $1 AND observe_time < $2 AND (observe_time, id) > ($3, $4::bigint)
                  ORDER BY observe_time, id
                  LIMIT $5),
+           bounds AS MATERIALIZED (
+                SELECT min(id) AS low, max(id) AS high, min(create_time) AS since, array_agg(id) AS ids,
+                       max(id) - min(id) < 4 * count(*) AS dense
+                  FROM page),
            acted AS (
                 SELECT alert_id, array_agg((model_id, rule, decision, mode, priority, job_id) ORDER BY id) AS actions
-                  FROM closed_loop_actions
-                 WHERE alert_id = ANY((SELECT array_agg(id) FROM page)::bigint[])
-                   AND create_time >= (SELECT min(create_time) FROM page)
+                  FROM (SELECT id, alert_id, model_id, rule, decision, mode, priority, job_id
+                          FROM closed_loop_actions
+                         WHERE (SELECT dense FROM bounds)
+                           AND alert_id BETWEEN (SELECT low FROM bounds) AND (SELECT high FROM bounds)
+                           AND create_time >= (SELECT since FROM bounds)
+                        UNION ALL
+                        SELECT id, alert_id, model_id, rule, decision, mode, priority, job_id
+                          FROM closed_loop_actions
+                         WHERE NOT (SELECT dense FROM bounds)
+                           AND alert_id = ANY((SELECT ids FROM bounds)::bigint[])
+                           AND create_time >= (SELECT since FROM bounds)) a
                  GROUP BY alert_id)
            SELECT p.id, p.model_id, p.alert_type, p.severity, p.metrics, p.labels, p.source,
                   to_json(p.observe_time) #>> '{}' AS observe_time, to_json(p.create_time) #>> '{}' AS create_time,
@@ -67,11 +86,13 @@ async def registry(conn: asyncpg.Connection) -> list[asyncpg.Record]:
 
 
 async def typical_job_seconds(conn: asyncpg.Connection) -> dict[str, float]:
-    """Median create→end time of finished jobs per model: how long a simulated job stays active."""
+    """Median create→end time of finished jobs per model: how long a simulated job stays active.
+    Grouped by the ids' bytes (COLLATE "C": the same groups, a sort without the locale's rules;
+    100,000 jobs: ~130 -> ~95 ms, before every backtest's first page)."""
     rows = await conn.fetch(
-        """SELECT model_id, percentile_cont(0.5) WITHIN GROUP
+        """SELECT model_id COLLATE "C" AS model_id, percentile_cont(0.5) WITHIN GROUP
                   (ORDER BY extract(epoch FROM end_time - create_time)) AS seconds
-             FROM retrain_jobs WHERE end_time IS NOT NULL GROUP BY model_id""")
+             FROM retrain_jobs WHERE end_time IS NOT NULL GROUP BY 1""")
     return {r["model_id"]: float(r["seconds"]) for r in rows if r["seconds"] is not None}
 
 

@@ -10,8 +10,11 @@ compared field by field with tests/integration/backtest_reference.py.
 from __future__ import annotations
 
 import datetime as dt
+import gc
 import json
 import random
+
+import pytest
 
 from closedloop.dsl import compile_rules
 from closedloop.server.loop import backtest
@@ -51,7 +54,10 @@ RULES = ("drift_auto_retrain", "risk_auto_retrain", "performance_auto_retrain")
 DECISIONS = ("QUEUED", "COALESCED", "SKIPPED_COOLDOWN", "SKIPPED_BUDGET", "RECORDED")
 
 
-async def fill(conn, rng: random.Random, alerts: int) -> None:
+async def fill(conn, rng: random.Random, alerts: int, ids_in_time_order: bool = False) -> None:
+    """`ids_in_time_order`: alert ids ascend with observe_time (as alerts arriving on time get them),
+    so each page's ids are a dense run and its actions are read by id range; otherwise the ids are
+    shuffled against observe_time and each page's actions are looked up id by id."""
     models = [f"m{i}" for i in range(12)]
     await conn.executemany(
         """INSERT INTO monitoring_retraining_integration (model_id, training, metric, enabled, cooldown_override_s,
@@ -91,6 +97,10 @@ async def fill(conn, rng: random.Random, alerts: int) -> None:
             job = rng.choice(jobs) if decision in ("QUEUED", "COALESCED") and rng.random() < 0.9 else None
             actions.append((i + 1, model if model != "ghost" else "m0", rng.choice(RULES), decision,
                             rng.choice(("FULL", "INCREMENTAL", None)), rng.randint(1, 4), job, created))
+    if ids_in_time_order:
+        new_id = {row[0]: n + 1 for n, row in enumerate(sorted(rows, key=lambda row: (row[7], row[0])))}
+        rows = [(new_id[row[0]],) + row[1:] for row in rows]
+        actions = [(new_id[a[0]],) + a[1:] for a in actions]
     await conn.executemany(
         """INSERT INTO monitoring_alert_triggers (id, model_id, alert_type, severity, metrics, labels, source,
                observe_time, create_time, rule_set_version)
@@ -101,9 +111,10 @@ async def fill(conn, rng: random.Random, alerts: int) -> None:
            VALUES ($1, $2, $3, 1, 'RETRAIN', $5, $6, $4, $7, $8)""", actions)
 
 
-async def test_paged_backtest_equals_the_plain_replay(pool, monkeypatch):
+@pytest.mark.parametrize("ids_in_time_order", [False, True])
+async def test_paged_backtest_equals_the_plain_replay(pool, monkeypatch, ids_in_time_order):
     async with pool.acquire() as conn:
-        await fill(conn, random.Random(15), 4000)
+        await fill(conn, random.Random(15), 4000, ids_in_time_order)
     candidate = compile_rules(CANDIDATE, "candidate.rules")
     monkeypatch.setattr(backtest, "PAGE", 97)  # many pages, a partial last one
     monkeypatch.setattr(backtest, "SLICE", 13)  # each replayed in slices, a partial last one
@@ -127,3 +138,21 @@ async def test_a_window_without_alerts(pool):
     report = await backtest.run_backtest(pool, candidate, START, NOW)
     assert report == await reference_backtest(pool, candidate, START, NOW)
     assert report.alerts == 0 and report.differences_total == 0
+
+
+async def test_the_collector_is_paused_while_replaying_and_resumes_after(pool, monkeypatch):
+    async with pool.acquire() as conn:
+        await fill(conn, random.Random(3), 300, ids_in_time_order=True)
+    seen = []
+    replay_page = backtest._Replay.page
+
+    def spy(self, rows):
+        seen.append(gc.isenabled())
+        return replay_page(self, rows)
+
+    monkeypatch.setattr(backtest._Replay, "page", spy)
+    monkeypatch.setattr(backtest, "PAGE", 97)
+    assert gc.isenabled()
+    report = await backtest.run_backtest(pool, compile_rules(CANDIDATE, "candidate.rules"), START, NOW)
+    assert report.alerts == 300 and len(seen) > 3 and not any(seen)
+    assert gc.isenabled()

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 
+import pytest
+
 from closedloop.dsl import ActionSpec, RuleMatch
-from closedloop.server.loop.decide import Decider, ModelState
+from closedloop.server.loop import decide as decide_module
+from closedloop.server.loop.decide import AlertDecision, Decider, ModelState, PlannedAction, RetrainRequest
 
 NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.timezone.utc)
 HOUR = 3600.0
@@ -88,3 +92,27 @@ def test_rollback_needs_an_earlier_version():
     assert decider(current_version=1).decide("m", [rollback]).actions[0].decision == "RECORDED"
     d = decider(current_version=3).decide("m", [rollback])
     assert d.actions[0].decision == "ROLLED_BACK" and d.rollback is not None and d.alert_state == "ACTIONED"
+
+
+def test_decisions_built_from_slots_equal_the_constructors_and_stay_frozen():
+    """decide() writes the slots of its frozen result classes directly (decide.py's builders): every
+    field set, equal (and hashing equal) to the classes' own constructors, and still immutable."""
+    until = NOW + dt.timedelta(hours=1)
+    action = decide_module._planned("a", "RETRAIN", "FULL", 3, "SKIPPED_COOLDOWN", "why", until)
+    assert action == PlannedAction("a", "RETRAIN", "FULL", 3, "SKIPPED_COOLDOWN", "why", until)
+    assert hash(action) == hash(PlannedAction("a", "RETRAIN", "FULL", 3, "SKIPPED_COOLDOWN", "why", until))
+    assert decide_module._planned("a", "RECORD", None, None, "RECORDED", "") == PlannedAction(
+        "a", "RECORD", None, None, "RECORDED", "")
+    request = decide_module._retrain("FULL", 4, ("a", "b"), 7)
+    assert request == RetrainRequest("FULL", 4, ("a", "b"), 7)
+    decision = decide_module._decision([action], request, None)
+    assert decision == AlertDecision([action], request, None) and decision.alert_state == "SUPPRESSED"
+    for obj, name in ((action, "decision"), (request, "mode"), (decision, "retrain")):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            setattr(obj, name, None)
+    # What decide() returns is what the constructors would have built.
+    got = decider().decide("m", [retrain("a"), record("b")])
+    assert got == AlertDecision(
+        [PlannedAction("b", "RECORD", None, None, "RECORDED", "record: rule matched"),
+         PlannedAction("a", "RETRAIN", "FULL", 3, "QUEUED", "retrain full at priority high (merged from 1 rule(s))")],
+        RetrainRequest("FULL", 3, ("a",), None), None)
