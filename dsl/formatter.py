@@ -23,7 +23,8 @@ import re
 
 from . import ast
 from .diagnostics import Diagnostic, RuleCompileError, Span
-from .parser import DEFAULT_LIMITS, STRING_OR_COMMENT, Limits, check_limits, gc_paused, parse_source
+from .collector import gc_paused
+from .parser import DEFAULT_LIMITS, STRING_OR_COMMENT, Limits, check_limits, parse_source
 from .schema import decode_string, is_plain_key, quote_string
 from .text import normalize_newlines
 

@@ -23,9 +23,7 @@ get a warning.
 
 from __future__ import annotations
 
-import gc
 import re
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
@@ -34,6 +32,7 @@ import lark
 from lark.exceptions import LarkError, UnexpectedCharacters, UnexpectedInput, UnexpectedToken
 
 from .ast import Builder, Rule
+from .collector import gc_paused
 from .diagnostics import Diagnostic, Span
 from .text import BIDI_CONTROLS, Lines, normalize_newlines
 
@@ -99,20 +98,6 @@ def _lark() -> lark.Lark:
         transformer=_BUILDER,  # ast nodes built as the parser reduces: no parse tree
         maybe_placeholders=False,
     )
-
-
-@contextmanager
-def gc_paused():
-    """Parsing a large file allocates millions of small objects that all stay alive until the
-    tree is built; the cyclic collector would walk them again and again (~40% of the time for
-    10,000 rules). Reference counting still frees everything; the collector resumes after."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 @dataclass(slots=True)

@@ -21,7 +21,8 @@ from .diagnostics import Diagnostic, RuleCompileError, Span, sort_key
 from .facts import AlertFacts, ModelFacts, RuleExplanation, RuleInfo, RuleMatch, Threshold
 from .formatter import expr_text
 from .interpret import evaluate
-from .parser import DEFAULT_LIMITS, Limits, gc_paused, parse_source
+from .collector import gc_paused
+from .parser import DEFAULT_LIMITS, Limits, parse_source
 
 
 @dataclass(slots=True)

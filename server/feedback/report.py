@@ -26,13 +26,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import gc
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import AsyncIterator, Iterator, Sequence
+from typing import AsyncIterator, Sequence
 
 import asyncpg
+
+from closedloop.dsl.collector import gc_paused
 
 from ..store import feedback_daily as daily
 from ..store import history
@@ -199,31 +200,6 @@ async def _count_alerts(conn, start, end, model_id, rule, scopes, by_rule, by_mo
         by_model[m].triggers += n
 
 
-_pausing = 0      # reports running now, with the cyclic garbage collector paused
-_resume = False   # whether the first of them found the collector enabled
-
-
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """The cyclic garbage collector off while reports run (reference counting still frees as usual).
-    A report over every model holds ~200,000 rows at ten million alerts (records, most with a list or
-    two of arrays) and builds as many tuples and dicts, none in a reference cycle; the collector's
-    passes over them as they pile up cost 0.5-0.65 of the report's 1.5 s of CPU there, more than
-    any one part of its own Python. Cycles other calls make meanwhile are collected after the last
-    report."""
-    global _pausing, _resume
-    if _pausing == 0:
-        _resume = gc.isenabled()
-        gc.disable()
-    _pausing += 1
-    try:
-        yield
-    finally:
-        _pausing -= 1
-        if _pausing == 0 and _resume:
-            gc.enable()
-
-
 @contextlib.asynccontextmanager
 async def _same_snapshot(pool: asyncpg.Pool, n: int) -> AsyncIterator[list]:
     """n connections in read-only transactions that see one snapshot (store/history.export_snapshot),
@@ -251,7 +227,7 @@ async def build_report(pool: asyncpg.Pool, *, model_id: str | None, rule: str | 
                        fn_window: dt.timedelta | None, active_ruleset=None,
                        scopes: Sequence[str] | None = None) -> FeedbackReport:
     """`scopes`: only models matching one of these globs (a scoped token's view; None: all)."""
-    with _collector_paused():
+    with gc_paused():
         end = end or dt.datetime.now(dt.timezone.utc)
         start = start or end - DEFAULT_WINDOW
         fn_window = fn_window or DEFAULT_FN_WINDOW

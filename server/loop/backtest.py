@@ -21,7 +21,7 @@ import asyncpg
 
 from closedloop.dsl import CompiledRuleSet
 from closedloop.dsl.facts import alert_facts, model_facts
-from closedloop.dsl.parser import gc_paused
+from closedloop.dsl.collector import gc_paused
 from closedloop.dsl.schema import LEVEL_NAMES
 
 from ..store import history

@@ -1,14 +1,14 @@
-"""The feedback report pauses the cyclic garbage collector while it runs (report._collector_paused):
-overlapping reports keep it paused until the last one ends, and it comes back only if it was on."""
+"""The cyclic garbage collector's pause (dsl/collector.py: rule parsing, backtests and feedback reports
+use it): overlapping pauses keep it off until the last one ends, and it comes back only if it was on."""
 
 import gc
 
-from closedloop.server.feedback.report import _collector_paused
+from closedloop.dsl.collector import gc_paused
 
 
 def test_overlapping_reports_resume_the_collector_after_the_last():
     assert gc.isenabled()
-    first, second = _collector_paused(), _collector_paused()
+    first, second = gc_paused(), gc_paused()
     first.__enter__()
     second.__enter__()
     assert not gc.isenabled()
@@ -20,7 +20,7 @@ def test_overlapping_reports_resume_the_collector_after_the_last():
 
 def test_a_failing_report_resumes_it_too():
     try:
-        with _collector_paused():
+        with gc_paused():
             raise ValueError
     except ValueError:
         pass
@@ -30,7 +30,7 @@ def test_a_failing_report_resumes_it_too():
 def test_a_collector_turned_off_elsewhere_stays_off():
     gc.disable()
     try:
-        with _collector_paused():
+        with gc_paused():
             assert not gc.isenabled()
         assert not gc.isenabled()
     finally:
