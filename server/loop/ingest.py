@@ -279,7 +279,8 @@ class AlertIngestor:
                 decider.job_started(batch[i].new.model_id, -1)
             decisions[i] = decision
         events: list[tuple[str, dict]] = []
-        row_of, job_of, new_jobs = await self._write_alerts_and_jobs(conn, batch, fresh, decisions, version, events)
+        row_of, job_of, new_jobs = await self._write_alerts_and_jobs(conn, batch, fresh, decisions, states, version,
+                                                                     events)
         for i in fresh:
             decision = decisions[i]
             if decision.rollback is not None:
@@ -307,7 +308,8 @@ class AlertIngestor:
                                       by_alert.get(row_of[i]["id"], []), version)
         return events
 
-    async def _write_alerts_and_jobs(self, conn, batch, fresh: list[int], decisions: dict, version: int,
+    async def _write_alerts_and_jobs(self, conn, batch, fresh: list[int], decisions: dict,
+                                     states: dict[str, ModelState], version: int,
                                      events: list) -> tuple[dict[int, asyncpg.Record], dict[int, int], dict[int, int]]:
         """Write the alerts, start their jobs and fold coalescing triggers into active jobs, in one
         statement; then settle, one enqueue at a time, where the database disagreed with the snapshot.
@@ -370,14 +372,29 @@ class AlertIngestor:
                 else:
                     job_of[p] = job_id
                 decisions[p] = _as_coalesced(decisions[p], job_of[p], model_id)
+        restarted: set[str] = set()  # models whose ended job one of these triggers replaced
         for job_id, positions in joins.items():
             for p in positions:
                 if job_id in written.joined:
                     job_of[p] = job_id
                     continue
-                await enqueue(p)  # the job ended since the snapshot: the first trigger starts a new one
-                decisions[p] = (_as_queued(decisions[p]) if p in new_jobs
-                                else _as_coalesced(decisions[p], job_of[p], batch[p].new.model_id))
+                # The job ended since the snapshot (a worker finished it; that takes no decision
+                # lock). The trigger is decided again as if it had found no job: the decider checks
+                # the daily budget only then, so it is checked here, or a replaced job would go past it.
+                model_id = batch[p].new.model_id
+                state = states[model_id]
+                if (model_id not in restarted and state.max_retrains_per_day
+                        and state.automated_today >= state.max_retrains_per_day):
+                    decisions[p] = _as_over_budget(decisions[p], state.max_retrains_per_day, model_id)
+                    await alert_store.update_state(conn, row_of[p]["id"], decisions[p].alert_state)
+                    continue
+                await enqueue(p)  # the first such trigger starts a new job, the next ones join it
+                if p in new_jobs:
+                    restarted.add(model_id)
+                    state.automated_today += 1
+                    decisions[p] = _as_queued(decisions[p])
+                else:
+                    decisions[p] = _as_coalesced(decisions[p], job_of[p], model_id)
         for i, job_id in new_jobs.items():
             r = decisions[i].retrain
             events.append(("loop.retrain_queued", dict(model_id=batch[i].new.model_id, job_id=job_id,
@@ -473,6 +490,16 @@ def _as_queued(decision: AlertDecision) -> AlertDecision:
     actions = [replace(a, decision="QUEUED", reason="queued anew: the job it was to join had just ended")
                if a.decision == "COALESCED" else a for a in decision.actions]
     return AlertDecision(actions, decision.retrain, decision.rollback)
+
+
+def _as_over_budget(decision: AlertDecision, budget: int, model_id: str) -> AlertDecision:
+    from dataclasses import replace
+
+    actions = [replace(a, decision="SKIPPED_BUDGET",
+                       reason=f"daily budget of {budget} automated retrains for model {model_id} is spent "
+                              "(the job it was to join had just ended)")
+               if a.decision == "COALESCED" else a for a in decision.actions]
+    return AlertDecision(actions, None, decision.rollback)
 
 
 def _as_coalesced(decision: AlertDecision, job_id: int, model_id: str) -> AlertDecision:

@@ -113,3 +113,34 @@ async def test_a_job_that_appeared_after_the_snapshot_is_joined(client, server, 
     async with server.pool.acquire() as conn:
         [job] = await conn.fetch("SELECT * FROM retrain_jobs WHERE model_id = 'appeared'")
     assert (job["mode"], job["priority"], job["coalesced_triggers"]) == ("FULL", 3, 1)
+
+
+async def test_a_trigger_whose_job_ended_after_the_snapshot_keeps_the_daily_budget(client, server, monkeypatch):
+    """A worker finishes jobs without the decision lock: a trigger decided as joining a job that has
+    ended by the write is decided again, and the daily budget it never met in the decider applies."""
+    from closedloop.server.store import models as model_store
+
+    await client.register_model(synthetic_model("ended", max_retrains_per_day=1))
+    first = await client.create_alert("ended", "performance", "high", metrics={"performance_drop": 0.3})
+    [queued] = first.actions
+    assert queued.state == QUEUED
+    async with server.pool.acquire() as conn:  # the worker finished it
+        await conn.execute("UPDATE retrain_jobs SET state = 'SUCCEEDED', end_time = now() WHERE id = $1",
+                           int(queued.job_id))
+    read_state = model_store.decision_state
+
+    async def stale_state(conn, model_ids):  # as if read just before the job ended
+        rows = [dict(r) for r in await read_state(conn, model_ids)]
+        for r in rows:
+            r["active_job"] = int(queued.job_id)
+        return rows
+
+    monkeypatch.setattr(model_store, "decision_state", stale_state)
+    alert = await client.create_alert("ended", "drift", "high", metrics={"drift_score": 0.9})
+    [action] = alert.actions
+    assert action.state == alert_pb2.ACTION_STATE_SKIPPED_BUDGET and not action.job_id, action
+    assert alert.state == alert_pb2.ALERT_STATE_SUPPRESSED
+    async with server.pool.acquire() as conn:
+        jobs = await conn.fetch("SELECT id FROM retrain_jobs WHERE model_id = 'ended'")
+        stored = await conn.fetchval("SELECT state FROM monitoring_alert_triggers WHERE id = $1", int(alert.id))
+    assert [j["id"] for j in jobs] == [int(queued.job_id)] and stored == "SUPPRESSED"
