@@ -241,14 +241,15 @@ class AlertIngestor:
         return IngestResult(alert, actions, True)
 
     @staticmethod
-    async def _load_states(conn, acting: list[str]) -> tuple[dict[str, ModelState], dt.datetime]:
-        """What decisions need about the models rules want to act on (their locks are held)."""
+    async def _load_states(conn, acting: list[str], cooldown_s: float) -> tuple[dict[str, ModelState], dt.datetime]:
+        """What decisions need about the models rules want to act on (their locks are held);
+        `cooldown_s`: the longest cooldown among the batch's matched actions."""
         if not acting:
             # Only `record` and `notify` matched: the decider reads no state and no clock for those,
             # so the batch saves the round trip of reading them.
             return {}, dt.datetime.now(dt.timezone.utc)
         states: dict[str, ModelState] = {}
-        locked = await model_store.decision_state(conn, acting)
+        locked = await model_store.decision_state(conn, acting, cooldown_s)
         now = locked[0]["now"] if locked else await clock.db_now(conn)
         for r in locked:
             states[r["model_id"]] = ModelState(
@@ -268,7 +269,9 @@ class AlertIngestor:
         and jobs, one for the actions and trigger links, one for the outbox rows when a rule
         notifies. Only a rollback, or the database disagreeing with the snapshot, adds any.
         """
-        states, now = await self._load_states(conn, acting)
+        longest = max((spec.cooldown_seconds or 0.0 for i in fresh for m in batch[i].matches for spec in m.actions),
+                      default=0.0)
+        states, now = await self._load_states(conn, acting, longest)
         decider = Decider(now, states)
         # Decide in arrival order: a job queued for one alert makes the next one coalesce or wait.
         # Job ids are not known yet; the decider only needs to know that a job now exists.

@@ -123,10 +123,16 @@ async def decision_transaction(conn: asyncpg.Connection, model_ids: Sequence[str
     await conn.execute("COMMIT")
 
 
-async def decision_state(conn: asyncpg.Connection, model_ids: Sequence[str]) -> list[asyncpg.Record]:
+async def decision_state(conn: asyncpg.Connection, model_ids: Sequence[str],
+                         cooldown_s: float) -> list[asyncpg.Record]:
     """What a retrain decision needs, read after the locks are held (so this statement's snapshot
     includes whatever the previous lock holder committed): the registry row, the last retrain each
-    rule queued, the last automated job, the automated jobs of the past day, the active job, now()."""
+    rule queued, the last automated job, the automated jobs of the past day, the active job, now().
+
+    `cooldown_s`: the longest cooldown the decisions can apply. A rule's last retrain only matters
+    within its cooldown (or the model's override), so older queued actions are filtered out in each
+    month's index scan instead of being sorted: on ten million alerts, 0.58 -> 0.37 ms p50 for five
+    models. (PostgreSQL still visits every month: the bound depends on each model's override.)"""
     return await conn.fetch(
         """SELECT m.model_id, m.enabled, m.cooldown_override_s, m.max_retrains_per_day, m.current_version,
                   now() AS now, a.last_automated, a.automated_today,
@@ -143,9 +149,11 @@ async def decision_state(conn: asyncpg.Connection, model_ids: Sequence[str]) -> 
                       SELECT DISTINCT ON (c.rule) c.rule, c.create_time AS t
                         FROM closed_loop_actions c
                        WHERE c.model_id = m.model_id AND c.decision = 'QUEUED'
+                         AND c.create_time > now() - make_interval(
+                                 secs => greatest($2::float8, coalesce(m.cooldown_override_s, 0)))
                        ORDER BY c.rule, c.create_time DESC) last) q ON true
             WHERE m.model_id = ANY($1::text[])""",
-        list(model_ids),
+        list(model_ids), cooldown_s,
     )
 
 

@@ -100,8 +100,8 @@ async def test_a_job_that_appeared_after_the_snapshot_is_joined(client, server, 
     manual = await client.submit_retrain("appeared", mode="incremental", priority="low", reason="by hand")
     read_state = model_store.decision_state
 
-    async def stale_state(conn, model_ids):  # as if read just before the manual job was submitted
-        rows = [dict(r) for r in await read_state(conn, model_ids)]
+    async def stale_state(conn, model_ids, cooldown_s):  # as if read just before the manual job was submitted
+        rows = [dict(r) for r in await read_state(conn, model_ids, cooldown_s)]
         for r in rows:
             r["active_job"] = None
         return rows
@@ -129,8 +129,8 @@ async def test_a_trigger_whose_job_ended_after_the_snapshot_keeps_the_daily_budg
                            int(queued.job_id))
     read_state = model_store.decision_state
 
-    async def stale_state(conn, model_ids):  # as if read just before the job ended
-        rows = [dict(r) for r in await read_state(conn, model_ids)]
+    async def stale_state(conn, model_ids, cooldown_s):  # as if read just before the job ended
+        rows = [dict(r) for r in await read_state(conn, model_ids, cooldown_s)]
         for r in rows:
             r["active_job"] = int(queued.job_id)
         return rows
@@ -144,3 +144,21 @@ async def test_a_trigger_whose_job_ended_after_the_snapshot_keeps_the_daily_budg
         jobs = await conn.fetch("SELECT id FROM retrain_jobs WHERE model_id = 'ended'")
         stored = await conn.fetchval("SELECT state FROM monitoring_alert_triggers WHERE id = $1", int(alert.id))
     assert [j["id"] for j in jobs] == [int(queued.job_id)] and stored == "SUPPRESSED"
+
+
+async def test_the_state_read_keeps_a_cooldown_longer_than_the_rule_s(client, server):
+    """The state read looks back only as far as the longest cooldown that can apply: the matched
+    rules' and the model's override. A 60-day override still sees a retrain queued 40 days ago."""
+    await client.register_model(synthetic_model("long-cool", cooldown_override="5184000s"))
+    first = await client.create_alert("long-cool", "drift", "high", metrics={"drift_score": 0.9})
+    [queued] = first.actions
+    assert queued.state == QUEUED
+    async with server.pool.acquire() as conn:  # that retrain is 40 days old, and long finished
+        await conn.execute("UPDATE retrain_jobs SET state = 'SUCCEEDED', end_time = now(), "
+                           "create_time = now() - interval '40 days' WHERE model_id = 'long-cool'")
+        moved = await conn.execute("UPDATE closed_loop_actions SET create_time = now() - interval '40 days' "
+                                   "WHERE model_id = 'long-cool'")  # into an older month's partition
+        assert moved == "UPDATE 1"
+    again = await client.create_alert("long-cool", "drift", "high", metrics={"drift_score": 0.9})
+    [action] = again.actions
+    assert action.state == alert_pb2.ACTION_STATE_SKIPPED_COOLDOWN, action

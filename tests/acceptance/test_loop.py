@@ -349,8 +349,8 @@ async def test_a_job_that_ended_after_the_snapshot_gets_a_new_job_instead(client
         await conn.execute("UPDATE retrain_jobs SET state = 'SUCCEEDED', end_time = now() WHERE model_id = 'late'")
     read_state = model_store.decision_state
 
-    async def stale_state(conn, model_ids):  # as if read just before the job ended
-        rows = [dict(r) for r in await read_state(conn, model_ids)]
+    async def stale_state(conn, model_ids, cooldown_s):  # as if read just before the job ended
+        rows = [dict(r) for r in await read_state(conn, model_ids, cooldown_s)]
         for r in rows:
             r["active_job"] = int(first.actions[0].job_id)
         return rows
