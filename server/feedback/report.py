@@ -4,10 +4,11 @@ The figures are computed on demand from the record, so they always agree with th
 definition applies to the past too; definitions.py says what each figure means. What is read:
 
 - per alert (triggers, actions by decision, quiet checks): the daily aggregates (feedback_daily*,
-  filled by rollup.py) for the window's whole UTC days, about one row per day, rule and model; the
-  alert table only for the alerts they do not hold (the window's partial first and last day and the
-  alerts past the roll-up's watermark), grouped in SQL by what tally.py counts of an alert (model,
-  type, rule set, actions) and counted as the roll-up counts them;
+  filled by rollup.py) for the window's whole UTC days, about one row per day, rule and model, and for
+  its partial first or last day when every alert counted for that day lies in the window (as for a
+  window ending now: counted_days); the alert table only for the alerts they do not hold (the other
+  partial days and the alerts past the roll-up's watermark), grouped in SQL by what tally.py counts
+  of an alert (model, type, rule set, actions) and counted as the roll-up counts them;
 - per retrain (retrains, outcomes, improvement mean and median, recovery, false positives, verdicts,
   suggestions): the window's QUEUED actions with their job's feedback row and the model's nearest
   performance alerts (one probe each of the performance alerts' index). A verdict depends on the
@@ -38,7 +39,7 @@ from closedloop.dsl.collector import gc_paused
 from ..store import feedback_daily as daily
 from ..store import history
 from .definitions import DEFINITIONS, HARMED, HELPED, NO_EFFECT, beat_champion, false_positive, judged, verdict
-from .suggest import ThresholdSuggestion, suggest_thresholds, threshold_metrics
+from .suggest import ThresholdSuggestion, suggest_thresholds, threshold_metrics, threshold_rules
 from .tally import CheckedRules, Counted, Tallies, compile_sources, tally
 
 DEFAULT_WINDOW = dt.timedelta(days=30)
@@ -117,35 +118,56 @@ class _Group:
         self.quiet += quiet
 
     def stats(self, outcomes: dict[int, asyncpg.Record]) -> FeedbackStats:
-        finished = [outcomes[j] for j in self.jobs if j in outcomes and outcomes[j]["outcome"] == "SUCCEEDED"]
-        promoted = [o for o in finished if o["promoted"]]
-        improvements = [o["improvement"] for o in finished if o["improvement"] is not None]
-        compared = [o for o in finished if judged(o)]
-        fps = [o for o in compared if false_positive(o)]
-        recovery = [o["alert_to_promotion_s"] for o in promoted if o["alert_to_promotion_s"] is not None]
+        # One pass over the jobs: the report asks this of every model (10,000 at scale).
+        finished = promoted = compared = fps = 0
+        improvements, recovery = [], []
+        for job_id in self.jobs:
+            o = outcomes.get(job_id)
+            if o is None or o["outcome"] != "SUCCEEDED":
+                continue
+            finished += 1
+            if o["improvement"] is not None:
+                improvements.append(o["improvement"])
+            if judged(o):
+                compared += 1
+                fps += false_positive(o)
+            if o["promoted"]:
+                promoted += 1
+                if o["alert_to_promotion_s"] is not None:
+                    recovery.append(o["alert_to_promotion_s"])
         return FeedbackStats(
             triggers=self.triggers, actions_by_decision=dict(self.decisions), retrains=len(self.jobs),
-            succeeded=len(finished), promoted=len(promoted),
-            finished_rate=len(finished) / len(self.jobs) if self.jobs else 0.0,
-            promotion_rate=len(promoted) / len(finished) if finished else 0.0,
+            succeeded=finished, promoted=promoted,
+            finished_rate=finished / len(self.jobs) if self.jobs else 0.0,
+            promotion_rate=promoted / finished if finished else 0.0,
             mean_improvement=statistics.fmean(improvements) if improvements else 0.0,
             median_improvement=statistics.median(improvements) if improvements else 0.0,
             mean_time_to_recovery_s=statistics.fmean(recovery) if recovery else None,
-            false_positive_rate=len(fps) / len(compared) if compared else 0.0,
+            false_positive_rate=fps / compared if compared else 0.0,
             false_negative_rate=self.quiet_missed / self.quiet if self.quiet else 0.0,
             evaluations_quiet=self.quiet,
             helped=self.verdicts[HELPED], no_effect=self.verdicts[NO_EFFECT], harmed=self.verdicts[HARMED],
-            helped_rate=self.verdicts[HELPED] / len(finished) if finished else 0.0,
+            helped_rate=self.verdicts[HELPED] / finished if finished else 0.0,
         )
 
 
-def whole_days(start: dt.datetime, end: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
-    """The UTC days lying wholly in [start, end), as [first, last) (empty: first == last)."""
-    start, end = start.astimezone(dt.timezone.utc), end.astimezone(dt.timezone.utc)
-    first = dt.datetime.combine(start.date(), dt.time(), dt.timezone.utc)
-    if first < start:
-        first += DAY
-    last = dt.datetime.combine(end.date(), dt.time(), dt.timezone.utc)
+async def counted_days(conn, start: dt.datetime, end: dt.datetime) -> tuple[dt.datetime, dt.datetime]:
+    """The UTC days [first, last) whose daily aggregates count exactly the window's alerts of those
+    days (up to the watermark): every day lying wholly in [start, end), and the partial first or last
+    day too when all of its counted alerts were observed inside the window (its observe_time span,
+    migration 0013; a day without a span has nothing counted). Empty: first == last == start."""
+    start_utc, end_utc = start.astimezone(dt.timezone.utc), end.astimezone(dt.timezone.utc)
+    low = dt.datetime.combine(start_utc.date(), dt.time(), dt.timezone.utc)   # the day holding start
+    high = dt.datetime.combine(end_utc.date(), dt.time(), dt.timezone.utc)    # the day holding end
+    partial = [day for day, cut in ((low, low != start_utc), (high, high != end_utc)) if cut]
+    spans = await daily.day_spans(conn, [day.date() for day in partial]) if partial else {}
+
+    def inside(day: dt.datetime) -> bool:
+        span = spans.get(day.date())
+        return span is None or (span[0] >= start and span[1] < end)
+
+    first = low if low == start_utc or inside(low) else low + DAY
+    last = high + DAY if high != end_utc and inside(high) else high
     return (first, last) if first < last else (start, start)
 
 
@@ -173,8 +195,8 @@ async def _checked_rules(conn, rows) -> CheckedRules:
 
 
 async def _count_alerts(conn, start, end, model_id, rule, scopes, by_rule, by_model) -> None:
-    """The per-alert figures: the aggregates' whole days, plus the alerts they do not hold."""
-    first, last = whole_days(start, end)
+    """The per-alert figures: the aggregates' days (counted_days), plus the alerts they do not hold."""
+    first, last = await counted_days(conn, start, end)
     after_id = await daily.watermark(conn)
     groups = await daily.uncounted_alerts(conn, start, end, first, last, after_id, model_id, scopes)
     counted: Tallies = tally(
@@ -296,16 +318,18 @@ async def build_report(pool: asyncpg.Pool, *, model_id: str | None, rule: str | 
         # retrain of the same model that beat its champion: the alerts read in the ranges, which hold
         # exactly the instants definitions.missed accepts (see _ranges_before).
         quiet_alerts: dict[str, list] = defaultdict(list)   # for the suggestions: only the metrics they read
-        for a in near:
-            names = checked.quiet(a["rule_set_version"], a["alert_type"], a["model_id"], tuple(a["rules"] or ()))
+        suggestible = threshold_rules(active_ruleset)
+        for version, alert_type, model, values, fired in near:
+            names = checked.quiet(version, alert_type, model, tuple(fired or ()))
             if rule:
                 names = [name for name in names if name == rule]
-            if not names:
-                continue
-            seen = {"metrics": {k: v for k, v in zip(metric_names, a["values"]) if v is not None}}
+            seen = None
             for name in names:
                 by_rule[name].quiet_missed += 1
-                quiet_alerts[name].append((seen, True))
+                if name in suggestible:
+                    if seen is None:
+                        seen = {"metrics": {k: v for k, v in zip(metric_names, values) if v is not None}}
+                    quiet_alerts[name].append((seen, True))
 
         manual = _Group()
         for job_id in manual_ids:

@@ -1,9 +1,10 @@
 """The periodic roll-up of alerts into the daily feedback aggregates (migration 0009).
 
 Every `interval` seconds one replica (an advisory lock elects it) counts the alerts past the watermark
-into feedback_daily and feedback_daily_models, by the UTC day of their observe_time, and moves the
-watermark, each batch in one transaction, so every alert is counted exactly once. An alert that
-arrives late (an old observe_time) updates its own day. Only settled ids are counted (see
+into feedback_daily and feedback_daily_models, by the UTC day of their observe_time, widens each
+day's observe_time span (feedback_day_spans: the report reads a partial day from the aggregates
+when the span lies in its window) and moves the watermark, each batch in one transaction, so every
+alert is counted exactly once. An alert that arrives late (an old observe_time) updates its own day. Only settled ids are counted (see
 store/feedback_daily.py): the decision transactions still running when a pass begins are waited for,
 briefly; a pass that cannot wait that long leaves the rest to the next one. Nothing here is on the
 ingest path: a decision costs the same with or without the aggregates.
@@ -62,9 +63,19 @@ async def roll_up(pool: asyncpg.Pool, *, settle_wait: float = SETTLE_WAIT_S, bat
                 await daily.add(
                     conn,
                     [(model, day, rule, c.triggers, c.decisions, c.quiet) for (day, model, rule), c in t.rules.items()],
-                    [(model, day, n) for (day, model), n in t.models.items()])
+                    [(model, day, n) for (day, model), n in t.models.items()],
+                    _spans(alerts))
                 await daily.set_watermark(conn, alerts[-1]["id"])
                 counted += len(alerts)
+
+
+def _spans(alerts) -> list[tuple[dt.date, dt.datetime, dt.datetime]]:
+    """(day, first, last observe_time) of the alerts of each day among `alerts`."""
+    spans: dict[dt.date, list[dt.datetime]] = {}
+    for a in alerts:
+        span = spans.setdefault(utc_day(a), [a["observe_time"], a["observe_time"]])
+        span[0], span[1] = min(span[0], a["observe_time"]), max(span[1], a["observe_time"])
+    return [(day, first, last) for day, (first, last) in spans.items()]
 
 
 def feedback_rollup_task(pool: asyncpg.Pool, interval: float = INTERVAL_S) -> RollupTask:

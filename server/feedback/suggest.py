@@ -38,6 +38,11 @@ def threshold_metrics(ruleset) -> list[str]:
     return sorted({t.field.removeprefix("metrics.") for t in _suggestible(ruleset)}) if ruleset is not None else []
 
 
+def threshold_rules(ruleset) -> frozenset[str]:
+    """The rules of `ruleset` a suggestion can be made for (the only ones whose quiet alerts it reads)."""
+    return frozenset(t.rule for t in _suggestible(ruleset)) if ruleset is not None else frozenset()
+
+
 def suggest_thresholds(ruleset, actions, outcomes: dict, quiet_alerts: dict,
                        only_rule: str | None) -> list[ThresholdSuggestion]:
     """`actions`: action rows with their alert's metrics (`alert_metrics`); `outcomes`: job_id -> feedback

@@ -63,9 +63,20 @@ async def alerts_after(conn: asyncpg.Connection, after_id: int, up_to_id: int, l
              WHERE id > $1 AND id <= $2 ORDER BY id LIMIT $3""", after_id, up_to_id, limit)
 
 
-async def add(conn: asyncpg.Connection, rules: Iterable[tuple], models: Iterable[tuple]) -> None:
+async def add(conn: asyncpg.Connection, rules: Iterable[tuple], models: Iterable[tuple],
+              spans: Iterable[tuple] = ()) -> None:
     """Add counts to the aggregates. `rules`: (model_id, day, rule, triggers, {decision: n}, quiet);
-    `models`: (model_id, day, triggers)."""
+    `models`: (model_id, day, triggers); `spans`: (day, first observe_time, last observe_time) of the
+    alerts counted, which widen their day's span (migration 0013)."""
+    spans = list(spans)
+    if spans:
+        await conn.execute(
+            """INSERT INTO feedback_day_spans (day, first_observe, last_observe)
+               SELECT * FROM unnest($1::date[], $2::timestamptz[], $3::timestamptz[])
+               ON CONFLICT (day) DO UPDATE SET
+                   first_observe = least(feedback_day_spans.first_observe, EXCLUDED.first_observe),
+                   last_observe = greatest(feedback_day_spans.last_observe, EXCLUDED.last_observe)""",
+            [d[0] for d in spans], [d[1] for d in spans], [d[2] for d in spans])
     rules = list(rules)
     columns = list(DECISION_COLUMNS.values())
     if rules:
@@ -90,12 +101,24 @@ async def add(conn: asyncpg.Connection, rules: Iterable[tuple], models: Iterable
             [m[0] for m in models], [m[1] for m in models], [m[2] for m in models])
 
 
+async def day_spans(conn: asyncpg.Connection, days: Sequence[dt.date]) -> dict[dt.date, tuple[dt.datetime, dt.datetime]]:
+    """Per day of `days` that has counted alerts, the (first, last) observe_time of those alerts (or
+    a wider span: migration 0013); a day without a row has no counted alert."""
+    rows = await conn.fetch(
+        "SELECT day, first_observe, last_observe FROM feedback_day_spans WHERE day = ANY($1::date[])", list(days))
+    return {r["day"]: (r["first_observe"], r["last_observe"]) for r in rows}
+
+
 async def rule_sums(conn: asyncpg.Connection, first_day: dt.date, end_day: dt.date, model_id: str | None,
                     rule: str | None, scopes: Sequence[str] | None) -> list[asyncpg.Record]:
-    """Per rule and model, the counts of the days in [first_day, end_day)."""
+    """Per rule and model, the counts of the days in [first_day, end_day).
+
+    Summed as int4: a day's count of one model and rule stays far below 2^31, and PostgreSQL sums
+    int4 in a bigint where it sums bigint in a numeric (a 30-day report over every model sums
+    870,000 rows at ten million alerts: 810 -> 560 ms)."""
     columns = ["triggers", *DECISION_COLUMNS.values(), "quiet"]
     return await conn.fetch(
-        f"""SELECT rule, model_id, {", ".join(f"sum({c})::bigint AS {c}" for c in columns)}
+        f"""SELECT rule, model_id, {", ".join(f"sum({c}::int4) AS {c}" for c in columns)}
               FROM feedback_daily
              WHERE day >= $1 AND day < $2 AND ($3::text IS NULL OR model_id = $3)
                AND ($4::text IS NULL OR rule = $4) AND ($5::text[] IS NULL OR model_id LIKE ANY($5::text[]))
@@ -107,7 +130,7 @@ async def model_triggers(conn: asyncpg.Connection, first_day: dt.date, end_day: 
                          scopes: Sequence[str] | None) -> dict[str, int]:
     """Per model, its alerts that drew any action on the days in [first_day, end_day)."""
     rows = await conn.fetch(
-        """SELECT model_id, sum(triggers)::bigint AS triggers FROM feedback_daily_models
+        """SELECT model_id, sum(triggers::int4) AS triggers FROM feedback_daily_models
             WHERE day >= $1 AND day < $2 AND ($3::text IS NULL OR model_id = $3)
               AND ($4::text[] IS NULL OR model_id LIKE ANY($4::text[]))
             GROUP BY model_id""",
@@ -118,8 +141,9 @@ async def model_triggers(conn: asyncpg.Connection, first_day: dt.date, end_day: 
 async def uncounted_alerts(conn: asyncpg.Connection, start: dt.datetime, end: dt.datetime,
                            days_start: dt.datetime, days_end: dt.datetime, after_id: int,
                            model_id: str | None, scopes: Sequence[str] | None) -> list[asyncpg.Record]:
-    """The window's alerts the aggregates of [days_start, days_end) do not hold: those outside the whole
-    days, and those inside them that the roll-up has not reached (id > after_id). Grouped by what the
+    """The window's alerts the aggregates of [days_start, days_end) do not hold: those outside these
+    days, and those inside them that the roll-up has not reached (id > after_id; the days may reach
+    past the window: report.counted_days). Grouped by what the
     report counts of an alert (feedback/tally.py): model_id, alert_type, rule_set_version and its
     actions (`rules` and `decisions`, in action order; NULL: none), with `n` the alerts in each group.
 
@@ -133,7 +157,7 @@ async def uncounted_alerts(conn: asyncpg.Connection, start: dt.datetime, end: dt
                    AND ($6::text IS NULL OR model_id = $6) AND ($7::text[] IS NULL OR model_id LIKE ANY($7::text[]))
                 UNION ALL
                 SELECT id, model_id, alert_type, rule_set_version, create_time FROM monitoring_alert_triggers
-                 WHERE id > $5 AND observe_time >= $3 AND observe_time < $4
+                 WHERE id > $5 AND observe_time >= $3 AND observe_time < $4 AND observe_time >= $1 AND observe_time < $2
                    AND ($6::text IS NULL OR model_id = $6) AND ($7::text[] IS NULL OR model_id LIKE ANY($7::text[]))),
            acted AS (
                 SELECT alert_id, array_agg(rule ORDER BY id) AS rules, array_agg(decision ORDER BY id) AS decisions

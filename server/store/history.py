@@ -144,9 +144,12 @@ async def manual_jobs(conn: asyncpg.Connection, start: dt.datetime, end: dt.date
 
 async def outcomes(conn: asyncpg.Connection, job_ids: Sequence[int], start: dt.datetime,
                    until: dt.datetime) -> dict[int, asyncpg.Record]:
-    """Each job's feedback row (its latest, if several) written in [start, until)."""
+    """Each job's feedback row (its latest, if several) written in [start, until): the columns the
+    report's definitions read (definitions.py), not all of them (10,000 rows at ten million alerts)."""
     rows = await conn.fetch(
-        """SELECT DISTINCT ON (job_id) * FROM feedback_loop_metrics
+        """SELECT DISTINCT ON (job_id) job_id, time, outcome, promoted, improvement, promotion_margin,
+                  alert_to_promotion_s
+             FROM feedback_loop_metrics
             WHERE job_id = ANY($1::bigint[]) AND time >= $2 AND time < $3
             ORDER BY job_id, time DESC""",
         list(job_ids), start, until)
@@ -155,9 +158,10 @@ async def outcomes(conn: asyncpg.Connection, job_ids: Sequence[int], start: dt.d
 
 async def promoted_retrains(conn: asyncpg.Connection, start: dt.datetime, until: dt.datetime,
                             model_id: str | None, scopes: Sequence[str] | None = None) -> list[asyncpg.Record]:
-    """Feedback rows of promoted jobs (manual ones too) written in [start, until]."""
+    """Feedback rows of promoted jobs (manual ones too) written in [start, until]: their model, time
+    and what definitions.beat_champion reads."""
     return await conn.fetch(
-        """SELECT * FROM feedback_loop_metrics
+        """SELECT model_id, time, promoted, improvement, promotion_margin FROM feedback_loop_metrics
             WHERE promoted AND time >= $1 AND time <= $2 AND ($3::text IS NULL OR model_id = $3)
               AND ($4::text[] IS NULL OR model_id LIKE ANY($4::text[]))""",
         start, until, model_id, like_patterns(scopes))
@@ -167,7 +171,7 @@ async def alerts_in_ranges(conn: asyncpg.Connection, models: Sequence[str], lows
                            highs: Sequence[dt.datetime], start: dt.datetime, end: dt.datetime,
                            metrics: Sequence[str]) -> list[asyncpg.Record]:
     """The alerts of models[i] observed in [lows[i], highs[i]] and in [start, end), in no particular
-    order: model_id, alert_type, rule_set_version, `values` (the value of each of `metrics`, NULL
+    order: rule_set_version, alert_type, model_id, `values` (the value of each of `metrics`, NULL
     where the alert has none) and `rules`, the rules that acted on it (in action order; NULL: none).
     Only what the report's false-negative check reads: at ten million alerts these are ~70,000 rows,
     and an array of floats is decoded much faster than a json document (a timestamp, too, costs
@@ -205,7 +209,7 @@ async def alerts_in_ranges(conn: asyncpg.Connection, models: Sequence[str], lows
                                                 WHERE create_time >= (SELECT month FROM newest))::bigint[])
                            AND create_time >= (SELECT month FROM newest)) c
                  GROUP BY alert_id)
-           SELECT n.model_id, n.alert_type, n.rule_set_version, n.values, c.rules
+           SELECT n.rule_set_version, n.alert_type, n.model_id, n.values, c.rules
              FROM near n LEFT JOIN acted c ON c.alert_id = n.id""",
         list(models), list(lows), list(highs), start, end, list(metrics))
 
@@ -216,12 +220,12 @@ async def performance_neighbours(conn: asyncpg.Connection, models: Sequence[str]
     """For each i: models[i]'s last performance alert observed in [start, before[i]] and its first one
     observed in (after[i], end), as (alert or None, alert or None). Order ties by id, as in the alert
     table. Of each alert only what a verdict reads (definitions.performance_value): its severity and
-    its performance_drop metric, if it has one (not every metric: 33,000 alerts at ten million).
+    its performance_drop metric, if it has one (not every metric, and no timestamp: 43,000 alerts at
+    ten million, and a timestamp costs more to decode than the rest of the row).
     Each probe reads one row of the performance alerts' own index (migration 0012)."""
     rows = await conn.fetch(
-        """SELECT h.i, (b.metrics->>'performance_drop')::float8 AS b_drop, b.severity AS b_severity,
-                  b.observe_time AS b_time, (n.metrics->>'performance_drop')::float8 AS n_drop,
-                  n.severity AS n_severity, n.observe_time AS n_time
+        """SELECT (b.metrics->>'performance_drop')::float8 AS b_drop, b.severity AS b_severity,
+                  (n.metrics->>'performance_drop')::float8 AS n_drop, n.severity AS n_severity
              FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[]) WITH ORDINALITY
                   AS h(model_id, before, after, i)
              LEFT JOIN LATERAL (
@@ -237,13 +241,11 @@ async def performance_neighbours(conn: asyncpg.Connection, models: Sequence[str]
             ORDER BY h.i""",
         list(models), list(before), list(after), start, end)
 
-    def alert(r, p):
-        if r[p + "time"] is None:
+    def alert(drop, severity):
+        if severity is None:  # every alert has a severity: none means no such alert
             return None
-        drop = r[p + "drop"]
-        return {"metrics": {} if drop is None else {"performance_drop": drop}, "severity": r[p + "severity"],
-                "observe_time": r[p + "time"]}
-    return [(alert(r, "b_"), alert(r, "n_")) for r in rows]
+        return {"metrics": {} if drop is None else {"performance_drop": drop}, "severity": severity}
+    return [(alert(b_drop, b_severity), alert(n_drop, n_severity)) for b_drop, b_severity, n_drop, n_severity in rows]
 
 
 async def report_settings(conn: asyncpg.Connection, work_mem: str) -> None:

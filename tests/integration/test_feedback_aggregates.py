@@ -21,7 +21,7 @@ from closedloop.dsl import compile_rules
 from closedloop.server.feedback import report as report_module
 from closedloop.server.feedback.report import build_report
 from closedloop.server.feedback.rollup import roll_up
-from closedloop.server.store import history
+from closedloop.server.store import feedback_daily, history
 
 from .feedback_reference import reference_report
 
@@ -189,6 +189,43 @@ async def test_aggregate_report_equals_raw_report(pool):
     assert await roll_up(pool) == 2
     await _assert_equal(pool)
     assert await roll_up(pool) == 0           # counted once
+
+
+async def test_a_partial_day_is_read_from_the_aggregates_when_its_counted_alerts_lie_in_the_window(pool, monkeypatch):
+    """A window rarely starts or ends at midnight. After a roll-up, a partial first or last day whose
+    counted alerts all lie in the window is read from the aggregates (its span, migration 0013); one
+    holding a counted alert outside the window is read alert by alert. Both equal the raw-row report."""
+    async with pool.acquire() as conn:
+        await _generate(conn, random.Random(19))
+    assert await roll_up(pool) == 260
+    day = MIDNIGHT - 3 * DAY
+    async with pool.acquire() as conn:
+        times = [r[0] for r in await conn.fetch(
+            "SELECT observe_time FROM monitoring_alert_triggers WHERE observe_time >= $1 AND observe_time < $2 "
+            "ORDER BY observe_time", day, day + DAY)]
+    assert len(times) > 2
+    read = []
+    real = feedback_daily.uncounted_alerts
+
+    async def spy(conn, start, end, days_start, days_end, *args):
+        read.append((days_start, days_end))
+        return await real(conn, start, end, days_start, days_end, *args)
+    monkeypatch.setattr(feedback_daily, "uncounted_alerts", spy)
+    ruleset = compile_rules(RULES, "agg.rules")
+    cases = [  # (start, end, the days read from the aggregates)
+        (day - 4 * DAY, times[-1] + dt.timedelta(seconds=1), (day - 4 * DAY, day + DAY)),  # last day in
+        (day - 4 * DAY, times[-1], (day - 4 * DAY, day)),            # its last alert is outside: read raw
+        (times[0], day + 2 * DAY, (day, day + 2 * DAY)),              # first day in
+        (times[0] + dt.timedelta(seconds=1), day + 2 * DAY, (day + DAY, day + 2 * DAY)),
+        (times[0], times[-1] + dt.timedelta(seconds=1), (day, day + DAY)),   # within one day
+        (times[0], times[-1], (times[0], times[0])),                 # nothing from the aggregates
+    ]
+    for start, end, days in cases:
+        kwargs = dict(model_id=None, rule=None, start=start, end=end, fn_window=None, active_ruleset=ruleset)
+        read.clear()
+        got = await build_report(pool, **kwargs)
+        assert read == [days], (start, end)
+        assert got == await reference_report(pool, **kwargs), (start, end)
 
 
 async def test_actions_of_alerts_created_months_before_them_are_found(pool):

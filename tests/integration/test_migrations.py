@@ -112,3 +112,29 @@ async def test_stored_improvement_is_backfilled_with_the_formula_sql_used(empty_
         assert got[:3] == [pytest.approx(0.1), pytest.approx(0.1), pytest.approx(-0.05)] and got[3] is None
     finally:
         await conn.close()
+
+
+async def test_days_counted_before_the_spans_existed_get_a_span_that_holds_their_alerts(empty_database_url):
+    """Migration 0013 on a populated database: each day the aggregates already count gets the span
+    of its alerts (wider than the counted ones is safe, narrower never), a day whose alerts retention
+    dropped gets the whole day, so no partial window reads it from the aggregates."""
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        every = bundled_migrations()
+        await migrate(conn, every[:[m.name for m in every].index("feedback_day_spans")])
+        await conn.execute(
+            """INSERT INTO monitoring_alert_triggers (model_id, alert_type, severity, observe_time) VALUES
+                   ('m', 'drift', 2, '2026-11-20 03:00+00'), ('m', 'drift', 2, '2026-11-20 17:30+00'),
+                   ('m', 'drift', 2, '2026-11-22 12:00+00')""")
+        await conn.execute(
+            """INSERT INTO feedback_daily_models (model_id, day, triggers)
+               VALUES ('m', '2026-11-20', 2), ('m', '2026-10-01', 5)""")
+        await migrate(conn)
+        spans = {r["day"].isoformat(): (r["first_observe"].isoformat(), r["last_observe"].isoformat())
+                 for r in await conn.fetch("SELECT * FROM feedback_day_spans")}
+        assert spans == {
+            "2026-11-20": ("2026-11-20T03:00:00+00:00", "2026-11-20T17:30:00+00:00"),
+            "2026-10-01": ("2026-10-01T00:00:00+00:00", "2026-10-02T00:00:00+00:00"),
+        }  # 2026-11-22: nothing counted there yet, so no span: the roll-up starts it
+    finally:
+        await conn.close()
