@@ -155,7 +155,8 @@ async def counted_days(conn, start: dt.datetime, end: dt.datetime) -> tuple[dt.d
     """The UTC days [first, last) whose daily aggregates count exactly the window's alerts of those
     days (up to the watermark): every day lying wholly in [start, end), and the partial first or last
     day too when all of its counted alerts were observed inside the window (its observe_time span,
-    migration 0013; a day without a span has nothing counted). Empty: first == last == start."""
+    migration 0013). A partial day without a span is read from the alert table, as before the spans
+    existed. Empty: first == last == start."""
     start_utc, end_utc = start.astimezone(dt.timezone.utc), end.astimezone(dt.timezone.utc)
     low = dt.datetime.combine(start_utc.date(), dt.time(), dt.timezone.utc)   # the day holding start
     high = dt.datetime.combine(end_utc.date(), dt.time(), dt.timezone.utc)    # the day holding end
@@ -164,7 +165,7 @@ async def counted_days(conn, start: dt.datetime, end: dt.datetime) -> tuple[dt.d
 
     def inside(day: dt.datetime) -> bool:
         span = spans.get(day.date())
-        return span is None or (span[0] >= start and span[1] < end)
+        return span is not None and span[0] >= start and span[1] < end
 
     first = low if low == start_utc or inside(low) else low + DAY
     last = high + DAY if high != end_utc and inside(high) else high

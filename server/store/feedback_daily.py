@@ -103,7 +103,7 @@ async def add(conn: asyncpg.Connection, rules: Iterable[tuple], models: Iterable
 
 async def day_spans(conn: asyncpg.Connection, days: Sequence[dt.date]) -> dict[dt.date, tuple[dt.datetime, dt.datetime]]:
     """Per day of `days` that has counted alerts, the (first, last) observe_time of those alerts (or
-    a wider span: migration 0013); a day without a row has no counted alert."""
+    a wider span: migration 0013)."""
     rows = await conn.fetch(
         "SELECT day, first_observe, last_observe FROM feedback_day_spans WHERE day = ANY($1::date[])", list(days))
     return {r["day"]: (r["first_observe"], r["last_observe"]) for r in rows}
