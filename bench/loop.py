@@ -32,6 +32,8 @@ import sys
 import tempfile
 import time
 
+import grpc
+
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
 from ingest import start  # noqa: E402  (same folder)
 
@@ -158,13 +160,19 @@ async def closed_loop(stub, requests, concurrency: int) -> float:
 
 
 async def open_loop(stub, requests, rate: float) -> tuple[list[float], int]:
-    """Send at a fixed rate regardless of replies; each reply's latency from its intended send time."""
+    """Send at a fixed rate regardless of replies; each reply's latency from its intended send time.
+    A request the server refuses (e.g. RESOURCE_EXHAUSTED past --max-concurrent-rpcs when the machine
+    cannot keep up) counts as infinitely slow, so the percentiles show it instead of the run ending."""
     latencies: list[float] = []
     decided = 0
 
     async def one(r, intended: float):
         nonlocal decided
-        reply = await stub.CreateAlert(r)
+        try:
+            reply = await stub.CreateAlert(r)
+        except grpc.aio.AioRpcError:
+            latencies.append(float("inf"))
+            return
         latencies.append(time.perf_counter() - intended)
         decided += bool(reply.actions)
 

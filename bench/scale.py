@@ -318,9 +318,11 @@ async def decision_latency(servers: dict[str, tuple[str, int, str]], args) -> di
                     out[name]["latencies"] += latencies
                     out[name]["rounds"].append(pct(latencies, .99))
                     out[name]["probes"].append(probes)
+                    refused = sum(1 for x in latencies if x == float("inf"))
                     print(f"{name:5}  round {round_ + 1}: CreateAlert at {rate:.0f}/s: decision p50 "
-                          f"{pct(latencies, .5):.2f} ms p99 {pct(latencies, .99):.2f} ms; server in that phase: "
-                          + _probes_line(probes), flush=True)
+                          f"{pct(latencies, .5):.2f} ms p99 {pct(latencies, .99):.2f} ms"
+                          + (f" ({refused} refused: counted as infinitely slow)" if refused else "")
+                          + "; server in that phase: " + _probes_line(probes), flush=True)
         finally:
             gc.unfreeze()
     for name, figures in out.items():
