@@ -38,7 +38,7 @@ def main() -> None:
     ours, theirs = [], []
     for _ in range(args.repeat):
         start = time.perf_counter()
-        window = WindowAccumulator.for_profile("m", 1, profile, spec.features, spec.window_sketch_k)
+        window = WindowAccumulator.for_profile("m", 1, profile, spec.features, spec.window_bins, spec.psi_bins)
         for at in range(0, ROWS, 1000):  # as LogObservations would deliver it
             window.update({n: v[at : at + 1000] for n, v in current.items()})
         verdict = judge_window(profile, window, spec)

@@ -1,10 +1,10 @@
 """MonitorService: observation and outcome streams in, drift reports out.
 
 Each batch is checked whole before anything of it is counted (field names in the violations; the batch's
-position in the stream in the description). The monitoring engine (monitor/engine.py, numpy and
-datasketches) is created on the first Log* call, so a server nobody streams to never loads it. When a
-stream ends, or is cut, what it counted is flushed to the database before the handler returns: a
-LogSummary means stored, and a cut stream keeps every batch the server had counted.
+position in the stream in the description). The monitoring engine (monitor/engine.py, numpy) is created
+on the first Log* call, so a server nobody streams to never loads it. When a stream ends, or is cut,
+what it counted is flushed to the database before the handler returns: a LogSummary means stored, and
+a cut stream keeps every batch the server had counted.
 """
 
 from __future__ import annotations
@@ -197,6 +197,11 @@ def _check_columns(v: Violations, batch: monitor_pb2.ObservationBatch) -> int:
     bad_names = [n for n in names if not n or len(n) > MAX_NAME_CHARS]
     if bad_names:
         v.add("feature_names", f"names must be 1-{MAX_NAME_CHARS} characters")
+    # The interceptors leave an observation batch's text to this handler (see interceptors.py).
+    if "\x00" in "".join(names):
+        v.add("feature_names", "contains a NUL character")
+    if "\x00" in "".join(batch.prediction_ids):
+        v.add("prediction_ids", "contains a NUL character")
     if len(batch.columns) != len(names):
         v.add("columns", f"has {len(batch.columns)} columns for {len(names)} feature_names")
         return 0
@@ -208,7 +213,10 @@ def _check_columns(v: Violations, batch: monitor_pb2.ObservationBatch) -> int:
             continue
         # Values themselves (infinities, text for a numeric feature) are checked by the window's
         # accumulator, with numpy, before it counts anything of the batch.
-        lengths[name] = len(getattr(column, which).values)
+        values = getattr(column, which).values
+        lengths[name] = len(values)
+        if which == "categories" and "\x00" in "".join(values):
+            v.add(f'columns["{name}"]', "contains a NUL character")
     rows = max(lengths.values(), default=0)
     for name, n in lengths.items():
         if n != rows:
@@ -252,8 +260,22 @@ def _check_time(v: Violations, ts, field: str) -> None:
 
 def _column_values(column: monitor_pb2.FeatureColumn):
     if column.WhichOneof("values") == "numbers":
-        return column.numbers.values  # the accumulator converts it to float64 once
+        return _doubles(column.numbers)
     return [value or None for value in column.categories.values]
+
+
+# DoubleColumn holds one packed field, so its wire form is a tag, a length and then the values as
+# little-endian doubles: read them from there (one copy in C) instead of converting the repeated
+# container value by value (numpy's sequence path: ~40% slower for a 1,000 x 20 batch).
+assert [f.name for f in monitor_pb2.DoubleColumn.DESCRIPTOR.fields] == ["values"]
+
+
+def _doubles(numbers: monitor_pb2.DoubleColumn):
+    import numpy as np  # loaded with the engine anyway, by the first Log* call
+
+    n = len(numbers.values)
+    raw = numbers.SerializeToString()
+    return np.frombuffer(raw, dtype="<f8", count=n, offset=len(raw) - 8 * n)
 
 
 def _observed(ts, row_micros) -> tuple[dt.datetime, dt.datetime]:

@@ -115,7 +115,9 @@ class MonitorEngine:
         self._locks: dict[tuple[str, int, str], asyncio.Lock] = {}
         self._flushing: dict[tuple[str, int, str], asyncio.Task] = {}
         self._progress: dict[tuple[str, int, str], asyncio.Event] = {}
-        self._shared: set[tuple[str, int, str]] = set()  # keys whose windows had other servers' rows
+        # Keys whose windows had other servers' rows, and keys whose flushes so far found only ours.
+        self._shared: set[tuple[str, int, str]] = set()
+        self._solo: set[tuple[str, int, str]] = set()
         self._models: dict[str, _Model] = {}
         self._profiles: dict[tuple[str, int], ReferenceProfile] = {}
         self._task: asyncio.Task | None = None
@@ -193,22 +195,19 @@ class MonitorEngine:
         key = (target.model_id, target.version, kind)
         pending = self._pending_for(key, target)
         batch = pending.state.check(values, predictions)  # the whole batch, before anything is counted
-        limit = target.row_limit(kind)
         at = 0
         while at < batch.rows:
             pending = self._pending_for(key, target)
+            limit = pending.target.row_limit(kind)
             room = batch.rows - at if limit is None else limit - pending.flushed_rows - pending.state.rows
             at += pending.state.count(batch, at, at + max(room, 0))
             pending.observed(first, last)
             if limit is not None and pending.flushed_rows + pending.state.rows >= limit:
                 self._seal(key)  # this part fills the window: the rest of the batch starts the next one
         self.rows_counted += batch.rows
-        part = pending.target.row_limit(kind)
-        due = self._sealed.get(key) or (part is not None and pending.state.rows >= max(1, part // 4))
-        if due:
+        if self._sealed.get(key) or self._part_due(key, self._pending[key]):
             self._drain_soon(key)
-        while len(self._sealed.get(key, ())) >= MAX_SEALED or (
-                key in self._shared and part is not None and self._pending[key].state.rows >= max(1, part // 4)):
+        while len(self._sealed.get(key, ())) >= MAX_SEALED or (key in self._shared and self._part_due(key, self._pending[key])):
             # Back-pressure, only when closes fall behind or when other servers count this window too
             # (a part then stays within a quarter window and a batch per stream, which bounds how far
             # the window can overshoot its size: the flush that fills it carries at most that).
@@ -243,6 +242,13 @@ class MonitorEngine:
         self._sealed.setdefault(key, collections.deque()).append(pending)
         self._pending[key] = _Pending(pending.target, pending.state.fresh(), generation=pending.generation + 1)
 
+    def _part_due(self, key: tuple[str, int, str], pending: _Pending) -> bool:
+        """Whether this server's part of the window should be stored before it fills the window: at a
+        quarter of it, unless every flush so far found only this server's rows (then the part waits for
+        the boundary, the stream's end or the periodic flush: one flush per window)."""
+        limit = pending.target.row_limit(key[2])
+        return limit is not None and key not in self._solo and pending.state.rows >= max(1, limit // 4)
+
     def _keys(self) -> list[tuple[str, int, str]]:
         return list({*self._pending, *(k for k, parts in self._sealed.items() if parts)})
 
@@ -270,9 +276,7 @@ class MonitorEngine:
                     part = sealed.popleft()
                 else:
                     pending = self._pending.get(key)
-                    limit = None if pending is None else pending.target.row_limit(key[2])
-                    due = pending is not None and pending.state.rows > 0 and (
-                        everything or (limit is not None and pending.state.rows >= max(1, limit // 4)))
+                    due = pending is not None and pending.state.rows > 0 and (everything or self._part_due(key, pending))
                     if not due:
                         return
                     part = self._pending.pop(key)
@@ -285,10 +289,11 @@ class MonitorEngine:
                 except BaseException:
                     self._restore(key, part)  # nothing counted is dropped: the next flush tries again
                     raise
+                finally:
+                    self._progress.setdefault(key, asyncio.Event()).set()  # a waiting stream looks again
                 pending = self._pending.get(key)
                 if pending is not None and pending.generation == part.generation:
                     pending.flushed_rows = total  # all servers' rows, as stored (0: this flush closed it)
-                self._progress.setdefault(key, asyncio.Event()).set()
 
     async def _flush_part(self, key: tuple[str, int, str], part: _Pending) -> int:
         """Store `part` into this server's partial of the open window (closing it when full); returns the
@@ -302,20 +307,24 @@ class MonitorEngine:
                 merged = part.state.fresh()
                 if stored is not None and stored[0] == window["id"]:
                     merged.merge(stored[1])
-                else:
+                elif window["rows"]:  # (a window without rows has no partial of ours to read)
                     existing = await store.read_partial(conn, window["id"], self.server_id)
                     if existing is not None:
                         merged.merge_bytes(existing)
                 merged.merge(part.state)
-                total = await store.write_partial(
+                window = await store.write_partial(
                     conn, window["id"], self.server_id, total_rows=merged.rows, added_rows=part.state.rows,
                     state=merged.to_bytes(), first_observe=part.first, last_observe=part.last)
-                closes = limit is not None and total >= limit
+                total = window["rows"]
                 if total > merged.rows:  # other servers count this key too (remembered from then on)
                     self._shared.add(key)
+                    self._solo.discard(key)
+                elif key not in self._shared:
+                    self._solo.add(key)
+                closes = limit is not None and total >= limit
                 if closes:
                     # Closed in the transaction that filled it: no other flush can land in between.
-                    await self._close_locked(conn, target, window["id"])
+                    await self._close_locked(conn, target, window, own=merged)
         # Remembered only once committed: the next flush of this window merges into it without a read.
         self._stored[key] = (-1, None) if closes else (window["id"], merged)
         return 0 if closes else total
@@ -336,25 +345,26 @@ class MonitorEngine:
         target = await self.target(model_id, version)
         async with self.pool.acquire() as conn:
             async with store.window_transaction(conn, model_id, version, kind):
-                return await self._close_locked(conn, target, window_id)
+                window = await store.get_window(conn, window_id)
+                if window is None or window["state"] != "OPEN":
+                    return False  # another server closed it
+                await self._close_locked(conn, target, window)
+                return True
 
-    async def _close_locked(self, conn: asyncpg.Connection, target: Target, window_id: int) -> bool:
-        """Merge every partial, judge, store the measurements, raise the alert; the window lock is held."""
-        window = await store.get_window(conn, window_id)
-        if window is None or window["state"] != "OPEN":
-            return False  # another server closed it
-        states = await store.partial_states(conn, window_id)
-        judged, verdict, measurements, alert = _judge(target, window["kind"], window, states)
+    async def _close_locked(self, conn: asyncpg.Connection, target: Target, window, own=None) -> None:
+        """Merge every partial (`own`: this server's, already at hand), judge, store the measurements,
+        raise the alert; the window lock is held and the window is OPEN."""
+        states = await store.partial_states(conn, window["id"], None if own is None else self.server_id)
+        judged, verdict, measurements, alert = _judge(target, window["kind"], window, states, own)
         alert_id = None
         if alert is not None:
             # Raised before the close commits: if the commit fails, the next close finds this alert by
             # its request_id instead of raising a second one.
             alert_id = (await self.ingestor.submit(alert)).alert["id"]
         await store.insert_measurements(conn, window, measurements)
-        await store.close_window(conn, window_id, judged=judged, verdict=verdict, alert_id=alert_id)
+        await store.close_window(conn, window["id"], judged=judged, verdict=verdict, alert_id=alert_id)
         log.info("monitor.window_closed", model_id=target.model_id, version=target.version, kind=window["kind"],
                  window=window["seq"], rows=window["rows"], judged=judged, alert_id=alert_id)
-        return True
 
     async def close_due(self) -> int:
         """Close the windows whose time is up (any server's); returns how many this call closed."""
@@ -388,17 +398,19 @@ def _log_failure(task: asyncio.Task) -> None:
 
 # -- judging a closing window (pure) ------------------------------------------------------------------
 
-def _merge_all(kind: str, target: Target, states: list[bytes]) -> WindowAccumulator | OutcomeWindow:
+def _merge_all(kind: str, target: Target, states: list[bytes], own=None) -> WindowAccumulator | OutcomeWindow:
     merged = MonitorEngine._fresh((target.model_id, target.version, kind), target)
+    if own is not None:
+        merged.merge(own)
     for data in states:
         merged.merge_bytes(data)
     return merged
 
 
-def _judge(target: Target, kind: str, window, states: list[bytes]):
+def _judge(target: Target, kind: str, window, states: list[bytes], own=None):
     """(judged, verdict document, measurement tuples, NewAlert or None) for a closing window."""
     try:
-        merged = _merge_all(kind, target, states)
+        merged = _merge_all(kind, target, states, own)
     except ValueError as exc:  # a partial counted over other bins: the spec changed while it was open
         return False, {"note": f"not judged: {exc}"}, [], None
     spec = target.spec

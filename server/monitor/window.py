@@ -119,10 +119,9 @@ class WindowAccumulator:
         if ragged:
             raise InvalidArgument([FieldViolation(_field(name), f"has {lengths[name]} rows, the batch has {rows}")
                                    for name in ragged])
-        numbers = np.full((len(self.numeric_names), rows), np.nan)
+        numbers = np.empty((len(self.numeric_names), rows))
         for f, name in enumerate(self.numeric_names):
-            if name in columns:
-                numbers[f] = _converted(name, NUMERIC, as_numeric, columns[name])
+            numbers[f] = _converted(name, NUMERIC, as_numeric, columns[name]) if name in columns else np.nan
         categories = {name: _converted(name, state.kind, as_categorical, columns[name]) if name in columns
                       else [None] * rows for name, state in self.categorical.items()}
         if predictions is not None and self.prediction_state is not None:

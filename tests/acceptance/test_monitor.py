@@ -134,13 +134,18 @@ async def test_bad_batches_are_rejected_whole_naming_the_field(watched, client):
     assert 'columns["f00"]' in (await rejected(text)).details()
     oversize = observation_batch(watched, {"f00": np.zeros(100_001)})
     assert "columns" in (await rejected(oversize)).details()
+    # text no RPC accepts (NUL), checked by the handler itself for observation batches
+    nul_name = observation_batch(watched, {"f00": [1.0], "f\x0001": [2.0]})
+    assert "feature_names" in (await rejected(nul_name)).details()
+    nul_category = observation_batch(watched, {"f00": [1.0], "venue": ["X\x00"]})
+    assert 'columns["venue"]' in (await rejected(nul_category)).details()
     bad_outcomes = outcome_batch(watched, [1.0, 0.0], [1.0])
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await client.log_outcomes([bad_outcomes])
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "predictions" in info.value.details()
     # Each stream's good first batch was counted and kept; nothing of a rejected batch was.
     [open_window] = (await client.drift_report(watched)).open_windows
-    assert open_window.rows == 6 * 1000
+    assert open_window.rows == 8 * 1000
 
 
 async def test_a_cut_stream_loses_no_batch_the_server_counted(watched, client, server):
