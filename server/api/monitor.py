@@ -98,11 +98,10 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServiceServicer):
         check_model_id(v, batch.model_id)
         if batch.version < 0:
             v.add("version", "must not be negative")
-        rows = _check_columns(v, batch)
+        rows, columns = _check_columns(v, batch)
         _check_row_fields(v, batch, rows)
         v.raise_if_any()
         require_model(batch.model_id, "model_id")  # a desk's token reaches only its models
-        columns = {name: _column_values(column) for name, column in zip(batch.feature_names, batch.columns)}
         predictions = list(batch.predictions) if len(batch.predictions) else None
         first, last = _observed(batch.observe_time if batch.HasField("observe_time") else None,
                                 batch.row_observe_time_micros)
@@ -185,8 +184,9 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServiceServicer):
             next_page_token=token)
 
 
-def _check_columns(v: Violations, batch: monitor_pb2.ObservationBatch) -> int:
-    """Names and column shapes; returns the batch's row count."""
+def _check_columns(v: Violations, batch: monitor_pb2.ObservationBatch) -> tuple[int, dict]:
+    """Names and column shapes; returns the batch's row count and its columns (numbers as float64
+    arrays, categories as lists with None for missing)."""
     names = list(batch.feature_names)
     if not names:
         v.add("feature_names", "required: at least one feature")
@@ -204,8 +204,8 @@ def _check_columns(v: Violations, batch: monitor_pb2.ObservationBatch) -> int:
         v.add("prediction_ids", "contains a NUL character")
     if len(batch.columns) != len(names):
         v.add("columns", f"has {len(batch.columns)} columns for {len(names)} feature_names")
-        return 0
-    lengths = {}
+        return 0, {}
+    lengths, values = {}, {}
     for name, column in zip(names, batch.columns):
         which = column.WhichOneof("values")
         if which is None:
@@ -213,10 +213,14 @@ def _check_columns(v: Violations, batch: monitor_pb2.ObservationBatch) -> int:
             continue
         # Values themselves (infinities, text for a numeric feature) are checked by the window's
         # accumulator, with numpy, before it counts anything of the batch.
-        values = getattr(column, which).values
-        lengths[name] = len(values)
-        if which == "categories" and "\x00" in "".join(values):
-            v.add(f'columns["{name}"]', "contains a NUL character")
+        if which == "numbers":
+            values[name] = _doubles(column.numbers)
+        else:
+            text = column.categories.values
+            if "\x00" in "".join(text):
+                v.add(f'columns["{name}"]', "contains a NUL character")
+            values[name] = [value or None for value in text]
+        lengths[name] = len(values[name])
     rows = max(lengths.values(), default=0)
     for name, n in lengths.items():
         if n != rows:
@@ -227,7 +231,7 @@ def _check_columns(v: Violations, batch: monitor_pb2.ObservationBatch) -> int:
         v.add("columns", f"at most {MAX_BATCH_ROWS} rows per batch, got {rows}")
     if rows * len(names) > MAX_BATCH_VALUES:
         v.add("columns", f"at most {MAX_BATCH_VALUES} values per batch, got {rows * len(names)}")
-    return rows
+    return rows, values
 
 
 def _check_row_fields(v: Violations, batch: monitor_pb2.ObservationBatch, rows: int) -> None:
@@ -256,12 +260,6 @@ def _check_time(v: Violations, ts, field: str) -> None:
         v.add(field, "not a valid timestamp")
     elif ts.seconds > time.time() + MAX_FUTURE_SKEW_S:
         v.add(field, f"more than {int(MAX_FUTURE_SKEW_S)} s in the future")
-
-
-def _column_values(column: monitor_pb2.FeatureColumn):
-    if column.WhichOneof("values") == "numbers":
-        return _doubles(column.numbers)
-    return [value or None for value in column.categories.values]
 
 
 # DoubleColumn holds one packed field, so its wire form is a tag, a length and then the values as

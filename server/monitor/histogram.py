@@ -146,7 +146,8 @@ class NumericBlock:
             dev = values - mean[:, None]
         layout = self.layout
         counts = np.bincount(layout.bin_slots(counted).ravel(), minlength=layout.total)
-        counts[layout.starts] -= missing
+        if counted is not values:
+            counts[layout.starts] -= missing
         self.counts += counts
         self._add_moments(present, mean, np.einsum("ij,ij->i", dev, dev))
         # Tail sums, only for the features with values beyond the reference's min or max (rare).
@@ -161,12 +162,12 @@ class NumericBlock:
 
     def _add_moments(self, n: np.ndarray, mean: np.ndarray, m2: np.ndarray) -> None:
         # Chan et al., per feature: combine (count, mean, M2) of two disjoint parts; before counts grow.
+        # (Where a feature has no values at all, n = 0 and m2 = 0, so both updates add 0.)
         have = self.rows - self.missing
-        total = have + n
-        safe = np.maximum(total, 1)
+        weight = n / np.maximum(have + n, 1)
         delta = mean - self.mean
-        self.mean = np.where(total > 0, self.mean + delta * n / safe, self.mean)
-        self.m2 = self.m2 + np.where(total > 0, m2 + delta * delta * have * n / safe, 0.0)
+        self.mean = self.mean + delta * weight
+        self.m2 = self.m2 + m2 + delta * delta * have * weight
 
     def merge(self, other: "NumericBlock") -> None:
         """Add another partial of the same window (counted over the same edges)."""

@@ -221,15 +221,16 @@ def column_kind(values) -> str:
     return NUMERIC
 
 
-def as_numeric(values) -> np.ndarray:
-    """The column as float64 with NaN for missing; raises ValueError for text or infinities."""
+def as_numeric(values, *, finite: bool = True) -> np.ndarray:
+    """The column as float64 with NaN for missing; raises ValueError for text or (unless `finite` is
+    False: the caller checks a whole batch at once) infinities."""
     try:
         column = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError):
         raise ValueError("expected numbers") from None
     if column.ndim != 1:
         raise ValueError("expected a flat column")
-    if np.isinf(column).any():
+    if finite and np.isinf(column).any():
         raise ValueError("infinite values are not allowed")
     return column
 

@@ -121,7 +121,11 @@ class WindowAccumulator:
                                    for name in ragged])
         numbers = np.empty((len(self.numeric_names), rows))
         for f, name in enumerate(self.numeric_names):
-            numbers[f] = _converted(name, NUMERIC, as_numeric, columns[name]) if name in columns else np.nan
+            numbers[f] = _converted(name, NUMERIC, _numbers, columns[name]) if name in columns else np.nan
+        infinite = np.isinf(numbers).any(axis=1)  # one pass for the whole batch
+        if infinite.any():
+            name = self.numeric_names[int(np.flatnonzero(infinite)[0])]
+            raise InvalidArgument(FieldViolation(_field(name), "infinite values are not allowed (a numeric feature)"))
         categories = {name: _converted(name, state.kind, as_categorical, columns[name]) if name in columns
                       else [None] * rows for name, state in self.categorical.items()}
         if predictions is not None and self.prediction_state is not None:
@@ -212,6 +216,10 @@ class WindowAccumulator:
 
 def _block(doc: dict, like: NumericBlock) -> NumericBlock:
     return NumericBlock.from_dict(doc, like.layout)
+
+
+def _numbers(values) -> np.ndarray:
+    return as_numeric(values, finite=False)
 
 
 def _field(name: str) -> str:
