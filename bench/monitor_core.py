@@ -1,6 +1,7 @@
-"""Judging a 10,000 x 20 window against its reference: closedloop's sketches vs scipy on raw data.
+"""Judging a 10,000 x 20 window against its reference: closedloop's bins vs scipy on raw data.
 
-Both sides in one run: `closedloop` ingests the window into a WindowAccumulator (sketches, moments) and
+Both sides in one run: `closedloop` ingests the window into a WindowAccumulator (bin counts at the
+reference's quantiles, moments) and
 judges it against a prebuilt reference profile; `scipy` runs ks_2samp per feature on the raw arrays with a
 Bonferroni-corrected alpha. 0.3-sigma shift on 5 of 20 normal features. Prints the drifted columns of
 each, the serialized state sizes, and a RESULT line with the ratio (scipy time / closedloop time).
