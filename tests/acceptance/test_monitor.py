@@ -201,6 +201,35 @@ async def test_batches_that_cross_a_window_boundary_are_split_there(server, clie
     assert all(sorted(f.feature for f in w.features if f.drifted) == sorted(SHIFTED) for w in report.windows)
 
 
+async def test_a_window_open_at_the_upgrade_closes_with_its_old_format_partial(server, client):
+    """A partial stored before the bins (KLL sketches, no format tag) by a server of the old version:
+    the window it belongs to closes in this version with every row counted, judged as usual."""
+    from closedloop.server.monitor import codec
+    from closedloop.server.monitor.states import NumericState
+
+    await register(client, "fx-upgrade", window_rows="4000", min_rows="1000")
+    await install_version(server, "fx-upgrade", normal_frame(np.random.default_rng(11), 20_000))
+    rng = np.random.default_rng(12)
+    old_rows = normal_frame(rng, 1500, shift=0.5)
+    features = {}
+    for name, values in old_rows.items():
+        state = NumericState(200)
+        state.update(values)
+        features[name] = state.to_dict()
+    blob = codec.to_bytes({"model_id": "fx-upgrade", "version": 1, "rows": 1500, "features": features,
+                           "prediction": None})
+    async with server.pool.acquire() as conn:
+        async with monitoring_store.window_transaction(conn, "fx-upgrade", 1, "OBSERVATIONS"):
+            window = await monitoring_store.open_window(conn, "fx-upgrade", 1, "OBSERVATIONS", 3600.0)
+            await monitoring_store.write_partial(conn, window["id"], "old-server", total_rows=1500, added_rows=1500,
+                                                 state=blob, first_observe=None, last_observe=None)
+    await client.log_observations(batches("fx-upgrade", normal_frame(rng, 2500, shift=0.5), size=500))
+    [closed] = (await client.drift_report("fx-upgrade")).windows
+    assert closed.rows == 4000 and closed.judged
+    assert all(f.window_rows == 4000 for f in closed.features)
+    assert sorted(f.feature for f in closed.features if f.drifted) == sorted(SHIFTED)
+
+
 async def test_two_servers_with_half_a_stream_each_close_every_window_once(server, client, database_url, tmp_path):
     await register(client, "fx-pair", window_rows="4000", min_rows="1000")
     await install_version(server, "fx-pair", normal_frame(np.random.default_rng(7), 20_000))
