@@ -235,7 +235,7 @@ def delays(seeds: int, window: int = 1000) -> tuple[float, float, float, float]:
         stream[change:] += 0.5
         detected = None
         for start in range(0, len(stream), window):
-            acc = WindowAccumulator.for_profile("m", 1, profile, sketch_k=spec.window_sketch_k)
+            acc = WindowAccumulator.for_profile("m", 1, profile, bins=spec.window_bins)
             acc.update({"x": stream[start:start + window]})
             alert = judge_window(profile, acc, spec).alert
             end = start + window

@@ -1,6 +1,7 @@
-"""Judging a 10,000 x 20 window against its reference: closedloop's sketches vs scipy on raw data.
+"""Judging a 10,000 x 20 window against its reference: closedloop's bins vs scipy on raw data.
 
-Both sides in one run: `closedloop` ingests the window into a WindowAccumulator (sketches, moments) and
+Both sides in one run: `closedloop` ingests the window into a WindowAccumulator (bin counts at the
+reference's quantiles, moments) and
 judges it against a prebuilt reference profile; `scipy` runs ks_2samp per feature on the raw arrays with a
 Bonferroni-corrected alpha. 0.3-sigma shift on 5 of 20 normal features. Prints the drifted columns of
 each, the serialized state sizes, and a RESULT line with the ratio (scipy time / closedloop time).
@@ -38,7 +39,7 @@ def main() -> None:
     ours, theirs = [], []
     for _ in range(args.repeat):
         start = time.perf_counter()
-        window = WindowAccumulator.for_profile("m", 1, profile, spec.features, spec.window_sketch_k)
+        window = WindowAccumulator.for_profile("m", 1, profile, spec.features, spec.window_bins, spec.psi_bins)
         for at in range(0, ROWS, 1000):  # as LogObservations would deliver it
             window.update({n: v[at : at + 1000] for n, v in current.items()})
         verdict = judge_window(profile, window, spec)

@@ -40,6 +40,7 @@ from ..errors import ClosedLoopError, FieldViolation, InvalidArgument, to_status
 from .audit import AUDITED_METHODS, Auditor
 from .auth import Authenticator, bind_caller
 from .validation import malformed, pending_malformed
+from closedloop.v1 import monitor_pb2
 from ..metrics import timed_rpc
 
 log = structlog.get_logger(__name__)
@@ -141,7 +142,14 @@ def _malformed(request, prefix: str = "") -> list:
     if isinstance(request, _Undecodable):
         raise InvalidArgument(FieldViolation(prefix.rstrip(".") or "request",
                                              f"not a valid request message: {request.reason}"))
+    if isinstance(request, _HANDLER_CHECKED):
+        return []
     return malformed(request, prefix) if isinstance(request, Message) else []
+
+
+# Messages whose handler checks all of what `malformed` would (api/monitor.py: text, numbers, times of
+# an observation batch, vectorised): walking a batch's columns here cost ~10% of the server's CPU.
+_HANDLER_CHECKED = (monitor_pb2.ObservationBatch,)
 
 
 async def _checked_stream(requests):

@@ -1,10 +1,10 @@
 """MonitorService: observation and outcome streams in, drift reports out.
 
 Each batch is checked whole before anything of it is counted (field names in the violations; the batch's
-position in the stream in the description). The monitoring engine (monitor/engine.py, numpy and
-datasketches) is created on the first Log* call, so a server nobody streams to never loads it. When a
-stream ends, or is cut, what it counted is flushed to the database before the handler returns: a
-LogSummary means stored, and a cut stream keeps every batch the server had counted.
+position in the stream in the description). The monitoring engine (monitor/engine.py, numpy) is created
+on the first Log* call, so a server nobody streams to never loads it. When a stream ends, or is cut,
+what it counted is flushed to the database before the handler returns: a LogSummary means stored, and
+a cut stream keeps every batch the server had counted.
 """
 
 from __future__ import annotations
@@ -98,11 +98,10 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServiceServicer):
         check_model_id(v, batch.model_id)
         if batch.version < 0:
             v.add("version", "must not be negative")
-        rows = _check_columns(v, batch)
+        rows, columns = _check_columns(v, batch)
         _check_row_fields(v, batch, rows)
         v.raise_if_any()
         require_model(batch.model_id, "model_id")  # a desk's token reaches only its models
-        columns = {name: _column_values(column) for name, column in zip(batch.feature_names, batch.columns)}
         predictions = list(batch.predictions) if len(batch.predictions) else None
         first, last = _observed(batch.observe_time if batch.HasField("observe_time") else None,
                                 batch.row_observe_time_micros)
@@ -185,8 +184,9 @@ class MonitorServicer(monitor_pb2_grpc.MonitorServiceServicer):
             next_page_token=token)
 
 
-def _check_columns(v: Violations, batch: monitor_pb2.ObservationBatch) -> int:
-    """Names and column shapes; returns the batch's row count."""
+def _check_columns(v: Violations, batch: monitor_pb2.ObservationBatch) -> tuple[int, dict]:
+    """Names and column shapes; returns the batch's row count and its columns (numbers as float64
+    arrays, categories as lists with None for missing)."""
     names = list(batch.feature_names)
     if not names:
         v.add("feature_names", "required: at least one feature")
@@ -197,10 +197,15 @@ def _check_columns(v: Violations, batch: monitor_pb2.ObservationBatch) -> int:
     bad_names = [n for n in names if not n or len(n) > MAX_NAME_CHARS]
     if bad_names:
         v.add("feature_names", f"names must be 1-{MAX_NAME_CHARS} characters")
+    # The interceptors leave an observation batch's text to this handler (see interceptors.py).
+    if "\x00" in "".join(names):
+        v.add("feature_names", "contains a NUL character")
+    if "\x00" in "".join(batch.prediction_ids):
+        v.add("prediction_ids", "contains a NUL character")
     if len(batch.columns) != len(names):
         v.add("columns", f"has {len(batch.columns)} columns for {len(names)} feature_names")
-        return 0
-    lengths = {}
+        return 0, {}
+    lengths, values = {}, {}
     for name, column in zip(names, batch.columns):
         which = column.WhichOneof("values")
         if which is None:
@@ -208,7 +213,14 @@ def _check_columns(v: Violations, batch: monitor_pb2.ObservationBatch) -> int:
             continue
         # Values themselves (infinities, text for a numeric feature) are checked by the window's
         # accumulator, with numpy, before it counts anything of the batch.
-        lengths[name] = len(getattr(column, which).values)
+        if which == "numbers":
+            values[name] = _doubles(column.numbers)
+        else:
+            text = column.categories.values
+            if "\x00" in "".join(text):
+                v.add(f'columns["{name}"]', "contains a NUL character")
+            values[name] = [value or None for value in text]
+        lengths[name] = len(values[name])
     rows = max(lengths.values(), default=0)
     for name, n in lengths.items():
         if n != rows:
@@ -219,7 +231,7 @@ def _check_columns(v: Violations, batch: monitor_pb2.ObservationBatch) -> int:
         v.add("columns", f"at most {MAX_BATCH_ROWS} rows per batch, got {rows}")
     if rows * len(names) > MAX_BATCH_VALUES:
         v.add("columns", f"at most {MAX_BATCH_VALUES} values per batch, got {rows * len(names)}")
-    return rows
+    return rows, values
 
 
 def _check_row_fields(v: Violations, batch: monitor_pb2.ObservationBatch, rows: int) -> None:
@@ -250,10 +262,18 @@ def _check_time(v: Violations, ts, field: str) -> None:
         v.add(field, f"more than {int(MAX_FUTURE_SKEW_S)} s in the future")
 
 
-def _column_values(column: monitor_pb2.FeatureColumn):
-    if column.WhichOneof("values") == "numbers":
-        return column.numbers.values  # the accumulator converts it to float64 once
-    return [value or None for value in column.categories.values]
+# DoubleColumn holds one packed field, so its wire form is a tag, a length and then the values as
+# little-endian doubles: read them from there (one copy in C) instead of converting the repeated
+# container value by value (numpy's sequence path: ~40% slower for a 1,000 x 20 batch).
+assert [f.name for f in monitor_pb2.DoubleColumn.DESCRIPTOR.fields] == ["values"]
+
+
+def _doubles(numbers: monitor_pb2.DoubleColumn):
+    import numpy as np  # loaded with the engine anyway, by the first Log* call
+
+    n = len(numbers.values)
+    raw = numbers.SerializeToString()
+    return np.frombuffer(raw, dtype="<f8", count=n, offset=len(raw) - 8 * n)
 
 
 def _observed(ts, row_micros) -> tuple[dt.datetime, dt.datetime]:

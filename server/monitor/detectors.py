@@ -1,17 +1,24 @@
 """Drift detectors: a closed window's feature states against the version's reference profile.
 
-All statistics are computed from the states alone (sketches, moments, category counts), never raw rows:
+All statistics are computed from the states alone, never raw rows: the reference's KLL sketch and
+moments, the window's exact bin counts at the reference's own quantiles (histogram.py), category counts.
 
-- **KS** (numeric): D = max |F_ref(x) - F_win(x)| with both CDFs read from the KLL sketches at the union of
-  their quantiles on a fine rank grid. D is within `rank_error(ref) + rank_error(win)` of the exact
-  two-sample statistic on the raw data (KLL's documented 99% bound; ~0.3% for a reference at k=1000, ~1.3%
-  for a window at k=200, 0 while a sketch is still exact). p-value: the asymptotic Kolmogorov
+- **KS** (numeric): D = max |F_ref(e) - F_win(e)| over the bin edges e. F_win is exact there; F_ref carries
+  the reference KLL's documented rank error (99% bound; ~0.3% at the default k=1000, 0 while the
+  reference kept every value). Between two edges both CDFs rise by at most their mass in that bin, so
+  evaluating only at the edges underestimates the sup by at most the largest single-bin mass of either
+  side (`ks_resolution`, computed per window: ~0.5-1% at 200 bins). So |D - D_exact| <= rank_error(ref)
+  + ks_resolution, checked against scipy's ks_2samp on the raw rows. p-value: the asymptotic Kolmogorov
   distribution at sqrt(n_eff)·D with n_eff = n·m/(n+m) over the rows that have a value.
-- **PSI** (numeric): on `psi_bins` bins cut at the reference's quantiles; shares below 1e-4 are floored so
-  an empty bin costs a bounded amount. Conventional reading: < 0.1 stable, 0.1-0.2 moderate, > 0.2 shift.
-- **Normalised Wasserstein** (numeric): W1 = ∫|Q_ref(u) - Q_win(u)|du from the two quantile functions on a
-  1,000-point rank grid, divided by the reference std (by 1 when that std is 0). It reads as "the
-  distribution moved by this many training standard deviations".
+- **PSI** (numeric): on `psi_bins` bins cut at the reference's quantiles (those cut points are edges of
+  the window's bins, so the window's shares are exact; the reference's are the sketch's). Shares below
+  1e-4 are floored so an empty bin costs a bounded amount. Reading: < 0.1 stable, 0.1-0.2 moderate,
+  > 0.2 shift.
+- **Normalised Wasserstein** (numeric): W1 = ∫|F_ref(x) - F_win(x)|dx, divided by the reference std (by 1
+  when that std is 0): "the distribution moved by this many training standard deviations". Below the
+  reference's min and above its max the integral is exact (the window keeps its exact tail sums; F_ref
+  is 0 or 1 there); inside each bin both CDFs are taken as linear between the edges, which misses at
+  most (bin width) x (the larger of the two masses in that bin) per bin (`wasserstein_resolution`).
 - **Jensen-Shannon distance** (categorical): base 2, in [0, 1], over the reference vocabulary plus "other".
 
 Which test applies when, and why. A p-value answers "could this difference be chance?", and with
@@ -21,7 +28,9 @@ default) uses KS with its p-value (drifted when p < `alpha`, default 0.05, which
 rate per feature and window) while the effective sample size n_eff is at most `large_sample_rows`
 (default 1,000), and switches to the effect size above it: normalised Wasserstein >= 0.1 (a tenth of a
 training std; a noise-free window sits near 0.01-0.02 at 10,000 rows, a 0.3-sigma shift at 0.3). A large
-window therefore has a false-alarm rate far below `alpha`. Categories always use the JS distance against
+window therefore has a false-alarm rate far below `alpha`. Windows that may be judged by a p-value get
+one bin per row (up to 2,000: `MonitoringSpec.window_bins`), so the edge resolution is ~the reference's
+own and does not lower the false-alarm level noticeably. Categories always use the JS distance against
 `js_threshold` (default 0.1), an effect size, since categorical monitoring windows are large too.
 `ks`, `psi` and `wasserstein` can be chosen explicitly; they then apply at every size.
 
@@ -43,12 +52,12 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import kolmogorov
 
+from closedloop.server.monitor.histogram import BinnedFeature
 from closedloop.server.monitor.profile import ReferenceProfile
 from closedloop.server.monitor.spec import MonitoringSpec
 from closedloop.server.monitor.states import CategoricalState, FeatureState, NumericState
 from closedloop.server.monitor.window import WindowAccumulator
 
-_GRID = 1000  # ranks at which quantile functions are read; 0.1% resolution, well below sketch error
 _PSI_FLOOR = 1e-4
 
 
@@ -106,7 +115,7 @@ def judge_window(profile: ReferenceProfile, window: WindowAccumulator, spec: Mon
     return WindowVerdict(verdicts, prediction, window.rows, share, score, bool(drifted) and share >= spec.drift_share)
 
 
-def judge_feature(name: str, ref: FeatureState, win: FeatureState, spec: MonitoringSpec) -> FeatureVerdict:
+def judge_feature(name: str, ref: FeatureState, win: BinnedFeature | CategoricalState, spec: MonitoringSpec) -> FeatureVerdict:
     if ref.count == 0 or win.count == 0:
         # Nothing to compare: a feature that had values in training and has none now has drifted.
         return FeatureVerdict(name, "missing", win.missing_share, None, 1.0, ref.count > 0 and win.count == 0,
@@ -130,24 +139,38 @@ def judge_feature(name: str, ref: FeatureState, win: FeatureState, spec: Monitor
                           effect >= spec.wasserstein_threshold, ref.count, win.count, effect)
 
 
-def effective_size(a: FeatureState, b: FeatureState) -> float:
+def effective_size(a, b) -> float:
     return a.count * b.count / (a.count + b.count)
 
 
-def ks_statistic(a: NumericState, b: NumericState) -> float:
-    ranks = np.linspace(0.0, 1.0, _GRID + 1)
-    points = np.unique(np.concatenate([a.quantiles(ranks), b.quantiles(ranks)]))
-    return float(np.abs(a.cdf(points) - b.cdf(points)).max())
+def _cdfs(ref: NumericState, win: BinnedFeature) -> tuple[np.ndarray, np.ndarray]:
+    """(F_ref, F_win) at the window's edges."""
+    return ref.cdf(win.edges), win.cdf_at_edges()
 
 
-def ks_test(a: NumericState, b: NumericState) -> tuple[float, float]:
+def ks_statistic(ref: NumericState, win: BinnedFeature) -> float:
+    f_ref, f_win = _cdfs(ref, win)
+    return float(np.abs(f_ref - f_win).max())
+
+
+def ks_resolution(ref: NumericState, win: BinnedFeature) -> float:
+    """How much evaluating D only at the edges can miss: the largest mass either side puts in one bin."""
+    f_ref, f_win = _cdfs(ref, win)
+    masses = np.concatenate([np.diff(np.concatenate([[0.0], f_ref, [1.0]])),
+                             np.diff(np.concatenate([[0.0], f_win, [1.0]]))])
+    return float(masses.max())
+
+
+def ks_test(ref: NumericState, win: BinnedFeature) -> tuple[float, float]:
     """(D, asymptotic p-value)."""
-    d = ks_statistic(a, b)
-    return d, float(kolmogorov(np.sqrt(effective_size(a, b)) * d))
+    d = ks_statistic(ref, win)
+    return d, float(kolmogorov(np.sqrt(effective_size(ref, win)) * d))
 
 
-def psi(ref: NumericState, win: NumericState, bins: int = 10) -> float:
-    edges = np.unique(ref.quantiles(np.arange(1, bins) / bins))
+def psi(ref: NumericState, win: BinnedFeature, bins: int = 10) -> float:
+    """PSI on `bins` bins cut at the reference's quantiles (edges of the window's bins when the window
+    was laid out with these PSI bins)."""
+    edges = np.unique(ref.quantiles(np.arange(1, bins) / bins).astype(np.float32).astype(np.float64) + 0.0)
     expected = np.diff(np.concatenate([[0.0], ref.cdf(edges), [1.0]]))
     actual = np.diff(np.concatenate([[0.0], win.cdf(edges), [1.0]]))
     return psi_from_shares(expected, actual)
@@ -159,9 +182,28 @@ def psi_from_shares(expected: np.ndarray, actual: np.ndarray) -> float:
     return float(((actual - expected) * np.log(actual / expected)).sum())
 
 
-def wasserstein_normalised(ref: NumericState, win: NumericState) -> float:
-    ranks = (np.arange(_GRID) + 0.5) / _GRID
-    w1 = float(np.abs(ref.quantiles(ranks) - win.quantiles(ranks)).mean())
+def wasserstein(ref: NumericState, win: BinnedFeature) -> float:
+    """W1 = ∫|F_ref - F_win|: exact beyond the reference's min and max, linear inside each bin."""
+    f_ref, f_win = _cdfs(ref, win)
+    diff = f_ref - f_win
+    a, b, width = diff[:-1], diff[1:], np.diff(win.edges)
+    same_sign = a * b >= 0
+    # |linear| over a bin: the trapezoid when it keeps its sign, two triangles when it crosses zero.
+    denominator = np.where(same_sign, 1.0, np.abs(a) + np.abs(b))
+    inner = np.where(same_sign, (np.abs(a) + np.abs(b)) / 2, (a * a + b * b) / (2 * denominator)) * width
+    count = max(win.count, 1)
+    return float(inner.sum() + win.low / count + win.high / count)
+
+
+def wasserstein_resolution(ref: NumericState, win: BinnedFeature) -> float:
+    """An upper bound on what the linear reading inside the bins can miss (unnormalised)."""
+    f_ref, f_win = _cdfs(ref, win)
+    masses = np.maximum(np.diff(f_ref), np.diff(f_win))
+    return float((masses * np.diff(win.edges)).sum())
+
+
+def wasserstein_normalised(ref: NumericState, win: BinnedFeature) -> float:
+    w1 = wasserstein(ref, win)
     return w1 / ref.std if ref.std > 0 else w1
 
 

@@ -1,20 +1,23 @@
 """The live side of monitoring: counts batches into windows, flushes them, closes them, raises alerts.
 
 Every server keeps, per (model, version, kind), the part of the open window it has counted since its
-last flush (a `WindowAccumulator` for observations, an `OutcomeWindow` for outcomes). A flush merges that
-part into the server's partial row of the window in PostgreSQL, under the window's advisory lock
-(store/monitoring.py). Flushes happen when a stream ends or is cut (so everything a server counted is
-stored), when this server's part would fill the window or reaches a quarter of it or FLUSH_ROWS rows (in
-the background; a stream waits only if the previous flush is still running), and every `flush_interval`
-seconds. Counting a batch on the event loop is O(columns) numpy work (moments, missing counts, a float32
-copy of each column: states.py); the KLL sketches, ~40 ns a value and GIL-bound, are built when a flush
-serializes the part, in a worker process of the engine's own (`_Worker`), so the event loop keeps
-receiving while they are built and a second core does the sketching; a closing observation window is
-judged there too (reading ~20,000 quantiles and CDF points from the sketches is GIL-bound as well). The
-flush that brings the window to its size closes it in the same transaction, and the periodic round
-closes windows whose time is up: under the lock the closer merges every server's partial, so the verdict
-is the one a single server that saw everything would reach, stores one measurement per feature and
-marks the window closed; a server that comes second finds it closed and does nothing.
+last flush (a `WindowAccumulator` for observations, an `OutcomeWindow` for outcomes). Counting a batch
+is a few numpy passes on the event loop (histogram.py: bins cut at the reference's quantiles, exact,
+~100-200 us per 1,000 x 20 batch); a batch that would take this server's part past the window's size is
+split at the boundary, and the part that fills the window is sealed for the flush that closes it while
+the rest starts the next window's part. A flush merges a part into the server's partial row of the
+window in PostgreSQL, under the window's advisory lock (store/monitoring.py); the server keeps its own
+last stored partial in memory, so a flush is BEGIN, lock, open window, one write, COMMIT.
+
+Flushes run in one background task per key (`_drain`), never in a stream's path: a stream only waits
+when MAX_SEALED sealed windows are still waiting for their close (the database is behind). They happen
+when a part is sealed or reaches a quarter of the window, when a stream ends or is cut (everything
+pending is stored before the LogSummary), and every `flush_interval` seconds. The flush that brings the
+window to its size closes it in the same transaction, and the periodic round closes windows whose time
+is up: under the lock the closer merges every server's partial (a vector add per feature), so the
+verdict is the one a single server that saw everything would reach, judges it (~1 ms for 20 features),
+stores one measurement per feature and marks the window closed; a server that comes second finds it
+closed and does nothing.
 
 A crossed window becomes an alert that enters the normal ingest path (`AlertIngestor.submit`): rules,
 decisions, cooldowns and coalescing treat it like any client's alert. Its request_id names the model,
@@ -28,12 +31,10 @@ version's profile, so after a promotion new rows fill new windows judged against
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
+import collections
 import datetime as dt
 import hashlib
-import multiprocessing
 import time
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 
 import asyncpg
@@ -58,11 +59,8 @@ OBSERVATIONS, OUTCOMES = "OBSERVATIONS", "OUTCOMES"
 DRIFT_SEVERITY = ((0.5, LEVELS["high"]), (0.25, LEVELS["medium"]))
 MAX_LABEL_BYTES = 1024
 _PROFILE_CACHE = 256
-# A server's unflushed part of an observation window is flushed (its sketches built) once it has this many
-# rows, even when a quarter window is more: raw values wait in memory (4 bytes each per numeric feature)
-# only this long. Well below states.MAX_BUFFERED, so the event loop does not fold sketches itself unless
-# many streams of one model add their batches while a flush is being stored.
-FLUSH_ROWS = 4_096
+# Sealed parts (each fills a window) waiting for their closing flush before a stream waits too.
+MAX_SEALED = 2
 
 
 @dataclass(frozen=True)
@@ -87,6 +85,8 @@ class _Pending:
     first: dt.datetime | None = None
     last: dt.datetime | None = None
     flushed_rows: int = 0  # the open window's rows over all servers, as of our last flush
+    sealed: bool = False  # fills the window: its flush closes it
+    generation: int = 0  # how many parts of this key were sealed before this one's window
 
     def observed(self, first: dt.datetime, last: dt.datetime) -> None:
         self.first = first if self.first is None else min(self.first, first)
@@ -110,12 +110,17 @@ class MonitorEngine:
         self.flush_interval = flush_interval
         self.model_ttl = model_ttl
         self._pending: dict[tuple[str, int, str], _Pending] = {}
+        self._sealed: dict[tuple[str, int, str], collections.deque[_Pending]] = {}
+        self._stored: dict[tuple[str, int, str], tuple[int, object]] = {}  # (window id, our stored partial)
         self._locks: dict[tuple[str, int, str], asyncio.Lock] = {}
         self._flushing: dict[tuple[str, int, str], asyncio.Task] = {}
+        self._progress: dict[tuple[str, int, str], asyncio.Event] = {}
+        # Keys whose windows had other servers' rows, and keys whose flushes so far found only ours.
+        self._shared: set[tuple[str, int, str]] = set()
+        self._solo: set[tuple[str, int, str]] = set()
         self._models: dict[str, _Model] = {}
         self._profiles: dict[tuple[str, int], ReferenceProfile] = {}
         self._task: asyncio.Task | None = None
-        self._worker = _Worker()
         self.rows_counted = 0  # rows of every batch this server counted (for metrics and tests)
 
     async def start(self) -> None:
@@ -127,10 +132,7 @@ class MonitorEngine:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         await asyncio.gather(*self._flushing.values(), return_exceptions=True)
-        try:
-            await self.flush(list(self._pending))
-        finally:
-            self._worker.shutdown()
+        await self.flush(self._keys())
 
     def invalidate(self, model_id: str | None = None) -> None:
         """Forget a model's current version and spec (all models for None); profiles never change."""
@@ -192,123 +194,177 @@ class MonitorEngine:
                      last: dt.datetime) -> int:
         key = (target.model_id, target.version, kind)
         pending = self._pending_for(key, target)
-        rows = pending.state.update(values, predictions)
-        self.rows_counted += rows
-        pending.observed(first, last)
-        await self._flush_if_full(key, pending)
-        return rows
+        batch = pending.state.check(values, predictions)  # the whole batch, before anything is counted
+        at = 0
+        while at < batch.rows:
+            pending = self._pending_for(key, target)
+            limit = pending.target.row_limit(kind)
+            room = batch.rows - at if limit is None else limit - pending.flushed_rows - pending.state.rows
+            at += pending.state.count(batch, at, at + max(room, 0))
+            pending.observed(first, last)
+            if limit is not None and pending.flushed_rows + pending.state.rows >= limit:
+                self._seal(key)  # this part fills the window: the rest of the batch starts the next one
+        self.rows_counted += batch.rows
+        if self._sealed.get(key) or self._part_due(key, self._pending[key]):
+            self._drain_soon(key)
+        while len(self._sealed.get(key, ())) >= MAX_SEALED or (key in self._shared and self._part_due(key, self._pending[key])):
+            # Back-pressure, only when closes fall behind or when other servers count this window too
+            # (a part then stays within a quarter window and a batch per stream, which bounds how far
+            # the window can overshoot its size: the flush that fills it carries at most that).
+            progress = self._progress.setdefault(key, asyncio.Event())
+            progress.clear()
+            self._drain_soon(key)
+            await progress.wait()
+        return batch.rows
 
     def _pending_for(self, key: tuple[str, int, str], target: Target) -> _Pending:
+        """This server's part of the open window. A window keeps the spec it started with (its bins
+        must not change under it); a changed spec applies from the next window this server starts."""
         pending = self._pending.get(key)
-        if pending is None:
-            pending = self._pending[key] = _Pending(target, self._fresh(key, target))
+        if pending is None or (pending.state.rows == 0 and pending.flushed_rows == 0
+                               and pending.target.spec != target.spec):
+            pending = self._pending[key] = _Pending(target, self._fresh(key, target),
+                                                    generation=0 if pending is None else pending.generation)
         return pending
 
     @staticmethod
     def _fresh(key: tuple[str, int, str], target: Target) -> WindowAccumulator | OutcomeWindow:
         if key[2] == OUTCOMES:
             return OutcomeWindow(target.model_id, target.version)
-        return WindowAccumulator.for_profile(target.model_id, target.version, target.profile,
-                                             target.spec.features, target.spec.window_sketch_k)
+        spec = target.spec
+        return WindowAccumulator.for_profile(target.model_id, target.version, target.profile, spec.features,
+                                             spec.window_bins, spec.psi_bins)
 
-    async def _flush_if_full(self, key: tuple[str, int, str], pending: _Pending) -> None:
-        """Hand this server's rows to a background flush once they would fill the window or reach a
-        part: a quarter of it (observations: or FLUSH_ROWS, which bounds the raw values held). The rows
-        are taken at once (later batches start a new pending part), so a window closes with at most a
-        part plus one batch per concurrent stream more than its size (the streams that wait for the
-        previous flush each add a batch first), and exactly at its size when one stream's batches
-        divide it."""
+    def _seal(self, key: tuple[str, int, str]) -> None:
+        """Set the pending part aside for the flush that closes its window; the next part starts empty."""
+        pending = self._pending.pop(key)
+        pending.sealed = True
+        self._sealed.setdefault(key, collections.deque()).append(pending)
+        self._pending[key] = _Pending(pending.target, pending.state.fresh(), generation=pending.generation + 1)
+
+    def _part_due(self, key: tuple[str, int, str], pending: _Pending) -> bool:
+        """Whether this server's part of the window should be stored before it fills the window: at a
+        quarter of it, unless every flush so far found only this server's rows (then the part waits for
+        the boundary, the stream's end or the periodic flush: one flush per window)."""
         limit = pending.target.row_limit(key[2])
-        parts = [max(1, limit // 4)] if limit is not None else []
-        if key[2] == OBSERVATIONS:
-            parts.append(FLUSH_ROWS)
-        if not parts:
-            return
-        fills = limit is not None and pending.flushed_rows + pending.state.rows >= limit
-        if fills or pending.state.rows >= min(parts):
-            running = self._flushing.get(key)
-            if running is not None and not running.done():
-                # Back-pressure: the stream waits for the previous flush rather than piling up rows.
-                await asyncio.wait([running])
-            taken = self._pending.pop(key, None)
-            if taken is not None:
-                task = asyncio.create_task(self._flush_one(key, taken), name=f"monitor-flush-{key[0]}")
-                task.add_done_callback(_log_failure)
-                self._flushing[key] = task
+        return limit is not None and key not in self._solo and pending.state.rows >= max(1, limit // 4)
+
+    def _keys(self) -> list[tuple[str, int, str]]:
+        return list({*self._pending, *(k for k, parts in self._sealed.items() if parts)})
 
     # -- flushing and closing --------------------------------------------------------------------------
 
+    def _drain_soon(self, key: tuple[str, int, str]) -> None:
+        running = self._flushing.get(key)
+        if running is None or running.done():
+            task = asyncio.create_task(self._drain(key, everything=False), name=f"monitor-flush-{key[0]}")
+            task.add_done_callback(_log_failure)
+            self._flushing[key] = task
+
     async def flush(self, keys) -> None:
-        """Store this server's pending rows of `keys`; the flush that fills a window closes it."""
+        """Store everything this server has pending for `keys` (a window filled by it is closed)."""
         for key in keys:
-            running = self._flushing.get(key)
-            if running is not None and not running.done():
-                await asyncio.wait([running])
-            await self._flush_one(key)
+            await self._drain(key, everything=True)
 
-    async def _flush_one(self, key: tuple[str, int, str], pending: _Pending | None = None) -> None:
-        """Flush `pending` (default: whatever is pending for `key` when the lock is ours)."""
+    async def _drain(self, key: tuple[str, int, str], *, everything: bool) -> None:
+        """Flush the sealed parts of `key` in order, then the pending part when it is due (or always, for
+        `everything`); one flush at a time per key, while the streams keep counting."""
         async with self._locks.setdefault(key, asyncio.Lock()):
-            if pending is None:
-                pending = self._pending.pop(key, None)
-            if pending is None or pending.state.rows == 0:
-                return
-            target = pending.target
-            limit = target.row_limit(key[2])
-            try:
-                async with self.pool.acquire() as conn:
-                    async with store.window_transaction(conn, *key):
-                        window = await store.open_window(conn, *key, target.spec.window_seconds)
-                        existing = await store.read_partial(conn, window["id"], self.server_id)
-                        merged, rows = await self._worker.run(key[2], _merged_bytes, existing, pending.state)
-                        total = await store.write_partial(
-                            conn, window["id"], self.server_id, total_rows=rows, added_rows=pending.state.rows,
-                            state=merged, first_observe=pending.first, last_observe=pending.last)
-                        if limit is not None and total >= limit:
-                            # Closed in the transaction that filled it: no other flush can land in between.
-                            await self._close_locked(conn, target, window["id"])
-                            total = 0
-            except BaseException:
-                self._restore(key, pending)  # nothing counted is dropped: the next flush tries again
-                raise
-            if key in self._pending:
-                self._pending[key].flushed_rows = total
-            else:
-                self._pending[key] = _Pending(target, self._fresh(key, target), flushed_rows=total)
+            while True:
+                sealed = self._sealed.get(key)
+                if sealed:
+                    part = sealed.popleft()
+                else:
+                    pending = self._pending.get(key)
+                    due = pending is not None and pending.state.rows > 0 and (everything or self._part_due(key, pending))
+                    if not due:
+                        return
+                    part = self._pending.pop(key)
+                    # The streams go on counting into a new part of the same window, which already has
+                    # this part's rows.
+                    self._pending[key] = _Pending(part.target, part.state.fresh(), generation=part.generation,
+                                                  flushed_rows=part.flushed_rows + part.state.rows)
+                try:
+                    total = await self._flush_part(key, part)
+                except BaseException:
+                    self._restore(key, part)  # nothing counted is dropped: the next flush tries again
+                    raise
+                finally:
+                    self._progress.setdefault(key, asyncio.Event()).set()  # a waiting stream looks again
+                pending = self._pending.get(key)
+                if pending is not None and pending.generation == part.generation:
+                    pending.flushed_rows = total  # all servers' rows, as stored (0: this flush closed it)
 
-    def _restore(self, key: tuple[str, int, str], pending: _Pending) -> None:
+    async def _flush_part(self, key: tuple[str, int, str], part: _Pending) -> int:
+        """Store `part` into this server's partial of the open window (closing it when full); returns the
+        window's rows over all servers afterwards (0 when this flush closed it)."""
+        target = part.target
+        limit = target.row_limit(key[2])
+        async with self.pool.acquire() as conn:
+            async with store.window_transaction(conn, *key):
+                window = await store.open_window(conn, *key, target.spec.window_seconds)
+                stored = self._stored.get(key)
+                merged = part.state.fresh()
+                if stored is not None and stored[0] == window["id"]:
+                    merged.merge(stored[1])
+                elif window["rows"]:  # (a window without rows has no partial of ours to read)
+                    existing = await store.read_partial(conn, window["id"], self.server_id)
+                    if existing is not None:
+                        merged.merge_bytes(existing)
+                merged.merge(part.state)
+                window = await store.write_partial(
+                    conn, window["id"], self.server_id, total_rows=merged.rows, added_rows=part.state.rows,
+                    state=merged.to_bytes(), first_observe=part.first, last_observe=part.last)
+                total = window["rows"]
+                if total > merged.rows:  # other servers count this key too (remembered from then on)
+                    self._shared.add(key)
+                    self._solo.discard(key)
+                elif key not in self._shared:
+                    self._solo.add(key)
+                closes = limit is not None and total >= limit
+                if closes:
+                    # Closed in the transaction that filled it: no other flush can land in between.
+                    await self._close_locked(conn, target, window, own=merged)
+        # Remembered only once committed: the next flush of this window merges into it without a read.
+        self._stored[key] = (-1, None) if closes else (window["id"], merged)
+        return 0 if closes else total
+
+    def _restore(self, key: tuple[str, int, str], part: _Pending) -> None:
+        if part.sealed:
+            self._sealed.setdefault(key, collections.deque()).appendleft(part)
+            return
         newer = self._pending.get(key)
         if newer is not None:
-            pending.state.merge(newer.state)
+            part.state.merge(newer.state)
             if newer.first is not None:
-                pending.observed(newer.first, newer.last)
-        self._pending[key] = pending
+                part.observed(newer.first, newer.last)
+        self._pending[key] = part
 
     async def close(self, model_id: str, version: int, kind: str, *, window_id: int) -> bool:
         """Close a window whose time is up, if it is still open; returns whether this call closed it."""
         target = await self.target(model_id, version)
         async with self.pool.acquire() as conn:
             async with store.window_transaction(conn, model_id, version, kind):
-                return await self._close_locked(conn, target, window_id)
+                window = await store.get_window(conn, window_id)
+                if window is None or window["state"] != "OPEN":
+                    return False  # another server closed it
+                await self._close_locked(conn, target, window)
+                return True
 
-    async def _close_locked(self, conn: asyncpg.Connection, target: Target, window_id: int) -> bool:
-        """Merge every partial, judge, store the measurements, raise the alert; the window lock is held."""
-        window = await store.get_window(conn, window_id)
-        if window is None or window["state"] != "OPEN":
-            return False  # another server closed it
-        states = await store.partial_states(conn, window_id)
-        judged, verdict, measurements, alert = await self._worker.run(window["kind"], _judge, target, window["kind"],
-                                                                      dict(window.items()), states)
+    async def _close_locked(self, conn: asyncpg.Connection, target: Target, window, own=None) -> None:
+        """Merge every partial (`own`: this server's, already at hand), judge, store the measurements,
+        raise the alert; the window lock is held and the window is OPEN."""
+        states = await store.partial_states(conn, window["id"], None if own is None else self.server_id)
+        judged, verdict, measurements, alert = _judge(target, window["kind"], window, states, own)
         alert_id = None
         if alert is not None:
             # Raised before the close commits: if the commit fails, the next close finds this alert by
             # its request_id instead of raising a second one.
             alert_id = (await self.ingestor.submit(alert)).alert["id"]
         await store.insert_measurements(conn, window, measurements)
-        await store.close_window(conn, window_id, judged=judged, verdict=verdict, alert_id=alert_id)
+        await store.close_window(conn, window["id"], judged=judged, verdict=verdict, alert_id=alert_id)
         log.info("monitor.window_closed", model_id=target.model_id, version=target.version, kind=window["kind"],
                  window=window["seq"], rows=window["rows"], judged=judged, alert_id=alert_id)
-        return True
 
     async def close_due(self) -> int:
         """Close the windows whose time is up (any server's); returns how many this call closed."""
@@ -326,7 +382,7 @@ class MonitorEngine:
         while True:
             await asyncio.sleep(self.flush_interval)
             try:
-                await self.flush(list(self._pending))
+                await self.flush(self._keys())
                 await self.close_due()
             except asyncio.CancelledError:
                 raise
@@ -334,74 +390,29 @@ class MonitorEngine:
                 log.exception("monitor.flush_failed")
 
 
-class _Worker:
-    """The engine's worker process, for the GIL-bound work on observation windows: merging a part into the
-    stored partial and serializing it (which builds the part's sketches from its buffered values), and
-    judging a closing window. Measured: datasketches holds the GIL, so a thread would not free the event
-    loop. One process, started on first use (spawn, as executor/training_spec.py explains: forking a
-    process with gRPC's threads is unsafe). Outcome windows have no sketches and stay in a thread. The
-    work is pure, so when the worker has died (killed, out of memory) it is replaced and the work run
-    once more; if that fails too, the flush or close fails and is retried later (rows stay pending, the
-    window stays open)."""
-
-    def __init__(self) -> None:
-        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
-
-    async def run(self, kind: str, fn, *args):
-        if kind != OBSERVATIONS:
-            return await asyncio.to_thread(fn, *args)
-        for attempt in (1, 2):
-            if self._pool is None:
-                self._pool = concurrent.futures.ProcessPoolExecutor(
-                    max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-            pool = self._pool
-            try:
-                return await asyncio.get_running_loop().run_in_executor(pool, fn, *args)
-            except BrokenProcessPool:
-                if self._pool is pool:
-                    self._pool = None
-                pool.shutdown(wait=False)
-                if attempt == 2:
-                    raise
-                log.warning("monitor.worker_replaced")
-
-    def shutdown(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-
-
 def _log_failure(task: asyncio.Task) -> None:
-    # A failed background flush keeps its rows pending (see _flush_one); the next flush retries.
+    # A failed background flush keeps its rows pending (see _drain); the next flush retries.
     if not task.cancelled() and task.exception() is not None:
         log.warning("monitor.flush_failed", error=repr(task.exception()))
 
 
-# -- pure helpers, run in a thread or the worker process -----------------------------------------------
+# -- judging a closing window (pure) ------------------------------------------------------------------
 
-def _merged_bytes(existing: bytes | None, delta: WindowAccumulator | OutcomeWindow) -> tuple[bytes, int]:
-    if existing is None:
-        return delta.to_bytes(), delta.rows
-    base = type(delta).from_bytes(existing)
-    base.merge(delta)
-    return base.to_bytes(), base.rows
-
-
-def _merge_all(kind: str, target: Target, states: list[bytes]) -> WindowAccumulator | OutcomeWindow:
-    cls = OutcomeWindow if kind == OUTCOMES else WindowAccumulator
-    merged = None
+def _merge_all(kind: str, target: Target, states: list[bytes], own=None) -> WindowAccumulator | OutcomeWindow:
+    merged = MonitorEngine._fresh((target.model_id, target.version, kind), target)
+    if own is not None:
+        merged.merge(own)
     for data in states:
-        part = cls.from_bytes(data)
-        if merged is None:
-            merged = part
-        else:
-            merged.merge(part)
-    return merged if merged is not None else MonitorEngine._fresh((target.model_id, target.version, kind), target)
+        merged.merge_bytes(data)
+    return merged
 
 
-def _judge(target: Target, kind: str, window, states: list[bytes]):
+def _judge(target: Target, kind: str, window, states: list[bytes], own=None):
     """(judged, verdict document, measurement tuples, NewAlert or None) for a closing window."""
-    merged = _merge_all(kind, target, states)
+    try:
+        merged = _merge_all(kind, target, states, own)
+    except ValueError as exc:  # a partial counted over other bins: the spec changed while it was open
+        return False, {"note": f"not judged: {exc}"}, [], None
     spec = target.spec
     minimum = spec.min_rows if kind == OBSERVATIONS else spec.outcome_min_rows
     if merged.rows < minimum:

@@ -10,12 +10,21 @@ scores exactly the pairs every server saw.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from closedloop.server.errors import FieldViolation, InvalidArgument
 from closedloop.server.monitor import codec
 from closedloop.server.monitor.performance import PerformanceVerdict, judge_performance
 from closedloop.server.monitor.spec import MonitoringSpec
+
+
+@dataclass
+class OutcomeBatch:
+    rows: int
+    outcomes: np.ndarray
+    predictions: np.ndarray
 
 
 class OutcomeWindow:
@@ -29,15 +38,27 @@ class OutcomeWindow:
     def rows(self) -> int:
         return len(self.outcomes)
 
+    def fresh(self) -> "OutcomeWindow":
+        return OutcomeWindow(self.model_id, self.version)
+
     def update(self, outcomes, predictions) -> int:
         """Count one batch; the whole batch is checked first (a bad one leaves the window untouched)."""
+        batch = self.check(outcomes, predictions)
+        return self.count(batch)
+
+    def check(self, outcomes, predictions) -> OutcomeBatch:
         y = _finite("outcomes", outcomes)
         p = _finite("predictions", predictions)
         if len(y) != len(p):
             raise InvalidArgument(FieldViolation("predictions", f"has {len(p)} rows, outcomes has {len(y)}"))
-        self.outcomes = np.concatenate([self.outcomes, y])
-        self.predictions = np.concatenate([self.predictions, p])
-        return len(y)
+        return OutcomeBatch(len(y), y, p)
+
+    def count(self, batch: OutcomeBatch, start: int = 0, stop: int | None = None) -> int:
+        """Count rows [start, stop) of a checked batch; returns how many."""
+        stop = batch.rows if stop is None else min(stop, batch.rows)
+        self.outcomes = np.concatenate([self.outcomes, batch.outcomes[start:stop]])
+        self.predictions = np.concatenate([self.predictions, batch.predictions[start:stop]])
+        return max(stop - start, 0)
 
     def merge(self, other: "OutcomeWindow") -> None:
         if (other.model_id, other.version) != (self.model_id, self.version):
@@ -53,6 +74,9 @@ class OutcomeWindow:
         return codec.to_bytes({"model_id": self.model_id, "version": self.version,
                                "outcomes": self.outcomes.astype("<f8").tobytes(),
                                "predictions": self.predictions.astype("<f8").tobytes()})
+
+    def merge_bytes(self, data: bytes) -> None:
+        self.merge(self.from_bytes(data))
 
     @classmethod
     def from_bytes(cls, data: bytes) -> "OutcomeWindow":

@@ -2,16 +2,18 @@
 
 Built by the trainer from the frame it fitted on (all of it is at hand, so the categorical vocabulary is
 the exact top `max_categories`), stored with the version, and the reference every later window of that
-version is judged against. The reference sketch uses a larger `k` than windows (default 1000, rank error
+version is judged against: a window counts its numeric values into bins cut at this profile's quantiles
+(`layout`, histogram.py). The reference sketch uses a larger `k` than windows (default 1000, rank error
 ~0.3%, ~8-12 KB per feature) because there is one per version and its error adds to every comparison.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 from closedloop.server.monitor import codec
+from closedloop.server.monitor.histogram import BinLayout
 from closedloop.server.monitor.states import (
     CATEGORICAL, CategoricalState, FeatureState, NumericState, as_categorical, as_numeric, column_kind,
     state_from_dict,
@@ -27,6 +29,8 @@ class ReferenceProfile:
     prediction: FeatureState | None = None
     metric: str | None = None  # the version's evaluation metric (a name from executor/scoring.py)
     holdout_metric: float | None = None  # its score on the holdout it was promoted on
+    # Bin layouts of windows judged against this profile, by (features, bins, PSI bins): built once.
+    _layouts: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @classmethod
     def build(cls, columns: Mapping[str, object], predictions=None, *, metric: str | None = None,
@@ -45,6 +49,15 @@ class ReferenceProfile:
     @property
     def rows(self) -> int:
         return next(iter(self.features.values())).rows if self.features else 0
+
+    def layout(self, names: Sequence[str], bins: int, psi_bins: int, prediction: bool = False) -> BinLayout:
+        """The bins a window counts these numeric features (or the prediction) into; remembered."""
+        key = (tuple(names), bins, psi_bins, prediction)
+        found = self._layouts.get(key)
+        if found is None:
+            refs = [self.prediction] if prediction else [self.features[name] for name in names]
+            found = self._layouts[key] = BinLayout.for_references(refs, bins, psi_bins)
+        return found
 
     def summary(self) -> dict:
         """What a person reads about the profile: rows, each feature's kind, the metric and holdout value."""

@@ -38,7 +38,9 @@ class MonitoringSpec:
     psi_bins: int = 10
     js_threshold: float = 0.1  # Jensen-Shannon distance, base 2, in [0, 1]
     drift_share: float = 0.2  # share of watched features drifted that raises a drift alert
-    sketch_k: int = 200  # window sketch size: rank error ~1.3%, ~2.5 KB per feature (see window_sketch_k)
+    # Bins per numeric feature of a window, cut at the reference's quantiles (histogram.py): 1.7 KB per
+    # feature at 200; the KS resolution is ~1/sketch_k. (Named when windows held KLL sketches of this k.)
+    sketch_k: int = 200
     # Relative drop of the model's metric vs its holdout value -> alert severity (the largest reached).
     performance_severity: tuple[tuple[str, float], ...] = (
         ("LOW", 0.05), ("MEDIUM", 0.10), ("HIGH", 0.20), ("CRITICAL", 0.35))
@@ -83,10 +85,10 @@ class MonitoringSpec:
         return self
 
     @property
-    def window_sketch_k(self) -> int:
-        """The k of a window's sketches: `sketch_k`, except that windows of at most 2 x large_sample_rows
-        rows (the only ones `auto` may judge by a KS p-value) keep every value, since KLL is exact up to k
-        values: the p-value is then not blurred by sketch error, at <= 4 bytes a row."""
+    def window_bins(self) -> int:
+        """The bins of a window's numeric features: `sketch_k`, except that windows of at most 2 x
+        large_sample_rows rows (the only ones `auto` may judge by a KS p-value) get one bin per row, so
+        the p-value is not blurred by the edges' resolution (8 bytes a bin)."""
         if self.window_rows is not None and self.window_rows <= 2 * self.large_sample_rows:
             return max(self.sketch_k, self.window_rows)
         return self.sketch_k

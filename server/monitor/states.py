@@ -2,13 +2,13 @@
 
 Two kinds, chosen by the column's values:
 
-- `NumericState` (numbers; NaN means missing): an Apache DataSketches KLL quantile sketch plus exact
-  row/missing counts and the mean and variance (Chan's parallel update, so merging partials is exact up
-  to float rounding). KLL because it is the mergeable quantile sketch with a proven, documented rank
-  error that depends only on `k` (`rank_error`), fixed memory in `k` that grows only with log(n), and a
-  stable binary format (it can live in a PostgreSQL bytea and be merged by any server). We keep the
-  `float` flavour: drift needs ranks, not the 8th significant digit, and it halves the bytes. Counting
-  only buffers the values (see MAX_BUFFERED); the sketch is built when it is read or serialized.
+- `NumericState` (numbers; NaN means missing), a reference profile's numeric feature: an Apache
+  DataSketches KLL quantile sketch plus exact row/missing counts and the mean and variance (Chan's
+  parallel update). KLL because it is the mergeable quantile sketch with a proven, documented rank error
+  that depends only on `k` (`rank_error`), fixed memory in `k` that grows only with log(n), and a stable
+  binary format (it lives in a PostgreSQL bytea). We keep the `float` flavour: drift needs ranks, not the
+  8th significant digit, and it halves the bytes. A window's numeric features do not use it: they count
+  into bins cut at this sketch's quantiles (histogram.py), which is exact and ~10x cheaper per value.
 - `CategoricalState` (strings; None means missing): exact counts over a fixed vocabulary plus one
   "other" bucket. The vocabulary is chosen once, from the reference data (its `max_categories` most
   frequent values); windows count against that same vocabulary, so memory is bounded by the cap and
@@ -32,41 +32,20 @@ CATEGORICAL = "categorical"
 OTHER = "__other__"
 
 
-# Raw values a numeric state keeps before it folds them into its sketch itself (float32: 64 KB). Sketch
-# updates cost ~40 ns a value and hold the GIL, so `update` only buffers (O(1) numpy calls per column) and
-# the sketch is built when the state is read or serialized: the monitor engine flushes a window's part
-# every FLUSH_ROWS rows and serializes it in a worker process (engine.py), before this cap; the cap only
-# keeps memory bounded for callers that never serialize (a long-lived state updated in a loop).
-MAX_BUFFERED = 16_384
-
-
 class NumericState:
     kind = NUMERIC
 
     def __init__(self, k: int = 200) -> None:
-        self._sketch = datasketches.kll_floats_sketch(k)
-        self._buffer: list[np.ndarray] = []  # float32 values counted in the moments, not yet in the sketch
-        self._buffered = 0
-        self._quantiles: dict[bytes, np.ndarray] = {}  # quantiles read since the last change, by ranks
+        self.sketch = datasketches.kll_floats_sketch(k)
+        self._memo: dict[tuple[str, bytes], np.ndarray] = {}  # quantiles and CDFs read since the last change
         self.rows = 0  # every row seen, missing included
         self.missing = 0
         self.mean = 0.0
         self.m2 = 0.0  # sum of squared deviations from the mean (Welford/Chan)
 
     @property
-    def sketch(self) -> datasketches.kll_floats_sketch:
-        """The KLL sketch of every value counted (buffered values are folded in first)."""
-        self._fold()
-        return self._sketch
-
-    @property
-    def buffered(self) -> int:
-        """Values counted but not yet folded into the sketch."""
-        return self._buffered
-
-    @property
     def k(self) -> int:
-        return self._sketch.k
+        return self.sketch.k
 
     @property
     def count(self) -> int:
@@ -88,42 +67,23 @@ class NumericState:
             return 0.0
         return float(self.sketch.normalized_rank_error(False))
 
-    def fresh(self, k: int | None = None) -> "NumericState":
-        """An empty state of the same kind, e.g. a window for this reference feature."""
-        return NumericState(k or self.k)
-
     def update(self, values: np.ndarray) -> None:
-        """Add a float64 column already checked by `as_numeric` (NaN = missing, no infinities).
-
-        Counts and moments are exact at once; the values wait in a float32 buffer for the sketch."""
+        """Add a float64 column already checked by `as_numeric` (NaN = missing, no infinities). Sorted
+        before it goes into the sketch: KLL's error bound holds for any input order, and sorted input
+        halves the update's cost (its compactions sort less)."""
         missing = np.isnan(values)
         present = values[~missing] if missing.any() else values
         if len(present):
             mean = float(present.mean())
             self._add_moments(len(present), mean, float(np.dot(present - mean, present - mean)))
-            self._buffer_values(present.astype(np.float32))
+            self.sketch.update(np.sort(present.astype(np.float32)))
+            self._memo.clear()
         self.rows += len(values)
         self.missing += len(values) - len(present)
 
-    def _buffer_values(self, values: np.ndarray) -> None:
-        if self._buffered and self._buffered + len(values) > MAX_BUFFERED:
-            self._fold()
-        self._buffer.append(values)
-        self._buffered += len(values)
-        self._quantiles.clear()
-
-    def _fold(self) -> None:
-        """Move the buffered values into the sketch. Sorted first: KLL's error bound holds for any input
-        order, and sorted input halves the update's cost (its compactions sort less)."""
-        if self._buffer:
-            self._sketch.update(np.sort(np.concatenate(self._buffer)))
-            self._buffer, self._buffered = [], 0
-
     def merge(self, other: "NumericState") -> None:
-        self._sketch.merge(other._sketch)
-        for values in other._buffer:  # still raw: they join this state's buffer
-            self._buffer_values(values)
-        self._quantiles.clear()
+        self.sketch.merge(other.sketch)
+        self._memo.clear()
         self._add_moments(other.count, other.mean, other.m2)
         self.rows += other.rows
         self.missing += other.missing
@@ -139,20 +99,23 @@ class NumericState:
         self.m2 += m2 + delta * delta * have * n / total
 
     def cdf(self, points: np.ndarray) -> np.ndarray:
-        """Share of values <= each point (points sorted and unique)."""
+        """Share of values <= each point (points sorted and unique); remembered until the state changes
+        (a reference is read at the same edges by every window judged against it)."""
         if len(points) == 0:
             return np.empty(0)
-        return np.asarray(self.sketch.get_cdf(points.tolist(), True)[:-1])
+        return self._remember("cdf", points, lambda: self.sketch.get_cdf(points.tolist(), True)[:-1])
 
     def quantiles(self, ranks: np.ndarray) -> np.ndarray:
-        """The values at `ranks`; remembered until the state changes (a reference profile is read at the
-        same rank grid by every window judged against it)."""
-        key = ranks.tobytes()
-        found = self._quantiles.get(key)
+        """The values at `ranks`; remembered until the state changes."""
+        return self._remember("quantiles", ranks, lambda: self.sketch.get_quantiles(ranks.tolist(), True))
+
+    def _remember(self, what: str, at: np.ndarray, read) -> np.ndarray:
+        key = (what, np.asarray(at, dtype=np.float64).tobytes())
+        found = self._memo.get(key)
         if found is None:
-            found = np.asarray(self.sketch.get_quantiles(ranks.tolist(), True), dtype=np.float64)
+            found = np.asarray(read(), dtype=np.float64)
             found.flags.writeable = False
-            self._quantiles[key] = found
+            self._memo[key] = found
         return found
 
     def to_dict(self) -> dict:
@@ -162,23 +125,11 @@ class NumericState:
     @classmethod
     def from_dict(cls, doc: dict) -> "NumericState":
         state = cls.__new__(cls)
-        state._set(datasketches.kll_floats_sketch.deserialize(bytes(doc["sketch"])), [], doc)
+        state.sketch = datasketches.kll_floats_sketch.deserialize(bytes(doc["sketch"]))
+        state._memo = {}
+        state.rows, state.missing = int(doc["rows"]), int(doc["missing"])
+        state.mean, state.m2 = float(doc["mean"]), float(doc["m2"])
         return state
-
-    # Pickling (only to hand a window's part to the engine's worker process; storage uses to_dict): the
-    # sketch as its bytes, the buffer as it is, so the worker, not the event loop, builds the sketch.
-    def __getstate__(self) -> dict:
-        return {"rows": self.rows, "missing": self.missing, "mean": self.mean, "m2": self.m2,
-                "sketch": self._sketch.serialize(), "buffer": self._buffer}
-
-    def __setstate__(self, doc: dict) -> None:
-        self._set(datasketches.kll_floats_sketch.deserialize(doc["sketch"]), doc["buffer"], doc)
-
-    def _set(self, sketch, buffer: list[np.ndarray], doc: dict) -> None:
-        self._sketch, self._buffer, self._buffered = sketch, buffer, sum(len(b) for b in buffer)
-        self._quantiles = {}
-        self.rows, self.missing = int(doc["rows"]), int(doc["missing"])
-        self.mean, self.m2 = float(doc["mean"]), float(doc["m2"])
 
 
 class CategoricalState:
@@ -209,7 +160,8 @@ class CategoricalState:
     def missing_share(self) -> float:
         return self.missing / self.rows if self.rows else 0.0
 
-    def fresh(self, k: int | None = None) -> "CategoricalState":
+    def fresh(self) -> "CategoricalState":
+        """An empty state over the same vocabulary, e.g. a window for this reference feature."""
         return CategoricalState(self.vocabulary)
 
     def update(self, values: Sequence[str | None]) -> None:
@@ -269,15 +221,16 @@ def column_kind(values) -> str:
     return NUMERIC
 
 
-def as_numeric(values) -> np.ndarray:
-    """The column as float64 with NaN for missing; raises ValueError for text or infinities."""
+def as_numeric(values, *, finite: bool = True) -> np.ndarray:
+    """The column as float64 with NaN for missing; raises ValueError for text or (unless `finite` is
+    False: the caller checks a whole batch at once) infinities."""
     try:
         column = np.asarray(values, dtype=np.float64)
     except (TypeError, ValueError):
         raise ValueError("expected numbers") from None
     if column.ndim != 1:
         raise ValueError("expected a flat column")
-    if np.isinf(column).any():
+    if finite and np.isinf(column).any():
         raise ValueError("infinite values are not allowed")
     return column
 

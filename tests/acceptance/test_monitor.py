@@ -134,13 +134,18 @@ async def test_bad_batches_are_rejected_whole_naming_the_field(watched, client):
     assert 'columns["f00"]' in (await rejected(text)).details()
     oversize = observation_batch(watched, {"f00": np.zeros(100_001)})
     assert "columns" in (await rejected(oversize)).details()
+    # text no RPC accepts (NUL), checked by the handler itself for observation batches
+    nul_name = observation_batch(watched, {"f00": [1.0], "f\x0001": [2.0]})
+    assert "feature_names" in (await rejected(nul_name)).details()
+    nul_category = observation_batch(watched, {"f00": [1.0], "venue": ["X\x00"]})
+    assert 'columns["venue"]' in (await rejected(nul_category)).details()
     bad_outcomes = outcome_batch(watched, [1.0, 0.0], [1.0])
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await client.log_outcomes([bad_outcomes])
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "predictions" in info.value.details()
     # Each stream's good first batch was counted and kept; nothing of a rejected batch was.
     [open_window] = (await client.drift_report(watched)).open_windows
-    assert open_window.rows == 6 * 1000
+    assert open_window.rows == 8 * 1000
 
 
 async def test_a_cut_stream_loses_no_batch_the_server_counted(watched, client, server):
@@ -182,22 +187,47 @@ async def test_a_cut_stream_loses_no_batch_the_server_counted(watched, client, s
     assert window.rows == 10_000 and window.judged
 
 
-async def test_a_killed_monitor_worker_is_replaced_and_no_batch_is_lost(watched, client, server):
-    """The sketches are built in the engine's worker process: if it dies, the next flush starts another
-    and stores the part it was given (counted once)."""
-    frame = normal_frame(np.random.default_rng(8), 10_000)
-    all_batches = batches(watched, frame)
-    await client.log_observations(all_batches[:3])  # acknowledged: flushed through the worker
-    [worker] = server.monitor.engine._worker._pool._processes.values()
-    worker.kill()
-    worker.join(10)
-    summary = await client.log_observations(all_batches[3:6])
-    assert summary.rows == 3000
-    assert worker.pid not in server.monitor.engine._worker._pool._processes  # a new worker did it
-    assert (await client.drift_report(watched)).open_windows[0].rows == 6000
-    await client.log_observations(all_batches[6:])
-    [window] = (await client.drift_report(watched)).windows
-    assert window.rows == 10_000 and window.judged
+async def test_batches_that_cross_a_window_boundary_are_split_there(server, client):
+    """One server, batches of 3,000 rows into 4,000-row windows: every window closes with exactly 4,000
+    rows (the batch crossing the boundary counts partly in each), judged like any other."""
+    await register(client, "fx-split", window_rows="4000", min_rows="1000")
+    await install_version(server, "fx-split", normal_frame(np.random.default_rng(9), 20_000))
+    frame = normal_frame(np.random.default_rng(10), 21_000, shift=0.5)
+    summary = await client.log_observations(batches("fx-split", frame, size=3000))
+    assert summary.rows == 21_000
+    report = await client.drift_report("fx-split", window_count=50)
+    assert [w.rows for w in sorted(report.windows, key=lambda w: w.sequence)] == [4000] * 5
+    assert [w.rows for w in report.open_windows] == [1000]
+    assert all(sorted(f.feature for f in w.features if f.drifted) == sorted(SHIFTED) for w in report.windows)
+
+
+async def test_a_window_open_at_the_upgrade_closes_with_its_old_format_partial(server, client):
+    """A partial stored before the bins (KLL sketches, no format tag) by a server of the old version:
+    the window it belongs to closes in this version with every row counted, judged as usual."""
+    from closedloop.server.monitor import codec
+    from closedloop.server.monitor.states import NumericState
+
+    await register(client, "fx-upgrade", window_rows="4000", min_rows="1000")
+    await install_version(server, "fx-upgrade", normal_frame(np.random.default_rng(11), 20_000))
+    rng = np.random.default_rng(12)
+    old_rows = normal_frame(rng, 1500, shift=0.5)
+    features = {}
+    for name, values in old_rows.items():
+        state = NumericState(200)
+        state.update(values)
+        features[name] = state.to_dict()
+    blob = codec.to_bytes({"model_id": "fx-upgrade", "version": 1, "rows": 1500, "features": features,
+                           "prediction": None})
+    async with server.pool.acquire() as conn:
+        async with monitoring_store.window_transaction(conn, "fx-upgrade", 1, "OBSERVATIONS"):
+            window = await monitoring_store.open_window(conn, "fx-upgrade", 1, "OBSERVATIONS", 3600.0)
+            await monitoring_store.write_partial(conn, window["id"], "old-server", total_rows=1500, added_rows=1500,
+                                                 state=blob, first_observe=None, last_observe=None)
+    await client.log_observations(batches("fx-upgrade", normal_frame(rng, 2500, shift=0.5), size=500))
+    [closed] = (await client.drift_report("fx-upgrade")).windows
+    assert closed.rows == 4000 and closed.judged
+    assert all(f.window_rows == 4000 for f in closed.features)
+    assert sorted(f.feature for f in closed.features if f.drifted) == sorted(SHIFTED)
 
 
 async def test_two_servers_with_half_a_stream_each_close_every_window_once(server, client, database_url, tmp_path):
@@ -221,8 +251,13 @@ async def test_two_servers_with_half_a_stream_each_close_every_window_once(serve
     closed = report.windows
     assert sorted(w.sequence for w in closed) == list(range(1, len(closed) + 1))  # each closed once
     assert sum(w.rows for w in closed) + sum(w.rows for w in report.open_windows) == 24_000
-    # A window closes in the flush that fills it; a flush carries at most a quarter window plus a batch.
-    assert all(4000 <= w.rows <= 4000 + 1000 + 500 for w in closed) and len(closed) >= 4
+    # A window closes in the flush that fills it, which carries at most a window's worth of one server's
+    # rows (its part never crosses the boundary as that server knows it), so it ends below twice its
+    # size; once a server has seen another's rows in its windows its parts stay within a quarter
+    # window and a batch (engine.py), so later windows overshoot by at most that.
+    assert all(4000 <= w.rows < 2 * 4000 for w in closed) and len(closed) >= 4
+    ordered = sorted(closed, key=lambda w: w.sequence)
+    assert all(w.rows <= 4000 + 1000 + 500 for w in ordered[2:])
     assert all(sorted(f.feature for f in w.features if f.drifted) == sorted(SHIFTED) for w in closed)
     alerts = (await client.list_alerts(model_id="fx-pair", page_size=100)).alerts
     assert sorted(int(a.labels["window"]) for a in alerts) == sorted(w.sequence for w in closed)
@@ -337,8 +372,9 @@ async def test_identical_distributions_flag_at_the_false_alarm_level_over_240_wi
 
 
 async def test_window_statistics_agree_with_scipy_on_the_raw_rows(server, client):
-    """KS from the sketches (2,000-row windows keep every value; the reference's k=1000 sketch has a
-    documented rank error of ~0.33%) against scipy's ks_2samp on the raw rows; PSI against exact PSI."""
+    """KS from the bins (2,000-row windows get 2,000 bins at the reference's quantiles; the reference's
+    k=1000 sketch has a documented rank error of ~0.33%) against scipy's ks_2samp on the raw rows; PSI
+    against exact PSI."""
     from scipy.stats import ks_2samp
 
     from closedloop.server.monitor.detectors import psi_from_shares

@@ -93,8 +93,8 @@ def test_spec_validation_names_the_field(changes, field):
     assert [v.field for v in err.value.violations] == [field]
 
 
-def test_default_spec_is_valid_and_small_windows_keep_every_value():
+def test_default_spec_is_valid_and_small_windows_get_a_bin_per_row():
     spec = MonitoringSpec().validate()
-    assert spec.window_sketch_k == 200  # 10,000-row windows: sketched
-    assert MonitoringSpec(window_rows=1500, min_rows=100).window_sketch_k == 1500  # KS territory: exact
-    assert MonitoringSpec(window_rows=None).window_sketch_k == 200
+    assert spec.window_bins == 200  # 10,000-row windows: 200 bins
+    assert MonitoringSpec(window_rows=1500, min_rows=100).window_bins == 1500  # KS territory: a bin per row
+    assert MonitoringSpec(window_rows=None).window_bins == 200

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import pickle
 
 import numpy as np
 import pytest
@@ -11,8 +10,16 @@ import pytest
 from closedloop.server.errors import InvalidArgument
 from closedloop.server.monitor import codec
 from closedloop.server.monitor.profile import ReferenceProfile
-from closedloop.server.monitor.states import MAX_BUFFERED, OTHER, CategoricalState, NumericState
+from closedloop.server.monitor.states import OTHER, CategoricalState, NumericState
 from closedloop.server.monitor.window import WindowAccumulator
+
+
+def merged_from_bytes(window, blobs):
+    """What the closing server does: an empty window of the version, every stored partial merged in."""
+    merged = window.fresh()
+    for blob in blobs:
+        merged.merge_bytes(blob)
+    return merged
 
 
 def frame(rng, rows):
@@ -80,9 +87,7 @@ def test_partials_merge_to_what_one_accumulator_sees():
         whole.update(batch, predictions)
         partials[i % 3].update(batch, predictions)
         raw.append(batch["ret"])
-    merged = WindowAccumulator.from_bytes(partials[0].to_bytes())  # a flushed partial, read back
-    for partial in partials[1:]:
-        merged.merge(WindowAccumulator.from_bytes(partial.to_bytes()))
+    merged = merged_from_bytes(whole, [partial.to_bytes() for partial in partials])  # flushed partials
 
     assert merged.rows == whole.rows == 30000
     for name in ("ret", "spread", "venue"):
@@ -93,11 +98,10 @@ def test_partials_merge_to_what_one_accumulator_sees():
     ret, exact = merged.features["ret"], np.concatenate(raw)
     assert ret.mean == pytest.approx(np.nanmean(exact), abs=1e-12)
     assert ret.std == pytest.approx(np.nanstd(exact), rel=1e-9)
-    # quantiles: ranks of the merged sketch's quantiles within its documented rank error of the truth
-    ranks = np.linspace(0.05, 0.95, 19)
+    # bin counts: exact, and the same as one accumulator's
+    assert ret.counts.tolist() == whole.features["ret"].counts.tolist()
     present = np.sort(exact[~np.isnan(exact)])
-    true_ranks = np.searchsorted(present, ret.quantiles(ranks), side="right") / len(present)
-    assert np.abs(true_ranks - ranks).max() <= ret.rank_error
+    assert ret.cdf_at_edges().tolist() == (np.searchsorted(present, ret.edges, side="right") / len(present)).tolist()
 
 
 def test_merge_refuses_another_version():
@@ -134,55 +138,107 @@ def test_absent_watched_feature_counts_as_missing():
 
 
 def test_memory_per_feature_is_bounded_whatever_the_window_size():
-    """Serialized window state per numeric feature (k=200, the default for large windows):
-    ~2.2 KB at 10^4 rows, ~2.5 KB at 10^6, bounded by ~3 KB. So 10,000 models x 50 numeric features
-    cost ~1.2-1.5 GB of partial state if every one of them had an open window at once. In memory, a
-    state also buffers at most MAX_BUFFERED (16,384) raw float32 values, 64 KB, plus the batch being
-    counted, before they go into the sketch."""
+    """Serialized window state per numeric feature at the default 200 bins: (201 edges + 1) x 8 bytes of
+    counts plus six numbers, ~1.7 KB whatever the rows (10,000 models x 50 numeric features: ~0.85 GB of
+    partial state if every one of them had an open window at once); in memory the same plus the
+    version's bin layout (edges and lookup grid, ~15 KB per feature), shared by all its windows."""
     rng = np.random.default_rng(4)
+    profile = ReferenceProfile.build({f"x{i}": rng.standard_normal(20_000) for i in range(50)})
+    window = WindowAccumulator.for_profile("m", 1, profile)
     sizes = {}
-    state = NumericState(200)
     for rows in (10_000, 100_000, 1_000_000):
-        state.update(rng.standard_normal(rows - state.rows))
-        blob = WindowAccumulator("m", 1, {"x": state}, None).to_bytes()
-        sizes[rows] = len(blob)
-    assert sizes[10_000] < 2_600 and sizes[1_000_000] < 3_000, sizes
-    assert sizes[1_000_000] - sizes[10_000] < 600  # grows with log(n) only
-
-    live = NumericState(200)
-    for _ in range(200):  # never serialized: the state folds its buffer into the sketch itself
-        live.update(rng.standard_normal(1000))
-        assert live.buffered <= MAX_BUFFERED
-    assert sum(b.nbytes for b in live._buffer) <= MAX_BUFFERED * 4 == 64 * 1024
-    assert live.sketch.n == 200_000 and live.buffered == 0
+        while window.rows < rows:
+            window.update({f"x{i}": rng.standard_normal(10_000) * 3 for i in range(50)})
+        sizes[rows] = len(window.to_bytes()) / 50
+    assert sizes[1_000_000] < 1_800 and sizes[1_000_000] - sizes[10_000] < 1, sizes  # (row counts' digits)
+    assert window.numeric.counts.nbytes / 50 <= 202 * 8
 
 
-def test_buffered_values_reach_the_sketch_however_the_state_is_read():
-    """Counting only buffers; reading, merging, serializing or pickling (the engine's worker process)
-    sees every value, and a read is not stale after a later update."""
+@pytest.mark.parametrize("values", [
+    np.round(np.random.default_rng(6).standard_normal(5000), 1),  # discrete: many values equal an edge
+    np.random.default_rng(7).lognormal(0.0, 2.0, 5000),  # heavy right tail: crowded grid cells
+    np.concatenate([np.full(2000, -0.0), np.full(2000, 0.0), np.random.default_rng(8).standard_normal(1000)]),
+])
+def test_bin_counts_are_exact_at_every_edge(values):
+    rng = np.random.default_rng(9)
+    profile = ReferenceProfile.build({"x": values})
+    window = WindowAccumulator.for_profile("m", 1, profile)
+    batch = rng.choice(values, 3000) * rng.choice([1.0, 1.0, 1.0 + 1e-9, -1.0, 50.0], 3000)
+    batch[:5] = np.nan
+    window.update({"x": batch})
+    x = window.features["x"]
+    present = np.sort(batch[5:])
+    assert x.count == 2995 and x.missing == 5
+    assert np.array_equal(np.cumsum(x.counts)[:-1], np.searchsorted(present, x.edges, side="right"))
+    below, above = present[present < x.edges[0]], present[present > x.edges[-1]]
+    assert x.low == pytest.approx((x.edges[0] - below).sum()) and x.high == pytest.approx((above - x.edges[-1]).sum())
+
+
+def test_a_batch_counted_in_row_ranges_counts_as_the_whole():
+    """The engine splits a batch at a window boundary: the two parts together are the whole batch."""
+    rng = np.random.default_rng(10)
+    profile = ReferenceProfile.build(frame(rng, 5000), predictions=rng.random(5000))
+    whole = WindowAccumulator.for_profile("m", 1, profile)
+    first, second = whole.fresh(), whole.fresh()
+    data, predictions = frame(rng, 1000), rng.random(1000)
+    whole.update(data, predictions)
+    batch = first.check(data, predictions)
+    assert first.count(batch, 0, 300) == 300 and second.count(batch, 300) == 700
+    first.merge(second)
+    assert first.rows == whole.rows == 1000
+    assert first.numeric.counts.tolist() == whole.numeric.counts.tolist()
+    assert first.prediction_state.counts.tolist() == whole.prediction_state.counts.tolist()
+    assert first.categorical["venue"].counts.tolist() == whole.categorical["venue"].counts.tolist()
+    assert first.features["ret"].mean == pytest.approx(whole.features["ret"].mean, abs=1e-12)
+
+
+def old_format_partial(window, columns):
+    """A partial as servers stored it before the bins: every feature a KLL sketch state, no format tag."""
+    features = {}
+    for name in window.names:
+        if name in window.categorical:
+            state = window.categorical[name].fresh()
+            state.update(columns[name])
+        else:
+            state = NumericState(200)
+            state.update(np.asarray(columns[name], dtype=np.float64))
+        features[name] = state.to_dict()
+    rows = len(next(iter(columns.values())))
+    return codec.to_bytes({"model_id": window.model_id, "version": window.version, "rows": rows,
+                           "features": features, "prediction": None})
+
+
+def test_an_old_format_partial_is_merged_through_its_sketch():
+    """An OPEN window at the upgrade holds KLL partials: a close merges them, their bin counts read from
+    the sketch's CDF at the edges (within its rank error), moments and categories exactly."""
+    rng = np.random.default_rng(11)
+    profile = ReferenceProfile.build(frame(rng, 20_000))
+    window = WindowAccumulator.for_profile("m", 1, profile)
+    old, new = frame(rng, 4000), frame(rng, 1000)
+    new_part = window.fresh()
+    new_part.update(new)
+    merged = merged_from_bytes(window, [old_format_partial(window, old), new_part.to_bytes()])
+    exact = WindowAccumulator.for_profile("m", 1, profile)
+    exact.update(old)
+    exact.update(new)
+    assert merged.rows == exact.rows == 5000
+    for name in ("ret", "spread"):
+        a, b = merged.features[name], exact.features[name]
+        assert (a.count, a.missing) == (b.count, b.missing)
+        assert a.mean == pytest.approx(b.mean, abs=1e-12) and a.std == pytest.approx(b.std, rel=1e-9)
+        assert np.abs(a.cdf_at_edges() - b.cdf_at_edges()).max() <= 0.8 * NumericState(200).sketch.normalized_rank_error(False)
+    assert merged.features["venue"].counts.tolist() == exact.features["venue"].counts.tolist()
+    with pytest.raises(ValueError, match="other bin edges"):  # counted with other bins: refused, not mixed
+        WindowAccumulator.for_profile("m", 1, profile, bins=100).merge_bytes(new_part.to_bytes())
+
+
+def test_reference_reads_are_remembered_until_the_state_changes():
     rng = np.random.default_rng(5)
     values = rng.standard_normal(3000)
     state = NumericState(200)
     state.update(values[:2000])
-    assert state.buffered == 2000 and state.count == 2000
     assert abs(state.quantiles(np.array([0.5]))[0] - np.median(values[:2000])) < 0.1
-    state.update(values[2000:] + 5.0)  # moves the median: the remembered quantiles are dropped
+    assert state.cdf(np.array([0.0]))[0] == pytest.approx(0.5, abs=0.05)
+    state.update(values[2000:] + 5.0)  # moves the median: the remembered reads are dropped
     assert state.quantiles(np.array([0.9]))[0] > 3.0
-
-    other = NumericState(200)
-    other.update(values)
-    merged = NumericState(200)
-    merged.merge(state)
-    merged.merge(other)
-    assert merged.buffered == 3000  # state was folded by its reads, other still buffers its values
-    assert merged.sketch.n == 6000 and merged.count == 6000
-
-    window = WindowAccumulator("m", 1, {"x": NumericState(200)}, None)
-    window.update({"x": values})
-    copy = pickle.loads(pickle.dumps(window))  # what the engine hands its worker: the raw buffer, unsketched
-    assert copy.features["x"].buffered == 3000
-    restored = WindowAccumulator.from_bytes(copy.to_bytes())
-    x = restored.features["x"]
-    assert x.sketch.n == 3000 and x.buffered == 0 and x.mean == pytest.approx(values.mean())
-    ranks = np.linspace(0.05, 0.95, 19)
-    assert np.abs(x.quantiles(ranks) - np.quantile(values, ranks)).max() < 0.05
+    assert state.cdf(np.array([0.0]))[0] < 0.4
