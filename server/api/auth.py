@@ -95,8 +95,12 @@ def check_scopes(patterns: Sequence[str]) -> list[str]:
 
 
 def new_token_line(roles: str, name: str, models: Sequence[str] = ()) -> tuple[str, str]:
-    """(token to give the client, line for the tokens file); `models`: scope globs, empty for all."""
-    token = secrets.token_urlsafe(32)
+    """(token to give the client, line for the tokens file); `models`: scope globs, empty for all.
+
+    The token starts with `cl_`: a bare urlsafe token starts with '-' one time in 64, and
+    `closedloop ... --token -x...` then reads as an option, not the token's value (a CLI user's
+    error, and a test that failed now and then); the prefix also lets secret scanners spot it."""
+    token = "cl_" + secrets.token_urlsafe(32)
     line = f"{hash_token(token)} {roles} {name}"
     if models:
         line += " models=" + ",".join(models)

@@ -59,6 +59,8 @@ def test_tokens_roles_and_file_errors(tmp_path: pathlib.Path):
     path.write_text(f"{ops_line}\n{ingest_line}\n")
     auth = Authenticator(load_tokens(path))
     assert ops not in path.read_text()  # stored hashed
+    # Never read as a CLI option: a bare urlsafe token starts with '-' one time in 64.
+    assert all(new_token_line("read", "x")[0].startswith("cl_") for _ in range(200))
     assert _check(auth, "/closedloop.v1.RuleService/ApplyRules", f"Bearer {ops}") == "alice"
     assert _check(auth, "/closedloop.v1.AlertService/ListAlerts", f"Bearer {ops}") == "alice"  # operator reads
     with pytest.raises(PermissionDenied):
