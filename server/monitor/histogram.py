@@ -33,7 +33,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from closedloop.server.monitor.states import NUMERIC, NumericState
+from closedloop.server.monitor.states import NUMERIC, NumericState, RowCounts
 
 GRID_CELLS_PER_EDGE = 8
 FORMAT = "bins-1"
@@ -226,7 +226,7 @@ class NumericBlock:
         return block
 
 
-class BinnedFeature:
+class BinnedFeature(RowCounts):
     """One numeric feature of a window, read from its block: what the detectors judge."""
 
     kind = NUMERIC
@@ -246,14 +246,6 @@ class BinnedFeature:
     @property
     def missing(self) -> int:
         return int(self.block.missing[self.f])
-
-    @property
-    def count(self) -> int:
-        return self.rows - self.missing
-
-    @property
-    def missing_share(self) -> float:
-        return self.missing / self.rows if self.rows else 0.0
 
     @property
     def mean(self) -> float:

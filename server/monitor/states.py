@@ -32,7 +32,23 @@ CATEGORICAL = "categorical"
 OTHER = "__other__"
 
 
-class NumericState:
+class RowCounts:
+    """What every per-feature state derives from its `rows` (missing included) and `missing`."""
+
+    rows: int
+    missing: int
+
+    @property
+    def count(self) -> int:
+        """Rows with a value."""
+        return self.rows - self.missing
+
+    @property
+    def missing_share(self) -> float:
+        return self.missing / self.rows if self.rows else 0.0
+
+
+class NumericState(RowCounts):
     kind = NUMERIC
 
     def __init__(self, k: int = 200) -> None:
@@ -48,17 +64,8 @@ class NumericState:
         return self.sketch.k
 
     @property
-    def count(self) -> int:
-        """Rows with a value."""
-        return self.rows - self.missing
-
-    @property
     def std(self) -> float:
         return float(np.sqrt(self.m2 / self.count)) if self.count else 0.0
-
-    @property
-    def missing_share(self) -> float:
-        return self.missing / self.rows if self.rows else 0.0
 
     @property
     def rank_error(self) -> float:
@@ -132,7 +139,7 @@ class NumericState:
         return state
 
 
-class CategoricalState:
+class CategoricalState(RowCounts):
     kind = CATEGORICAL
 
     def __init__(self, vocabulary: Sequence[str]) -> None:
@@ -151,14 +158,6 @@ class CategoricalState:
         state = cls(sorted(name for name, _ in top))
         state.update(values)
         return state
-
-    @property
-    def count(self) -> int:
-        return self.rows - self.missing
-
-    @property
-    def missing_share(self) -> float:
-        return self.missing / self.rows if self.rows else 0.0
 
     def fresh(self) -> "CategoricalState":
         """An empty state over the same vocabulary, e.g. a window for this reference feature."""
