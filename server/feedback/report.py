@@ -204,8 +204,17 @@ async def _count_alerts(conn, start, end, model_id, rule, scopes, by_rule, by_mo
         (Counted(None, g["model_id"], g["alert_type"], g["rule_set_version"],
                  list(zip(g["rules"], g["decisions"])) if g["rules"] else (), g["n"]) for g in groups),
         await _checked_rules(conn, groups))
-    rows = [(r["rule"], r["model_id"], r["triggers"], {d: r[c] for d, c in daily.DECISION_COLUMNS.items()},
-             r["quiet"]) for r in await daily.rule_sums(conn, first.date(), last.date(), model_id, rule, scopes)]
+    if model_id is None and scopes is None:
+        # Every model: the rules' figures from the per-rule totals, the models' from the rows where a
+        # rule acted (their quiet checks are only ever reported per rule: migration 0014).
+        for r in await daily.rule_totals(conn, first.date(), last.date(), rule):
+            by_rule[r["rule"]].count(r["triggers"], _decisions(r), r["quiet"])
+        for r in await daily.acted_sums(conn, first.date(), last.date(), rule):
+            by_model[r["model_id"]].count(r["triggers"] if rule is not None else 0, _decisions(r))
+        rows = []
+    else:
+        rows = [(r["rule"], r["model_id"], r["triggers"], _decisions(r), r["quiet"])
+                for r in await daily.rule_sums(conn, first.date(), last.date(), model_id, rule, scopes)]
     rows += [(r, m, c.triggers, c.decisions, c.quiet) for (_, m, r), c in counted.rules.items()
              if rule is None or r == rule]
     model_triggers: dict[str, int] = defaultdict(int)
@@ -221,6 +230,11 @@ async def _count_alerts(conn, start, end, model_id, rule, scopes, by_rule, by_mo
             by_model[m].count(triggers if rule is not None else 0, decisions)
     for m, n in model_triggers.items():
         by_model[m].triggers += n
+
+
+def _decisions(row) -> dict[str, int]:
+    """An aggregate row's decision counts by decision."""
+    return {d: row[c] for d, c in daily.DECISION_COLUMNS.items()}
 
 
 @contextlib.asynccontextmanager

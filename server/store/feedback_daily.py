@@ -65,9 +65,9 @@ async def alerts_after(conn: asyncpg.Connection, after_id: int, up_to_id: int, l
 
 async def add(conn: asyncpg.Connection, rules: Iterable[tuple], models: Iterable[tuple],
               spans: Iterable[tuple] = ()) -> None:
-    """Add counts to the aggregates. `rules`: (model_id, day, rule, triggers, {decision: n}, quiet);
-    `models`: (model_id, day, triggers); `spans`: (day, first observe_time, last observe_time) of the
-    alerts counted, which widen their day's span (migration 0013)."""
+    """Add counts to the aggregates. `rules`: (model_id, day, rule, triggers, {decision: n}, quiet),
+    also summed per day and rule; `models`: (model_id, day, triggers); `spans`: (day, first
+    observe_time, last observe_time) of the alerts counted, which widen their day's span."""
     spans = list(spans)
     if spans:
         await conn.execute(
@@ -92,6 +92,21 @@ async def add(conn: asyncpg.Connection, rules: Iterable[tuple], models: Iterable
                 ON CONFLICT (model_id, day, rule) DO UPDATE SET
                 {", ".join(f"{c} = feedback_daily.{c} + EXCLUDED.{c}" for c in counted)}""",
             *arrays)
+        # The same counts summed over the models, per day and rule (migration 0014).
+        totals: dict[tuple, list[int]] = {}
+        for r in rules:
+            row = totals.setdefault((r[1], r[2]), [0] * len(counted))
+            for i, n in enumerate([r[3], *(r[4].get(d, 0) for d in DECISION_COLUMNS), r[5]]):
+                row[i] += n
+        keys = list(totals)
+        sums = [[totals[k][i] for k in keys] for i in range(len(counted))]
+        unnest = ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(["date", "text"] + ["bigint"] * len(counted)))
+        await conn.execute(
+            f"""INSERT INTO feedback_daily_rules (day, rule, {", ".join(counted)})
+                SELECT * FROM unnest({unnest})
+                ON CONFLICT (day, rule) DO UPDATE SET
+                {", ".join(f"{c} = feedback_daily_rules.{c} + EXCLUDED.{c}" for c in counted)}""",
+            [k[0] for k in keys], [k[1] for k in keys], *sums)
     models = list(models)
     if models:
         await conn.execute(
@@ -124,6 +139,32 @@ async def rule_sums(conn: asyncpg.Connection, first_day: dt.date, end_day: dt.da
                AND ($4::text IS NULL OR rule = $4) AND ($5::text[] IS NULL OR model_id LIKE ANY($5::text[]))
              GROUP BY rule, model_id""",
         first_day, end_day, model_id, rule, like_patterns(scopes))
+
+
+async def rule_totals(conn: asyncpg.Connection, first_day: dt.date, end_day: dt.date,
+                      rule: str | None) -> list[asyncpg.Record]:
+    """Per rule, its counts over every model on the days in [first_day, end_day) (migration 0014)."""
+    columns = ["triggers", *DECISION_COLUMNS.values(), "quiet"]
+    return await conn.fetch(
+        f"""SELECT rule, {", ".join(f"sum({c})::bigint AS {c}" for c in columns)}
+              FROM feedback_daily_rules
+             WHERE day >= $1 AND day < $2 AND ($3::text IS NULL OR rule = $3)
+             GROUP BY rule""",
+        first_day, end_day, rule)
+
+
+async def acted_sums(conn: asyncpg.Connection, first_day: dt.date, end_day: dt.date,
+                     rule: str | None) -> list[asyncpg.Record]:
+    """Per model, the triggers and decisions of the rules (or of `rule`) that acted on its alerts on
+    the days in [first_day, end_day): only the rows where a rule acted (`triggers > 0`, their own
+    partial index), not the quiet checks' rows. Summed as int4, as rule_sums explains."""
+    columns = ["triggers", *DECISION_COLUMNS.values()]
+    return await conn.fetch(
+        f"""SELECT model_id, {", ".join(f"sum({c}::int4) AS {c}" for c in columns)}
+              FROM feedback_daily
+             WHERE day >= $1 AND day < $2 AND triggers > 0 AND ($3::text IS NULL OR rule = $3)
+             GROUP BY model_id""",
+        first_day, end_day, rule)
 
 
 async def model_triggers(conn: asyncpg.Connection, first_day: dt.date, end_day: dt.date, model_id: str | None,

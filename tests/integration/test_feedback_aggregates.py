@@ -175,6 +175,9 @@ async def test_aggregate_report_equals_raw_report(pool):
             await conn.fetchval("SELECT max(id) FROM monitoring_alert_triggers")
         assert await conn.fetchval("SELECT sum(queued + coalesced + skipped_cooldown + skipped_budget) "
                                    "FROM feedback_daily") == await conn.fetchval("SELECT count(*) FROM closed_loop_actions")
+        per_rule = "SELECT day, rule, sum(triggers), sum(queued), sum(coalesced), sum(quiet) FROM {} GROUP BY 1, 2 ORDER BY 1, 2"
+        assert await conn.fetch(per_rule.format("feedback_daily_rules")) == \
+            await conn.fetch(per_rule.format("feedback_daily"))   # the per-rule totals the all-models report reads
     await _assert_equal(pool)                 # whole days from the aggregates
 
     # Late arrivals: jobs finish days after their alert, an alert arrives observed days ago, and a

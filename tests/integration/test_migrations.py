@@ -138,3 +138,23 @@ async def test_days_counted_before_the_spans_existed_get_a_span_that_holds_their
         }  # 2026-11-22: nothing counted there yet, so no span: the roll-up starts it
     finally:
         await conn.close()
+
+
+async def test_rule_totals_are_backfilled_from_the_per_model_aggregates(empty_database_url):
+    """Migration 0014 on a populated database: the per-rule daily totals equal the sums of the
+    per-model rows already counted, so a report over every model reads the same figures."""
+    conn = await asyncpg.connect(empty_database_url)
+    try:
+        every = bundled_migrations()
+        await migrate(conn, every[:[m.name for m in every].index("feedback_daily_rules")])
+        await conn.execute(
+            """INSERT INTO feedback_daily (model_id, day, rule, triggers, queued, coalesced, quiet) VALUES
+                   ('a', '2026-11-20', 'drift', 2, 1, 1, 3), ('b', '2026-11-20', 'drift', 0, 0, 0, 5),
+                   ('a', '2026-11-21', 'drift', 1, 1, 0, 0), ('a', '2026-11-20', 'perf', 0, 0, 0, 4)""")
+        await migrate(conn)
+        rows = await conn.fetch("SELECT day::text, rule, triggers, queued, coalesced, quiet FROM feedback_daily_rules "
+                                "ORDER BY day, rule")
+        assert [tuple(r) for r in rows] == [("2026-11-20", "drift", 2, 1, 1, 8), ("2026-11-20", "perf", 0, 0, 0, 4),
+                                            ("2026-11-21", "drift", 1, 1, 0, 0)]
+    finally:
+        await conn.close()
