@@ -60,13 +60,19 @@ def performance_value(alert) -> float:
     return float(alert["metrics"].get("performance_drop", alert["severity"]))
 
 
+def reads_performance_alerts(outcome) -> bool:
+    """Whether `verdict` reads the performance alerts around a retrain with this outcome: only for a
+    promoted one (the report looks them up for those alone)."""
+    return outcome is not None and outcome["outcome"] == "SUCCEEDED" and bool(outcome["promoted"])
+
+
 def verdict(outcome, before, after) -> str:
     """One retrain action's verdict: PENDING, NO_EFFECT, HARMED or HELPED (see DEFINITIONS).
     `before`: the model's last performance alert at or before the action's alert; `after`: its first
     one after the job ended (both within the report's window; None: there is none)."""
     if outcome is None:
         return PENDING
-    if outcome["outcome"] != "SUCCEEDED" or not outcome["promoted"]:
+    if not reads_performance_alerts(outcome):
         return NO_EFFECT
     if before is not None and after is not None and performance_value(after) > performance_value(before):
         return HARMED
