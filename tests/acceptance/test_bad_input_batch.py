@@ -35,11 +35,18 @@ def poison(request, monkeypatch):
     batches: list[int] = []
     if request.param == "refused-by-database":
         real = alert_store.insert_alerts
+        first = []
 
         async def insert_alerts(conn, alerts, *args, **kwargs):
             if any(a.request_id == POISON for a in alerts):
                 batches.append(len(alerts))
                 raise asyncpg.exceptions.CharacterNotInRepertoireError("invalid byte sequence for encoding")
+            if not first:
+                # The first write holds the writer a moment, so the requests sent meanwhile (the
+                # poison among them) queue up and share a batch, however fast or slow the machine:
+                # otherwise the poison could be written alone, and the test would prove nothing.
+                first.append(len(alerts))
+                await asyncio.sleep(0.3)
             return await real(conn, alerts, *args, **kwargs)
 
         monkeypatch.setattr(alert_store, "insert_alerts", insert_alerts)
