@@ -236,10 +236,12 @@ def run_server(queue, database_url: str, data_dir: str, db_timeout: float) -> No
         settle_collector()
         gc_probe, lag_probe = GcProbe(), LagProbe()
         lag_task = asyncio.create_task(lag_probe.run())
+        misses = [server.facts.misses]  # models whose facts an alert had to read itself (model_cache.py)
 
         def dump() -> None:
             lags = sorted(lag_probe.lags) or [0.0]
             probes = {"gc": gc_probe.summary(), "stages": server.ingestor.timings.snapshot()["all"],
+                      "facts_misses": server.facts.misses - misses[0],
                       "lag_ms": {"p99": lags[int(len(lags) * .99)] * 1000, "max": lags[-1] * 1000}}
             with open(os.path.join(data_dir, "probes.json.tmp"), "w") as f:
                 json.dump(probes, f)
@@ -247,6 +249,7 @@ def run_server(queue, database_url: str, data_dir: str, db_timeout: float) -> No
             gc_probe.reset()
             lag_probe.lags.clear()
             server.ingestor.timings.reset()
+            misses[0] = server.facts.misses
 
         loop = asyncio.get_running_loop()
         stopping, cache = asyncio.Event(), asyncio.Event()
@@ -424,7 +427,8 @@ def _probes_line(probes: dict) -> str:
     return ("submit->reply p50/p99 " + "/".join(f"{stages['total'][q] * 1000:.1f}" for q in ("p50", "p99"))
             + " ms (p99: " + ", ".join(f"{s} {stages[s]['p99'] * 1000:.1f}" for s in ("queue", "write", "reply")
                                        if s in stages)
-            + f"); event-loop lag p99 {probes['lag_ms']['p99']:.1f} ms max {probes['lag_ms']['max']:.1f} ms; GC "
+            + f"); facts read on the alert's path {probes['facts_misses']}"
+            + f"; event-loop lag p99 {probes['lag_ms']['p99']:.1f} ms max {probes['lag_ms']['max']:.1f} ms; GC "
             + ", ".join(f"gen{g} {p['count']}x max {p['max_ms']:.1f} ms" for g, p in sorted(probes["gc"].items()))
             + "; client GC max " + "/".join(f"{p['max_ms']:.1f}" for _, p in sorted(probes["client_gc"].items()))
             + " ms (gen0/1/2)")
