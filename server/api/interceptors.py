@@ -35,12 +35,13 @@ import structlog
 from google.protobuf.message import DecodeError, Message
 from grpc_status import rpc_status
 
+from closedloop.v1 import monitor_pb2
+
 from ..db.pool import database_error
 from ..errors import ClosedLoopError, FieldViolation, InvalidArgument, to_status
 from .audit import AUDITED_METHODS, Auditor
 from .auth import Authenticator, bind_caller
 from .validation import malformed, pending_malformed
-from closedloop.v1 import monitor_pb2
 from ..metrics import timed_rpc
 
 log = structlog.get_logger(__name__)

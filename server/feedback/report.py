@@ -8,7 +8,9 @@ definition applies to the past too; definitions.py says what each figure means. 
   its partial first or last day when every alert counted for that day lies in the window (as for a
   window ending now: counted_days); the alert table only for the alerts they do not hold (the other
   partial days and the alerts past the roll-up's watermark), grouped in SQL by what tally.py counts
-  of an alert (model, type, rule set, actions) and counted as the roll-up counts them;
+  of an alert (model, type, rule set, actions) and counted as the roll-up counts them. Over every
+  model, the rules' figures come from per-rule daily totals and the models' from the rows where a
+  rule acted (quiet checks are reported per rule only);
 - per retrain (retrains, outcomes, improvement mean and median, recovery, false positives, verdicts,
   suggestions): the window's QUEUED actions with their job's feedback row and the model's nearest
   performance alerts (one probe each of the performance alerts' index). A verdict depends on the

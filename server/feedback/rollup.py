@@ -4,9 +4,10 @@ Every `interval` seconds one replica (an advisory lock elects it) counts the ale
 into feedback_daily and feedback_daily_models, by the UTC day of their observe_time, widens each
 day's observe_time span (feedback_day_spans: the report reads a partial day from the aggregates
 when the span lies in its window) and moves the watermark, each batch in one transaction, so every
-alert is counted exactly once. An alert that arrives late (an old observe_time) updates its own day. Only settled ids are counted (see
-store/feedback_daily.py): the decision transactions still running when a pass begins are waited for,
-briefly; a pass that cannot wait that long leaves the rest to the next one. Nothing here is on the
+alert is counted exactly once. An alert that arrives late (an old observe_time) updates its own day.
+Only settled ids are counted (see store/feedback_daily.py): the decision transactions still running
+when a pass begins are waited for, briefly; a pass that cannot wait that long leaves the rest to the
+next one. Nothing here is on the
 ingest path: a decision costs the same with or without the aggregates.
 """
 

@@ -207,7 +207,8 @@ class MonitorEngine:
         self.rows_counted += batch.rows
         if self._sealed.get(key) or self._part_due(key, self._pending[key]):
             self._drain_soon(key)
-        while len(self._sealed.get(key, ())) >= MAX_SEALED or (key in self._shared and self._part_due(key, self._pending[key])):
+        while (len(self._sealed.get(key, ())) >= MAX_SEALED
+               or (key in self._shared and self._part_due(key, self._pending[key]))):
             # Back-pressure, only when closes fall behind or when other servers count this window too
             # (a part then stays within a quarter window and a batch per stream, which bounds how far
             # the window can overshoot its size: the flush that fills it carries at most that).

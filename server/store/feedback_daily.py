@@ -78,35 +78,19 @@ async def add(conn: asyncpg.Connection, rules: Iterable[tuple], models: Iterable
                    last_observe = greatest(feedback_day_spans.last_observe, EXCLUDED.last_observe)""",
             [d[0] for d in spans], [d[1] for d in spans], [d[2] for d in spans])
     rules = list(rules)
-    columns = list(DECISION_COLUMNS.values())
     if rules:
-        arrays = [[r[0] for r in rules], [r[1] for r in rules], [r[2] for r in rules], [r[3] for r in rules]]
-        arrays += [[r[4].get(d, 0) for r in rules] for d in DECISION_COLUMNS]
-        arrays.append([r[5] for r in rules])
-        types = ["text", "date", "text", "bigint"] + ["bigint"] * len(columns) + ["bigint"]
-        unnest = ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(types))
-        counted = ["triggers", *columns, "quiet"]
-        await conn.execute(
-            f"""INSERT INTO feedback_daily (model_id, day, rule, {", ".join(counted)})
-                SELECT * FROM unnest({unnest})
-                ON CONFLICT (model_id, day, rule) DO UPDATE SET
-                {", ".join(f"{c} = feedback_daily.{c} + EXCLUDED.{c}" for c in counted)}""",
-            *arrays)
+        counts = [[r[3] for r in rules], *([r[4].get(d, 0) for r in rules] for d in DECISION_COLUMNS),
+                  [r[5] for r in rules]]
+        await _add_counts(conn, "feedback_daily", {"model_id": [r[0] for r in rules], "day": [r[1] for r in rules],
+                                                   "rule": [r[2] for r in rules]}, counts)
         # The same counts summed over the models, per day and rule (migration 0014).
         totals: dict[tuple, list[int]] = {}
-        for r in rules:
-            row = totals.setdefault((r[1], r[2]), [0] * len(counted))
-            for i, n in enumerate([r[3], *(r[4].get(d, 0) for d in DECISION_COLUMNS), r[5]]):
-                row[i] += n
-        keys = list(totals)
-        sums = [[totals[k][i] for k in keys] for i in range(len(counted))]
-        unnest = ", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(["date", "text"] + ["bigint"] * len(counted)))
-        await conn.execute(
-            f"""INSERT INTO feedback_daily_rules (day, rule, {", ".join(counted)})
-                SELECT * FROM unnest({unnest})
-                ON CONFLICT (day, rule) DO UPDATE SET
-                {", ".join(f"{c} = feedback_daily_rules.{c} + EXCLUDED.{c}" for c in counted)}""",
-            [k[0] for k in keys], [k[1] for k in keys], *sums)
+        for i, r in enumerate(rules):
+            row = totals.setdefault((r[1], r[2]), [0] * len(counts))
+            for c, column in enumerate(counts):
+                row[c] += column[i]
+        await _add_counts(conn, "feedback_daily_rules", {"day": [k[0] for k in totals], "rule": [k[1] for k in totals]},
+                          [list(column) for column in zip(*totals.values())])
     models = list(models)
     if models:
         await conn.execute(
@@ -114,6 +98,23 @@ async def add(conn: asyncpg.Connection, rules: Iterable[tuple], models: Iterable
                SELECT * FROM unnest($1::text[], $2::date[], $3::bigint[])
                ON CONFLICT (model_id, day) DO UPDATE SET triggers = feedback_daily_models.triggers + EXCLUDED.triggers""",
             [m[0] for m in models], [m[1] for m in models], [m[2] for m in models])
+
+
+_COUNTED = ["triggers", *DECISION_COLUMNS.values(), "quiet"]
+_KEY_TYPES = {"model_id": "text", "day": "date", "rule": "text"}
+
+
+async def _add_counts(conn: asyncpg.Connection, table: str, keys: dict[str, list], counts: list[list[int]]) -> None:
+    """Add `counts` (one list per column of _COUNTED, one value per row) to `table`'s rows at `keys`
+    (column -> values), creating the rows that do not exist yet: one statement."""
+    columns = [*keys, *_COUNTED]
+    types = [_KEY_TYPES[k] for k in keys] + ["bigint"] * len(_COUNTED)
+    await conn.execute(
+        f"""INSERT INTO {table} ({", ".join(columns)})
+            SELECT * FROM unnest({", ".join(f"${i + 1}::{t}[]" for i, t in enumerate(types))})
+            ON CONFLICT ({", ".join(keys)}) DO UPDATE SET
+            {", ".join(f"{c} = {table}.{c} + EXCLUDED.{c}" for c in _COUNTED)}""",
+        *keys.values(), *counts)
 
 
 async def day_spans(conn: asyncpg.Connection, days: Sequence[dt.date]) -> dict[dt.date, tuple[dt.datetime, dt.datetime]]:
@@ -131,9 +132,8 @@ async def rule_sums(conn: asyncpg.Connection, first_day: dt.date, end_day: dt.da
     Summed as int4: a day's count of one model and rule stays far below 2^31, and PostgreSQL sums
     int4 in a bigint where it sums bigint in a numeric (a 30-day report over every model sums
     870,000 rows at ten million alerts: 810 -> 560 ms)."""
-    columns = ["triggers", *DECISION_COLUMNS.values(), "quiet"]
     return await conn.fetch(
-        f"""SELECT rule, model_id, {", ".join(f"sum({c}::int4) AS {c}" for c in columns)}
+        f"""SELECT rule, model_id, {", ".join(f"sum({c}::int4) AS {c}" for c in _COUNTED)}
               FROM feedback_daily
              WHERE day >= $1 AND day < $2 AND ($3::text IS NULL OR model_id = $3)
                AND ($4::text IS NULL OR rule = $4) AND ($5::text[] IS NULL OR model_id LIKE ANY($5::text[]))
@@ -144,9 +144,8 @@ async def rule_sums(conn: asyncpg.Connection, first_day: dt.date, end_day: dt.da
 async def rule_totals(conn: asyncpg.Connection, first_day: dt.date, end_day: dt.date,
                       rule: str | None) -> list[asyncpg.Record]:
     """Per rule, its counts over every model on the days in [first_day, end_day) (migration 0014)."""
-    columns = ["triggers", *DECISION_COLUMNS.values(), "quiet"]
     return await conn.fetch(
-        f"""SELECT rule, {", ".join(f"sum({c})::bigint AS {c}" for c in columns)}
+        f"""SELECT rule, {", ".join(f"sum({c})::bigint AS {c}" for c in _COUNTED)}
               FROM feedback_daily_rules
              WHERE day >= $1 AND day < $2 AND ($3::text IS NULL OR rule = $3)
              GROUP BY rule""",
