@@ -3,16 +3,22 @@
 Each request is validated by the servicer, then handed to `AlertIngestor.submit()`, which resolves
 once the alert, its decisions and its job are committed. The group commit hands whatever requests
 are waiting to `AlertIngestor._write_batch`, which evaluates the rules outside any transaction and
-writes the batch:
+writes the batch (the writer's connection is what the next batch waits for, so round trips count):
 
 - when no rule matched any alert of the batch (the common case): one INSERT, committing on its own;
-- otherwise, in one transaction of five round trips whatever the batch holds (the writer's
-  connection is what the next batch waits for): BEGIN with the decision locks of the models rules
-  want to act on → read their state (cooldowns, active job, budget) and decide every alert in
-  arrival order → one statement inserting the alerts with their final state, the new jobs and the
-  triggers folded into active jobs → one inserting the actions and linking each new job to its
-  action → COMMIT; plus the outbox rows of `notify TARGET` actions (notify/events.py) when a rule
-  notifies.
+- otherwise, optimistically, in two round trips: read the state of the models rules want to act on
+  (cooldowns, active job, budget) without any lock and decide every alert in arrival order; then one
+  autocommitted statement (closedloop_write_decided, migration 0015) takes those models' decision
+  locks, checks that their state is still the one decided on, and writes the alerts with their final
+  state, the new jobs, the triggers folded into active jobs and the actions. No lock is held while
+  Python decides. When the state changed in between (another replica decided, a worker finished a
+  job, a manual SubmitRetrain), that statement writes nothing and the batch goes the locked way;
+- the locked way, for such a batch and for batches with a rollback or a `notify TARGET` action: one
+  transaction of five round trips whatever the batch holds: BEGIN with the decision locks → read the
+  state and decide → one statement inserting the alerts, the new jobs and the triggers folded into
+  active jobs → one inserting the actions and linking each new job to its action → COMMIT; plus the
+  outbox rows of `notify TARGET` actions (notify/events.py). It settles every disagreement between
+  the state it read and the database itself (a job that ended or appeared meanwhile).
 
 All of it commits or none of it does, so a decision is never half-written. That is also what lets a
 failed batch be written again without the request that failed it (see `_write_batch`).
@@ -208,14 +214,19 @@ class AlertIngestor:
                         results[i] = self._result(batch[i], row, "OPEN", [], version)
                 else:
                     acting = _acting_models(batch, fresh)
-                    began = time.perf_counter()
-                    async with model_store.decision_transaction(conn, acting):
-                        locked = time.perf_counter()
-                        events = await self._decide_and_write(conn, batch, fresh, acting, version, results)
-                        written = time.perf_counter()
-                    self.timings.add("lock_wait", locked - began)
-                    self.timings.add("statements", written - locked)
-                    self.timings.add("commit", time.perf_counter() - written)
+                    events = None
+                    if _optimistic_fits(batch, fresh):
+                        began = time.perf_counter()
+                        try:
+                            events = await self._decide_and_write_optimistic(conn, batch, fresh, acting, version,
+                                                                             results)
+                        except alert_store.DecisionConflict:
+                            # Something changed between the read and the write: nothing was written.
+                            self.timings.add("conflict", time.perf_counter() - began)
+                        except alert_store.RequestIdTaken:
+                            raise RequestIdRace() from None
+                    if events is None:
+                        events = await self._decide_and_write_locked(conn, batch, fresh, acting, version, results)
                     for event, fields in events:  # logged once committed, so the log never claims more
                         log.info(event, **fields)
                 duplicates = [i for i in range(len(batch)) if results[i] is None]
@@ -226,6 +237,64 @@ class AlertIngestor:
             if look_up_first:
                 raise  # a replica stored it between our look-up and our insert: the caller retries
         return await self._transaction(batch, version, look_up_first=True)
+
+    async def _decide_and_write_optimistic(self, conn, batch: list[_Pending], fresh: list[int], acting: list[str],
+                                           version: int, results: list) -> list[tuple[str, dict]]:
+        """Decide on a state read without locks, then write in one autocommitted statement that takes
+        the locks and writes only if the state is unchanged (alert_store.write_decided): two round
+        trips instead of five, and no lock held while Python decides. Raises DecisionConflict (or
+        RequestIdTaken) having written nothing; `results` is filled only on success."""
+        began = time.perf_counter()
+        longest = _longest_cooldown(batch, fresh)
+        states, now, fingerprint = await self._load_states(conn, acting, longest)
+        read = time.perf_counter()
+        decisions = _decide(batch, fresh, states, now)
+        plan = _JobPlan.of(batch, fresh, decisions)
+        actions, replies = plan.actions(batch, fresh, decisions)
+        decided = time.perf_counter()
+        written = await alert_store.write_decided(
+            conn, [batch[i].new for i in fresh], version, [decisions[i].alert_state for i in fresh], plan.new_jobs,
+            plan.joined_jobs, actions, lock_keys=model_store.decision_lock_keys(acting), models=acting,
+            cooldown_s=longest, fingerprint=fingerprint, max_attempts=self.job_max_attempts,
+            timeout_s=self.job_timeout_s, jobs_channel=job_queue.JOBS_CHANNEL)
+        self.timings.add("state_read", read - began)
+        self.timings.add("decide_write", time.perf_counter() - decided)
+        jobs = {fresh[pos]: job_id for pos, job_id in written.jobs.items()}
+        by_alert: dict[int, list] = {}
+        for row, (i, reply) in zip(written.actions, replies):
+            job_id = reply["job_id"]
+            if reply["new_job"] is not None:
+                job_id = jobs[fresh[reply["new_job"]]]
+            by_alert.setdefault(i, []).append({
+                **reply["fields"], "id": row["id"], "create_time": row["create_time"], "rule_set_version": version,
+                "alert_id": written.alerts[plan.index[i]]["id"], "job_id": job_id,
+                "reason": reply["fields"]["reason"] if reply["fields"]["reason"] is not None
+                else f"joined active job {job_id} of model {batch[i].new.model_id}"})
+        for i, row in zip(fresh, written.alerts):
+            results[i] = self._result(batch[i], {"id": row["id"], "request_id": row["request_id"],
+                                                 "create_time": row["create_time"]},
+                                      decisions[i].alert_state, by_alert.get(i, []), version)
+        events = []
+        for i, job_id in jobs.items():
+            r = decisions[i].retrain
+            events.append(("loop.retrain_queued", dict(model_id=batch[i].new.model_id, job_id=job_id,
+                                                       alert_id=written.alerts[plan.index[i]]["id"], mode=r.mode,
+                                                       priority=r.priority, rules=list(r.rules))))
+        return events
+
+    async def _decide_and_write_locked(self, conn, batch: list[_Pending], fresh: list[int], acting: list[str],
+                                       version: int, results: list) -> list[tuple[str, dict]]:
+        """The decision transaction: BEGIN with the decision locks, the state read, the writes,
+        COMMIT. It settles every disagreement between the state read and the database itself."""
+        began = time.perf_counter()
+        async with model_store.decision_transaction(conn, acting):
+            locked = time.perf_counter()
+            events = await self._decide_and_write(conn, batch, fresh, acting, version, results)
+            written = time.perf_counter()
+        self.timings.add("lock_wait", locked - began)
+        self.timings.add("statements", written - locked)
+        self.timings.add("commit", time.perf_counter() - written)
+        return events
 
     @staticmethod
     async def _new_requests(conn, batch: list[_Pending]) -> list[int]:
@@ -241,13 +310,15 @@ class AlertIngestor:
         return IngestResult(alert, actions, True)
 
     @staticmethod
-    async def _load_states(conn, acting: list[str], cooldown_s: float) -> tuple[dict[str, ModelState], dt.datetime]:
-        """What decisions need about the models rules want to act on (their locks are held);
-        `cooldown_s`: the longest cooldown among the batch's matched actions."""
+    async def _load_states(conn, acting: list[str],
+                           cooldown_s: float) -> tuple[dict[str, ModelState], dt.datetime, str]:
+        """What decisions need about the models rules want to act on, with the state's fingerprint
+        (see model_store.decision_state); `cooldown_s`: the longest cooldown among the batch's
+        matched actions."""
         if not acting:
             # Only `record` and `notify` matched: the decider reads no state and no clock for those,
             # so the batch saves the round trip of reading them.
-            return {}, dt.datetime.now(dt.timezone.utc)
+            return {}, dt.datetime.now(dt.timezone.utc), _NO_STATE
         states: dict[str, ModelState] = {}
         locked = await model_store.decision_state(conn, acting, cooldown_s)
         now = locked[0]["now"] if locked else await clock.db_now(conn)
@@ -258,7 +329,7 @@ class AlertIngestor:
                 last_queued_by_rule=dict(zip(r["queued_rules"] or (), r["queued_times"] or ())),
                 last_automated=r["last_automated"], automated_today=r["automated_today"],
                 active_job=r["active_job"])
-        return states, now
+        return states, now, locked[0]["fingerprint"] if locked else _NO_STATE
 
     async def _decide_and_write(self, conn, batch, fresh: list[int], acting: list[str], version: int,
                                 results: list) -> list[tuple[str, dict]]:
@@ -269,18 +340,8 @@ class AlertIngestor:
         and jobs, one for the actions and trigger links, one for the outbox rows when a rule
         notifies. Only a rollback, or the database disagreeing with the snapshot, adds any.
         """
-        longest = max((spec.cooldown_seconds or 0.0 for i in fresh for m in batch[i].matches for spec in m.actions),
-                      default=0.0)
-        states, now = await self._load_states(conn, acting, longest)
-        decider = Decider(now, states)
-        # Decide in arrival order: a job queued for one alert makes the next one coalesce or wait.
-        # Job ids are not known yet; the decider only needs to know that a job now exists.
-        decisions = {}
-        for i in fresh:
-            decision = decider.decide(batch[i].new.model_id, batch[i].matches)
-            if decision.retrain is not None and decision.retrain.coalesce_into is None:
-                decider.job_started(batch[i].new.model_id, -1)
-            decisions[i] = decision
+        states, now, _ = await self._load_states(conn, acting, _longest_cooldown(batch, fresh))
+        decisions = _decide(batch, fresh, states, now)
         events: list[tuple[str, dict]] = []
         row_of, job_of, new_jobs = await self._write_alerts_and_jobs(conn, batch, fresh, decisions, states, version,
                                                                      events)
@@ -321,33 +382,11 @@ class AlertIngestor:
         the database disagreed (a job ended or appeared meanwhile) and where a trigger joined a job
         this batch started (the decider knew no id for it).
         """
-        starts: dict[str, int] = {}          # model -> the position whose decision starts its job
-        joiners: dict[str, list[int]] = {}   # model -> later positions folding into that new job
-        joins: dict[int, list[int]] = {}     # active job id -> positions folding into it
-        for i in fresh:
-            r = decisions[i].retrain
-            if r is None:
-                continue
-            model_id = batch[i].new.model_id
-            if r.coalesce_into is None:
-                starts[model_id] = i
-            elif r.coalesce_into == -1:  # a job this batch starts for the model, earlier in arrival order
-                joiners.setdefault(model_id, []).append(i)
-            else:
-                joins.setdefault(r.coalesce_into, []).append(i)
-        index = {i: n for n, i in enumerate(fresh)}
-        new_jobs_in = []
-        for model_id, i in starts.items():
-            r, folded = decisions[i].retrain, [decisions[p].retrain for p in joiners.get(model_id, [])]
-            mode, priority = _merged([r, *folded])
-            new_jobs_in.append(alert_store.NewJob(
-                alert=index[i], mode=mode, priority=priority, rule=r.rules[0], coalesced=len(folded),
-                reason=f" ({batch[i].new.alert_type}) matched {', '.join(r.rules)}"))
-        joins_in = [alert_store.Join(job_id, *_merged([decisions[i].retrain for i in positions]), len(positions))
-                    for job_id, positions in joins.items()]
+        plan = _JobPlan.of(batch, fresh, decisions)
+        starts, joiners, joins, index = plan.starts, plan.joiners, plan.joins, plan.index
         written = await alert_store.insert_decided(
-            conn, [batch[i].new for i in fresh], version, [decisions[i].alert_state for i in fresh], new_jobs_in,
-            joins_in, max_attempts=self.job_max_attempts, timeout_s=self.job_timeout_s,
+            conn, [batch[i].new for i in fresh], version, [decisions[i].alert_state for i in fresh], plan.new_jobs,
+            plan.joined_jobs, max_attempts=self.job_max_attempts, timeout_s=self.job_timeout_s,
             jobs_channel=job_queue.JOBS_CHANNEL)
         if len(written.alerts) != len(fresh):
             # A request_id is stored already (a retry, or another replica's): decide again.
@@ -447,6 +486,110 @@ def _request_error(exc: Exception) -> Exception:
         return InvalidArgument(FieldViolation("alert", f"the database refused a value: {str(exc)[:200]}"))
     log.error("alert.write_failed", exc_info=exc)  # a bug: logged once here, answered INTERNAL
     return InternalError("internal error writing the alert; the server log has the details")
+
+
+# The fingerprint of no state at all (no model a rule acts on): md5 of the empty string, as
+# closedloop_decision_fingerprint gives for no rows.
+_NO_STATE = "d41d8cd98f00b204e9800998ecf8427e"
+
+
+def _optimistic_fits(batch: list[_Pending], fresh: list[int]) -> bool:
+    """Whether a batch can take the two-round-trip write: its decisions write alerts, jobs and
+    actions only. A rollback (a version change) or a `notify` (outbox rows naming the actions) is
+    written by the locked transaction."""
+    return not any(s.kind in ("rollback", "notify") for i in fresh for m in batch[i].matches for s in m.actions)
+
+
+def _longest_cooldown(batch: list[_Pending], fresh: list[int]) -> float:
+    return max((spec.cooldown_seconds or 0.0 for i in fresh for m in batch[i].matches for spec in m.actions),
+               default=0.0)
+
+
+def _decide(batch: list[_Pending], fresh: list[int], states: dict[str, ModelState],
+            now: dt.datetime) -> dict[int, AlertDecision]:
+    """Decide in arrival order: a job queued for one alert makes the next one coalesce or wait.
+    Job ids are not known yet; the decider only needs to know that a job now exists (-1)."""
+    decider = Decider(now, states)
+    decisions = {}
+    for i in fresh:
+        decision = decider.decide(batch[i].new.model_id, batch[i].matches)
+        if decision.retrain is not None and decision.retrain.coalesce_into is None:
+            decider.job_started(batch[i].new.model_id, -1)
+        decisions[i] = decision
+    return decisions
+
+
+@dataclass
+class _JobPlan:
+    """The jobs a batch's decisions start and join, by batch position."""
+
+    starts: dict[str, int]          # model -> the position whose decision starts its job
+    joiners: dict[str, list[int]]   # model -> later positions folding into that new job
+    joins: dict[int, list[int]]     # active job id -> positions folding into it
+    index: dict[int, int]           # batch position -> position among the alerts written
+    new_jobs: list[alert_store.NewJob]
+    joined_jobs: list[alert_store.Join]
+
+    @classmethod
+    def of(cls, batch: list[_Pending], fresh: list[int], decisions: dict[int, AlertDecision]) -> _JobPlan:
+        starts: dict[str, int] = {}
+        joiners: dict[str, list[int]] = {}
+        joins: dict[int, list[int]] = {}
+        for i in fresh:
+            r = decisions[i].retrain
+            if r is None:
+                continue
+            model_id = batch[i].new.model_id
+            if r.coalesce_into is None:
+                starts[model_id] = i
+            elif r.coalesce_into == -1:  # a job this batch starts for the model, earlier in arrival order
+                joiners.setdefault(model_id, []).append(i)
+            else:
+                joins.setdefault(r.coalesce_into, []).append(i)
+        index = {i: n for n, i in enumerate(fresh)}
+        new_jobs = []
+        for model_id, i in starts.items():
+            r, folded = decisions[i].retrain, [decisions[p].retrain for p in joiners.get(model_id, [])]
+            mode, priority = _merged([r, *folded])
+            new_jobs.append(alert_store.NewJob(
+                alert=index[i], mode=mode, priority=priority, rule=r.rules[0], coalesced=len(folded),
+                reason=f" ({batch[i].new.alert_type}) matched {', '.join(r.rules)}"))
+        joined = [alert_store.Join(job_id, *_merged([decisions[i].retrain for i in positions]), len(positions))
+                  for job_id, positions in joins.items()]
+        return cls(starts, joiners, joins, index, new_jobs, joined)
+
+    def actions(self, batch: list[_Pending], fresh: list[int],
+                decisions: dict[int, AlertDecision]) -> tuple[list[alert_store.DecidedAction], list[tuple[int, dict]]]:
+        """The actions to write, naming their job as the locked path links them (a new job links to
+        the first action of its alert that names it; a trigger joining a job of its own batch is
+        COALESCED and its reason names the job), and per action (batch position, reply fields)."""
+        joiner_of = {p: self.starts[m] for m, positions in self.joiners.items() for p in positions}
+        out, replies = [], []
+        for i in fresh:
+            r = decisions[i].retrain
+            starting = r is not None and r.coalesce_into is None
+            linked = not starting
+            for a in decisions[i].actions:
+                job_id = new_job = None
+                decision, reason = a.decision, a.reason
+                if a.decision in ("QUEUED", "COALESCED"):
+                    if starting:
+                        new_job = self.index[i]
+                    elif i in joiner_of:
+                        new_job, decision, reason = self.index[joiner_of[i]], "COALESCED", None
+                    else:
+                        job_id = r.coalesce_into
+                starts_job = new_job is not None and starting and not linked
+                linked = linked or new_job is not None
+                out.append(alert_store.DecidedAction(
+                    alert=self.index[i], rule=a.rule, kind=a.kind, mode=a.mode, priority=a.priority,
+                    decision=decision, reason=reason, job_id=job_id, new_job=new_job,
+                    cooldown_until=a.cooldown_until, starts_job=starts_job))
+                replies.append((i, {"job_id": job_id, "new_job": new_job, "fields": {
+                    "model_id": batch[i].new.model_id, "rule": a.rule, "kind": a.kind,
+                    "mode": a.mode, "priority": a.priority, "decision": decision, "reason": reason,
+                    "cooldown_until": a.cooldown_until}}))
+        return out, replies
 
 
 def _acting_models(batch: list[_Pending], fresh: list[int]) -> list[str]:

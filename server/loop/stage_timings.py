@@ -21,8 +21,12 @@ import threading
 # Per batch: waiting for a free writer, the linger, evaluating the rules, waiting for the decision
 # locks (BEGIN with the advisory locks), the rest of the transaction up to COMMIT, COMMIT itself (for
 # a batch no rule matched: its one INSERT, which commits on its own), and the batch's size (a count).
+# A decision batch written the optimistic way (ingest.py) records instead its unlocked state read and
+# its one write statement (locks, check, writes, commit); an optimistic attempt refused because the
+# state had changed records its time as `conflict` before the batch goes the locked way.
 STAGES = ("queue", "write", "reply", "total",
-          "writer_wait", "linger", "evaluate", "lock_wait", "statements", "commit", "batch_size")
+          "writer_wait", "linger", "evaluate", "lock_wait", "statements", "commit",
+          "state_read", "decide_write", "conflict", "batch_size")
 
 _STEPS_PER_DOUBLING = 8
 _MIN = 1e-6  # values are seconds (batch_size aside); everything under a microsecond lands in bucket 0

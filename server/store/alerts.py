@@ -195,6 +195,76 @@ async def insert_decided(conn: asyncpg.Connection, alerts: Sequence[NewAlert], r
         joined={r["id"] for r in rows if r["kind"] == "joined"})
 
 
+class DecisionConflict(Exception):
+    """write_decided wrote nothing: the decision state changed since it was read (or a job appeared
+    or ended without the decision lock). The batch is decided again under the locks."""
+
+
+class RequestIdTaken(Exception):
+    """write_decided wrote nothing: a request_id of the batch is stored already."""
+
+
+@dataclass(frozen=True, slots=True)
+class DecidedAction:
+    """An action of a batch written by write_decided. `alert`: its alert's position in the batch;
+    its job is either `job_id` (an active job) or the job started by the alert at position `new_job`
+    in the same batch; `reason` None: it joined that new job (the database names the job)."""
+
+    alert: int
+    rule: str
+    kind: str
+    mode: str | None
+    priority: int | None
+    decision: str
+    reason: str | None
+    job_id: int | None
+    new_job: int | None
+    cooldown_until: dt.datetime | None
+    starts_job: bool
+
+
+@dataclass(frozen=True)
+class OptimisticWrite:
+    alerts: list[asyncpg.Record]          # (id, request_id, create_time, pos) in input order
+    jobs: dict[int, int]                  # job id per starting alert's position
+    actions: list[asyncpg.Record]         # (id, create_time, pos) in input order
+
+
+async def write_decided(conn: asyncpg.Connection, alerts: Sequence[NewAlert], rule_set_version: int,
+                        states: Sequence[str], jobs: Sequence[NewJob], joins: Sequence[Join],
+                        actions: Sequence[DecidedAction], *, lock_keys: Sequence[int], models: Sequence[str],
+                        cooldown_s: float, fingerprint: str, max_attempts: int | None, timeout_s: float | None,
+                        jobs_channel: str) -> OptimisticWrite:
+    """A decided batch in one autocommitted statement (closedloop_write_decided, migration 0015): the
+    decision locks, a check that the state of `models` still has `fingerprint` (decision_state's),
+    then the alerts, the jobs they start (NOTIFYing `jobs_channel`), the triggers folded into active
+    jobs and the actions. Raises DecisionConflict or RequestIdTaken having written nothing."""
+    try:
+        rows = await conn.fetch(
+            """SELECT * FROM closedloop_write_decided(
+                   $1::jsonb, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
+                   $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30)""",
+            _alert_rows(alerts, states), rule_set_version, list(lock_keys), list(models), cooldown_s, fingerprint,
+            [j.alert for j in jobs], [j.mode for j in jobs], [j.priority for j in jobs], [j.reason for j in jobs],
+            [j.rule for j in jobs], [j.coalesced for j in jobs], max_attempts, timeout_s, jobs_channel,
+            [j.job_id for j in joins], [j.mode for j in joins], [j.priority for j in joins], [j.count for j in joins],
+            [a.alert for a in actions], [a.rule for a in actions], [a.kind for a in actions],
+            [a.mode for a in actions], [a.priority for a in actions], [a.decision for a in actions],
+            [a.reason for a in actions], [a.job_id for a in actions], [a.new_job for a in actions],
+            [a.cooldown_until for a in actions], [a.starts_job for a in actions],
+        )
+    except asyncpg.PostgresError as exc:
+        if exc.sqlstate == "CLD01":
+            raise DecisionConflict() from None
+        if exc.sqlstate == "CLD02":
+            raise RequestIdTaken() from None
+        raise
+    return OptimisticWrite(
+        alerts=[r for r in rows if r["kind"] == "alert"],
+        jobs={r["pos"]: r["id"] for r in rows if r["kind"] == "job"},
+        actions=sorted((r for r in rows if r["kind"] == "action"), key=lambda r: r["pos"]))
+
+
 async def existing_request_ids(conn: asyncpg.Connection, request_ids: Sequence[str]) -> set[str]:
     rows = await conn.fetch(
         "SELECT request_id FROM alert_request_ids WHERE request_id = ANY($1::text[])", list(request_ids))

@@ -94,6 +94,11 @@ def _decision_lock_key(model_id: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+def decision_lock_keys(model_ids: Sequence[str]) -> list[int]:
+    """The decision locks of `model_ids`, in the one order every writer takes them."""
+    return sorted({_decision_lock_key(m) for m in model_ids})
+
+
 @contextlib.asynccontextmanager
 async def decision_transaction(conn: asyncpg.Connection, model_ids: Sequence[str]) -> AsyncIterator[None]:
     """A transaction holding the decision lock of each model; commits on success, rolls back on error.
@@ -110,7 +115,7 @@ async def decision_transaction(conn: asyncpg.Connection, model_ids: Sequence[str
     it: on the 10M-alert database 1.1 ms -> 0.18 ms for one model, 1.4-4.2 -> 0.66 ms for eight, the
     same from fifty models on. The transaction's writes had switched to generic plans on their own.
     """
-    keys = sorted({_decision_lock_key(m) for m in model_ids})
+    keys = decision_lock_keys(model_ids)
     locks = ("; SELECT pg_advisory_xact_lock(k) FROM unnest('{" + ",".join(map(str, keys)) + "}'::bigint[]) AS k"
              if keys else "")
     await conn.execute("BEGIN; SET LOCAL plan_cache_mode = force_generic_plan" + locks)
@@ -125,34 +130,24 @@ async def decision_transaction(conn: asyncpg.Connection, model_ids: Sequence[str
 
 async def decision_state(conn: asyncpg.Connection, model_ids: Sequence[str],
                          cooldown_s: float) -> list[asyncpg.Record]:
-    """What a retrain decision needs, read after the locks are held (so this statement's snapshot
-    includes whatever the previous lock holder committed): the registry row, the last retrain each
-    rule queued, the last automated job, the automated jobs of the past day, the active job, now().
+    """What a retrain decision needs about each model (closedloop_decision_state, migration 0015):
+    the registry row, the last retrain each rule queued, the last automated job, the automated jobs
+    of the past day, the active job; with now() and the state's `fingerprint` (the same on every
+    row), which closedloop_write_decided checks under the locks before writing decisions taken on it.
 
-    `cooldown_s`: the longest cooldown the decisions can apply. A rule's last retrain only matters
-    within its cooldown (or the model's override), so older queued actions are filtered out in each
-    month's index scan instead of being sorted: on ten million alerts, 0.58 -> 0.37 ms p50 for five
-    models. (PostgreSQL still visits every month: the bound depends on each model's override.)"""
+    Read under the decision locks (decision_transaction), this statement's snapshot includes whatever
+    the previous lock holder committed; read without them, it is the optimistic read of
+    `write_decided`. `cooldown_s`: the longest cooldown the decisions can apply. A rule's last
+    retrain only matters within its cooldown (or the model's override), so older queued actions are
+    filtered out in each month's index scan instead of being sorted: on ten million alerts, 0.58 ->
+    0.37 ms p50 for five models. (PostgreSQL still visits every month: the bound depends on each
+    model's override.)"""
     return await conn.fetch(
-        """SELECT m.model_id, m.enabled, m.cooldown_override_s, m.max_retrains_per_day, m.current_version,
-                  now() AS now, a.last_automated, a.automated_today,
-                  (SELECT j.id FROM retrain_jobs j
-                    WHERE j.model_id = m.model_id AND j.state IN ('QUEUED', 'RUNNING')) AS active_job,
-                  q.rules AS queued_rules, q.times AS queued_times
-             FROM monitoring_retraining_integration m
-             LEFT JOIN LATERAL (
-                  SELECT max(j.create_time) AS last_automated,
-                         count(*) FILTER (WHERE j.create_time > now() - interval '1 day') AS automated_today
-                    FROM retrain_jobs j WHERE j.model_id = m.model_id AND NOT j.manual) a ON true
-             LEFT JOIN LATERAL (
-                  SELECT array_agg(rule) AS rules, array_agg(t) AS times FROM (
-                      SELECT DISTINCT ON (c.rule) c.rule, c.create_time AS t
-                        FROM closed_loop_actions c
-                       WHERE c.model_id = m.model_id AND c.decision = 'QUEUED'
-                         AND c.create_time > now() - make_interval(
-                                 secs => greatest($2::float8, coalesce(m.cooldown_override_s, 0)))
-                       ORDER BY c.rule, c.create_time DESC) last) q ON true
-            WHERE m.model_id = ANY($1::text[])""",
+        """SELECT s.*, now() AS now,
+                  md5(coalesce(string_agg(s::text, '|') OVER (
+                      ORDER BY s.model_id ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING), ''))
+                      AS fingerprint
+             FROM closedloop_decision_state($1::text[], $2::float8) s""",
         list(model_ids), cooldown_s,
     )
 

@@ -1,6 +1,10 @@
 """How many round trips a decision batch costs: each one is time the single busy writer holds its
 connection while the next batch waits (bench/README.md, loop). Counted with asyncpg's query logger
-on the connections the ingest path uses, over a real server and database."""
+on the connections the ingest path uses, over a real server and database.
+
+A decision batch is written the optimistic way (the state read without locks, then one statement
+that takes the locks, checks the state and writes): two round trips. When the state changed in
+between, that statement writes nothing and the batch goes the locked way (five more)."""
 
 from __future__ import annotations
 
@@ -49,7 +53,7 @@ async def _count(server, coro) -> tuple[object, list[str]]:
     return result, counting.statements
 
 
-async def test_a_decision_with_a_new_job_takes_five_round_trips(client, server):
+async def test_a_decision_with_a_new_job_takes_two_round_trips(client, server):
     await client.register_model(synthetic_model("rt"))
     woken: asyncio.Queue = asyncio.Queue()
     async with server.pool.acquire() as listener:
@@ -60,14 +64,15 @@ async def test_a_decision_with_a_new_job_takes_five_round_trips(client, server):
         alert, statements = await _count(server, client.create_alert("rt", "drift", "high",
                                                                      metrics={"drift_score": 0.9}))
         assert alert.actions[0].state == QUEUED
-        # BEGIN with the locks, the state read, alerts + jobs, actions + trigger links, COMMIT.
-        assert len(statements) == 5, statements
+        # The state read; the locks, the check, alerts + jobs + actions + trigger links, committed.
+        assert len(statements) == 2, statements
+        assert "closedloop_write_decided" in statements[1]
         # Idle workers are woken with the new job's id, as enqueue does.
         assert await asyncio.wait_for(woken.get(), 10) == alert.actions[0].job_id
         await listener.remove_listener(JOBS_CHANNEL, wake)
 
 
-async def test_a_batch_queueing_and_coalescing_still_takes_five_round_trips(client, server):
+async def test_a_batch_queueing_and_coalescing_still_takes_two_round_trips(client, server):
     for m in ("rt-a", "rt-b", "rt-c"):
         await client.register_model(synthetic_model(m))
     performance = dict(type="performance", severity="high", metrics={"performance_drop": 0.2})
@@ -90,7 +95,7 @@ async def test_a_batch_queueing_and_coalescing_still_takes_five_round_trips(clie
         job = jobs[m]
         assert (job["priority"], job["coalesced_triggers"]) == (4, 1)
         assert job["trigger_action_id"] == int(queued.actions[0].id)
-    assert len(statements) == 5 * batches, (batches, statements)
+    assert len(statements) == 2 * batches, (batches, statements)
 
 
 async def test_a_job_that_appeared_after_the_snapshot_is_joined(client, server, monkeypatch):
@@ -162,3 +167,72 @@ async def test_the_state_read_keeps_a_cooldown_longer_than_the_rule_s(client, se
     again = await client.create_alert("long-cool", "drift", "high", metrics={"drift_score": 0.9})
     [action] = again.actions
     assert action.state == alert_pb2.ACTION_STATE_SKIPPED_COOLDOWN, action
+
+
+async def _with_change_before_the_write(monkeypatch, change) -> list[int]:
+    """Run `change` (on its own connection, committed) between a batch's optimistic state read and
+    its write; returns a list that counts how often it ran."""
+    from closedloop.server.store import alerts as alert_store
+
+    write = alert_store.write_decided
+    ran: list[int] = []
+
+    async def write_after_change(*args, **kwargs):
+        ran.append(1)
+        await change()
+        return await write(*args, **kwargs)
+
+    monkeypatch.setattr(alert_store, "write_decided", write_after_change)
+    return ran
+
+
+async def test_a_job_queued_between_the_read_and_the_write_is_seen(client, server, monkeypatch):
+    """Another replica queues a job for the model after the optimistic read: the write refuses (the
+    state's fingerprint changed), writes nothing, and the batch is decided again under the locks,
+    where the alert joins that job instead of starting a second one."""
+    await client.register_model(synthetic_model("raced"))
+
+    async def manual_job():
+        async with server.pool.acquire() as conn:
+            await conn.execute("INSERT INTO retrain_jobs (model_id, mode, priority, manual, reason) "
+                               "VALUES ('raced', 'INCREMENTAL', 1, true, 'another replica')")
+
+    ran = await _with_change_before_the_write(monkeypatch, manual_job)
+    conflicts = server.ingestor.timings.all["conflict"].count
+    alert, statements = await _count(server, client.create_alert("raced", "drift", "high",
+                                                                 metrics={"drift_score": 0.9}))
+    assert ran == [1]
+    assert server.ingestor.timings.all["conflict"].count == conflicts + 1
+    [action] = alert.actions
+    assert action.state == COALESCED, action
+    # The refused optimistic attempt (2), then BEGIN with the locks, state, alerts + jobs, actions, COMMIT.
+    assert len(statements) == 2 + 5, statements
+    async with server.pool.acquire() as conn:
+        jobs = await conn.fetch("SELECT id, coalesced_triggers FROM retrain_jobs WHERE model_id = 'raced'")
+        alerts = await conn.fetchval("SELECT count(*) FROM monitoring_alert_triggers WHERE model_id = 'raced'")
+        actions = await conn.fetchval("SELECT count(*) FROM closed_loop_actions WHERE model_id = 'raced'")
+    assert [(j["id"], j["coalesced_triggers"]) for j in jobs] == [(int(action.job_id), 1)]
+    assert (alerts, actions) == (1, 1)  # the refused write left nothing behind
+
+
+async def test_a_cooldown_started_between_the_read_and_the_write_holds(client, server, monkeypatch):
+    """A retrain queued by the same rule after the optimistic read (another replica's decision)
+    puts the model in cooldown: the alert is skipped, not queued a second time."""
+    await client.register_model(synthetic_model("cooling"))
+    first = await client.create_alert("cooling", "drift", "high", metrics={"drift_score": 0.9})
+    assert first.actions[0].state == QUEUED
+
+    async def finish_the_job():  # the job ends: without the cooldown the next alert would queue anew
+        async with server.pool.acquire() as conn:
+            await conn.execute("UPDATE retrain_jobs SET state = 'SUCCEEDED', end_time = now() "
+                               "WHERE model_id = 'cooling'")
+
+    ran = await _with_change_before_the_write(monkeypatch, finish_the_job)
+    again = await client.create_alert("cooling", "drift", "high", metrics={"drift_score": 0.9})
+    assert ran == [1]
+    [action] = again.actions
+    # The optimistic read saw the job active (COALESCED), the write found it ended and refused; under
+    # the locks the rule's cooldown (24h since the first alert's retrain) decides.
+    assert action.state == alert_pb2.ACTION_STATE_SKIPPED_COOLDOWN, action
+    async with server.pool.acquire() as conn:
+        assert await conn.fetchval("SELECT count(*) FROM retrain_jobs WHERE model_id = 'cooling'") == 1
