@@ -250,7 +250,7 @@ class AlertIngestor:
         read = time.perf_counter()
         decisions = _decide(batch, fresh, states, now)
         plan = _JobPlan.of(batch, fresh, decisions)
-        actions, replies = plan.actions(batch, fresh, decisions)
+        actions = plan.actions(fresh, decisions)
         decided = time.perf_counter()
         written = await alert_store.write_decided(
             conn, [batch[i].new for i in fresh], version, [decisions[i].alert_state for i in fresh], plan.new_jobs,
@@ -259,21 +259,21 @@ class AlertIngestor:
             timeout_s=self.job_timeout_s, jobs_channel=job_queue.JOBS_CHANNEL)
         self.timings.add("state_read", read - began)
         self.timings.add("decide_write", time.perf_counter() - decided)
-        jobs = {fresh[pos]: job_id for pos, job_id in written.jobs.items()}
+        # The reply's actions are what was written: only ids, times and new jobs' ids come back.
         by_alert: dict[int, list] = {}
-        for row, (i, reply) in zip(written.actions, replies):
-            job_id = reply["job_id"]
-            if reply["new_job"] is not None:
-                job_id = jobs[fresh[reply["new_job"]]]
+        for row, a in zip(written.actions, actions):
+            i, model_id = fresh[a.alert], batch[fresh[a.alert]].new.model_id
+            job_id = a.job_id if a.new_job is None else written.jobs[a.new_job]
             by_alert.setdefault(i, []).append({
-                **reply["fields"], "id": row["id"], "create_time": row["create_time"], "rule_set_version": version,
-                "alert_id": written.alerts[plan.index[i]]["id"], "job_id": job_id,
-                "reason": reply["fields"]["reason"] if reply["fields"]["reason"] is not None
-                else f"joined active job {job_id} of model {batch[i].new.model_id}"})
+                "id": row["id"], "create_time": row["create_time"], "alert_id": written.alerts[a.alert]["id"],
+                "model_id": model_id, "rule": a.rule, "rule_set_version": version, "kind": a.kind, "mode": a.mode,
+                "priority": a.priority, "decision": a.decision, "job_id": job_id, "cooldown_until": a.cooldown_until,
+                "reason": a.reason if a.reason is not None else _joined_reason(job_id, model_id)})
         for i, row in zip(fresh, written.alerts):
             results[i] = self._result(batch[i], {"id": row["id"], "request_id": row["request_id"],
                                                  "create_time": row["create_time"]},
                                       decisions[i].alert_state, by_alert.get(i, []), version)
+        jobs = {fresh[pos]: job_id for pos, job_id in written.jobs.items()}
         events = []
         for i, job_id in jobs.items():
             r = decisions[i].retrain
@@ -558,13 +558,12 @@ class _JobPlan:
                   for job_id, positions in joins.items()]
         return cls(starts, joiners, joins, index, new_jobs, joined)
 
-    def actions(self, batch: list[_Pending], fresh: list[int],
-                decisions: dict[int, AlertDecision]) -> tuple[list[alert_store.DecidedAction], list[tuple[int, dict]]]:
-        """The actions to write, naming their job as the locked path links them (a new job links to
-        the first action of its alert that names it; a trigger joining a job of its own batch is
-        COALESCED and its reason names the job), and per action (batch position, reply fields)."""
+    def actions(self, fresh: list[int], decisions: dict[int, AlertDecision]) -> list[alert_store.DecidedAction]:
+        """The actions to write, linked to their jobs as the locked way links them: a new job to the
+        first action of its alert that names it; a trigger joining a job of its own batch is COALESCED,
+        and its reason (None here) names that job once the database has drawn its id."""
         joiner_of = {p: self.starts[m] for m, positions in self.joiners.items() for p in positions}
-        out, replies = [], []
+        out = []
         for i in fresh:
             r = decisions[i].retrain
             starting = r is not None and r.coalesce_into is None
@@ -579,17 +578,12 @@ class _JobPlan:
                         new_job, decision, reason = self.index[joiner_of[i]], "COALESCED", None
                     else:
                         job_id = r.coalesce_into
-                starts_job = new_job is not None and starting and not linked
-                linked = linked or new_job is not None
                 out.append(alert_store.DecidedAction(
                     alert=self.index[i], rule=a.rule, kind=a.kind, mode=a.mode, priority=a.priority,
                     decision=decision, reason=reason, job_id=job_id, new_job=new_job,
-                    cooldown_until=a.cooldown_until, starts_job=starts_job))
-                replies.append((i, {"job_id": job_id, "new_job": new_job, "fields": {
-                    "model_id": batch[i].new.model_id, "rule": a.rule, "kind": a.kind,
-                    "mode": a.mode, "priority": a.priority, "decision": decision, "reason": reason,
-                    "cooldown_until": a.cooldown_until}}))
-        return out, replies
+                    cooldown_until=a.cooldown_until, starts_job=new_job is not None and not linked))
+                linked = linked or new_job is not None
+        return out
 
 
 def _acting_models(batch: list[_Pending], fresh: list[int]) -> list[str]:
@@ -651,9 +645,14 @@ def _as_over_budget(decision: AlertDecision, budget: int, model_id: str) -> Aler
 def _as_coalesced(decision: AlertDecision, job_id: int, model_id: str) -> AlertDecision:
     from dataclasses import replace
 
-    actions = [replace(a, decision="COALESCED", reason=f"joined active job {job_id} of model {model_id}")
+    actions = [replace(a, decision="COALESCED", reason=_joined_reason(job_id, model_id))
                if a.decision in ("QUEUED", "COALESCED") else a for a in decision.actions]
     return AlertDecision(actions, decision.retrain, decision.rollback)
+
+
+def _joined_reason(job_id: int, model_id: str) -> str:
+    """The reason of a trigger folded into a job (closedloop_write_decided writes the same text)."""
+    return f"joined active job {job_id} of model {model_id}"
 
 
 def _merged(requests) -> tuple[str, int]:

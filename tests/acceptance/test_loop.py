@@ -230,9 +230,8 @@ async def test_an_optimistic_decision_is_never_half_written(client, server, monk
     await client.register_model(synthetic_model("half-opt"))
     plan_actions = ingest._JobPlan.actions
 
-    def refused(self, batch, fresh, decisions):
-        actions, replies = plan_actions(self, batch, fresh, decisions)
-        return [replace(a, decision="NOT_A_DECISION") for a in actions], replies
+    def refused(self, fresh, decisions):
+        return [replace(a, decision="NOT_A_DECISION") for a in plan_actions(self, fresh, decisions)]
 
     monkeypatch.setattr(ingest._JobPlan, "actions", refused)
     with pytest.raises(grpc.aio.AioRpcError) as err:
