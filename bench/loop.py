@@ -14,7 +14,12 @@ time, so a stall of the client or the server counts against every request it del
 coordinated omission). For each load it prints p50/p90/p99/p99.9/max, then what the server saw in
 that phase: the ingest path's stage histograms (server/loop/stage_timings.py), its garbage-collection
 pauses and its event-loop lag (probes installed by this benchmark in the server process).
+
+The floor: after the server, the same open loop at the same rates against an empty grpc.aio
+AlertService (bench/ingest.py's), in the same run: what the client, gRPC and this machine cost a
+request before closedloop does anything. The latencies are printed beside it and as ratios to it.
 Last line: RESULT rules_cost=… decision_p99_ms=… decision_p999_ms=… (half load) … p99_ms_at_80=…
+floor_p50_ms=… floor_p99_ms=… (half load)
 """
 
 from __future__ import annotations
@@ -35,7 +40,7 @@ import time
 import grpc
 
 sys.path.insert(0, __file__.rsplit("/", 1)[0])
-from ingest import start  # noqa: E402  (same folder)
+from ingest import run_empty_server, start  # noqa: E402  (same folder)
 
 from closedloop import AsyncClient  # noqa: E402
 from closedloop.v1 import alert_pb2, alert_pb2_grpc  # noqa: E402
@@ -257,6 +262,25 @@ async def run(target: str, pid: int, data_dir: str, args) -> dict:
     return dict(without=without, with_rules=with_rules, phases=phases, jobs=jobs)
 
 
+async def floor(target: str, phases: list[dict], models: int, latency_seconds: float) -> list[dict]:
+    """The same open loop, at each phase's rate, against the empty handler at `target`."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = alert_pb2_grpc.AlertServiceStub(channel)
+        await closed_loop(stub, alert_mix(300, models, 1, "warm-floor"), 64)
+        out = []
+        for phase in phases:
+            requests = alert_mix(int(phase["rate"] * latency_seconds), models, 4, f"floor-{phase['share']}")
+            await asyncio.sleep(1)
+            gc.collect()
+            gc.freeze()
+            try:
+                latencies, _ = await open_loop(stub, requests, phase["rate"])
+            finally:
+                gc.unfreeze()
+            out.append(quantiles(latencies))
+        return out
+
+
 def print_probes(probes: dict) -> None:
     stages = probes["stages"]
     print("   server stages (ms; per request: queue/write/reply/total; per batch: the rest; batch_size in items)")
@@ -294,23 +318,35 @@ def main() -> None:
         proc.terminate()
         proc.join(30)
         shutil.rmtree(data_dir, ignore_errors=True)
+    # The floor runs after closedloop's server has stopped, so neither one's process shares the cores
+    # with the other's phases.
+    empty, empty_port = start(run_empty_server)
+    try:
+        floors = asyncio.run(floor(f"127.0.0.1:{empty_port}", r["phases"], args.models, args.latency_seconds))
+    finally:
+        empty.terminate()
+        empty.join(30)
     cost = 1 - r["with_rules"] / r["without"]
     print(f"no rules        {r['without']:8.0f} alerts/s (C={args.concurrency})")
     print(f"default rules   {r['with_rules']:8.0f} alerts/s  -> rules and decisions cost {cost:.1%} of throughput "
           f"(target <= 20%)")
     result = f"RESULT rules_cost={cost:.3f}"
-    for phase in r["phases"]:
+    for phase, low in zip(r["phases"], floors):
         lat = phase["latency"]
         target = "p99 <= 10 ms, p50 <= 3 ms" if phase["share"] <= 0.5 else "p99 <= 25 ms"
         print(f"open loop at {phase['rate']:.0f} alerts/s ({phase['share']:.0%} of capacity), {phase['sent']} alerts, "
               f"{phase['decided']} with decisions: alert->decision from intended send p50 {lat['p50']:.2f} ms  "
               f"p90 {lat['p90']:.2f}  p99 {lat['p99']:.2f}  p99.9 {lat['p999']:.2f}  max {lat['max']:.2f} ms "
               f"(target {target})")
+        print(f"   floor (empty grpc.aio handler, same rate, same client): p50 {low['p50']:.2f} ms  p90 {low['p90']:.2f}"
+              f"  p99 {low['p99']:.2f}  p99.9 {low['p999']:.2f}  max {low['max']:.2f} ms; closedloop / floor: p50 "
+              f"{lat['p50'] / low['p50']:.1f}x  p99 {lat['p99'] / low['p99']:.1f}x")
         print_probes(phase["probes"])
         print(f"   server process CPU: {phase['probes']['cpu_s'] / phase['sent'] * 1e6:.0f} us per alert")
         if phase["share"] == 0.5:
             result += (f" decision_p99_ms={lat['p99']:.2f} decision_p999_ms={lat['p999']:.2f}"
-                       f" decision_p50_ms={lat['p50']:.2f} decision_max_ms={lat['max']:.2f}")
+                       f" decision_p50_ms={lat['p50']:.2f} decision_max_ms={lat['max']:.2f}"
+                       f" floor_p50_ms={low['p50']:.2f} floor_p99_ms={low['p99']:.2f}")
         else:
             tag = f"{phase['share'] * 100:.0f}"
             result += f" p99_ms_at_{tag}={lat['p99']:.2f} p999_ms_at_{tag}={lat['p999']:.2f}"

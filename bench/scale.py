@@ -285,7 +285,7 @@ async def timed(coro) -> float:
     return time.perf_counter() - t
 
 
-async def decision_latency(servers: dict[str, tuple[str, int, str]], args) -> dict:
+async def decision_latency(servers: dict[str, tuple[str, int, str]], args, empty_url: str) -> dict:
     """CreateAlert -> decision latency per database: {name: figures}. `servers`: name -> (target, pid,
     data dir), every one running. Capacity is measured on the empty database (closed loop); then
     --latency-rounds rounds, each one open-loop phase of --latency-seconds at half that rate per
@@ -293,7 +293,14 @@ async def decision_latency(servers: dict[str, tuple[str, int, str]], args) -> di
     database's p50/p99 is over all its rounds' requests (every round's own p99 is printed too). The
     client's start-up objects are frozen out of its collector's sight during the phases (gc.freeze):
     a full collection of the benchmark's own heap stalled its sending for ~25 ms, which an open loop
-    rightly charges to every request it delayed, but which is not the server's."""
+    rightly charges to every request it delayed, but which is not the server's.
+
+    The empty database is analyzed after the warm-up and the capacity phase, as autovacuum does soon
+    after a new database's first writes: its statistics from the set-up say "no rows", and plans made
+    on them (a sequential scan of retrain_jobs per model, say) are right for an empty table and ruinous
+    once the phases have filled it with thousands of jobs and actions. Without this, the empty
+    database's rounds measured that transient instead of an empty database (p99 of seconds in the
+    rounds before autovacuum came by)."""
     out: dict = {name: {"latencies": [], "rounds": [], "probes": []} for name in servers}
     clients = {}
     async with contextlib.AsyncExitStack() as stack:
@@ -303,6 +310,13 @@ async def decision_latency(servers: dict[str, tuple[str, int, str]], args) -> di
             await closed_loop(clients[name], alert_mix(300, args.models, 1, "warm"), 32)
         capacity = await closed_loop(clients["empty"], alert_mix(3000, args.models, 2, "cap"), 64)
         rate = capacity / 2
+        import asyncpg
+
+        conn = await asyncpg.connect(empty_url)
+        try:
+            await conn.execute("ANALYZE")
+        finally:
+            await conn.close()
         gc.collect()
         gc.freeze()
         try:
@@ -342,10 +356,15 @@ async def measure(target: str, http_url: str, args, stored: int, days: int) -> d
     out: dict = {}
     now = dt.datetime.now(UTC)
     async with AsyncClient(target, timeout=900) as client:
-        top = int((await client.list_alerts(page_size=1)).alerts[0].id)
         # Ids the load wrote are 1..stored with no gap; ids the servers drew since may have gaps (a
-        # batch written again draws new ones), so a reused database is probed in the loaded range.
-        ids = [rng.randint(1, stored or top) for _ in range(400)]
+        # batch written again draws new ones), so a reused database is probed in the loaded range
+        # and the empty one at ids it lists.
+        top = int((await client.list_alerts(page_size=1)).alerts[0].id)
+        if stored:
+            ids = [rng.randint(1, stored) for _ in range(400)]
+        else:
+            listed = [a.id for a in (await client.list_alerts(page_size=1000)).alerts]
+            ids = [rng.choice(listed) for _ in range(400)]
         lat = []
         for i in ids:
             lat.append(await timed(client.get_alert(str(i))))
@@ -556,7 +575,8 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=100_000)
     ap.add_argument("--backtest-alerts", type=int, default=1_000_000)
     ap.add_argument("--latency-seconds", type=float, default=6.0, help="each open-loop phase's length")
-    ap.add_argument("--latency-rounds", type=int, default=3, help="open-loop phases per database, interleaved")
+    ap.add_argument("--latency-rounds", type=int, default=5,
+                    help="open-loop phases per database, interleaved (more rounds: a noisy stretch weighs less)")
     ap.add_argument("--db-timeout", type=float, default=5.0,
                     help="the servers' --db-timeout (a report or backtest that outlasts it is refused)")
     ap.add_argument("--reuse", action="store_true",
@@ -578,7 +598,7 @@ def main() -> None:
                 servers[name] = start_server(urls[name], args.db_timeout)
             results = asyncio.run(decision_latency(
                 {name: (f"127.0.0.1:{port}", proc.pid, data_dir)
-                 for name, (proc, _, (port, _, _, _, _, _, data_dir)) in servers.items()}, args))
+                 for name, (proc, _, (port, _, _, _, _, _, data_dir)) in servers.items()}, args, urls["empty"]))
             for name, (proc, q, (port, http_port, startup, sweep, sent, process_start, _)) in servers.items():
                 figures = results[name]
                 figures.update(asyncio.run(measure(f"127.0.0.1:{port}", f"http://127.0.0.1:{http_port}", args,
