@@ -193,49 +193,39 @@ async def test_manual_submit_coalesces_with_rule_jobs(client, server):
     assert len(await jobs_of(server, "man")) == 1
 
 
-async def test_a_decision_is_never_half_written(client, server, monkeypatch):
-    """The locked way: the transaction fails between the job and the actions."""
+def _break_the_locked_way(monkeypatch) -> None:
+    """The locked way: its transaction fails between the job and the actions."""
     from closedloop.server.loop import ingest
     from closedloop.server.store import alerts as alert_store
-
-    await client.register_model(synthetic_model("half"))
 
     async def explode(conn, actions):
         raise RuntimeError("the database went away between the job and the actions")
 
     monkeypatch.setattr(ingest, "_optimistic_fits", lambda batch, fresh: False)
     monkeypatch.setattr(alert_store, "insert_actions", explode)
-    with pytest.raises(grpc.aio.AioRpcError) as err:
-        await client.create_alert("half", "drift", "high", metrics={"drift_score": 0.9}, request_id="half-1")
-    assert err.value.code() == grpc.StatusCode.INTERNAL
-    async with server.pool.acquire() as conn:
-        counts = await conn.fetchrow(
-            """SELECT (SELECT count(*) FROM monitoring_alert_triggers) AS alerts,
-                      (SELECT count(*) FROM retrain_jobs) AS jobs,
-                      (SELECT count(*) FROM closed_loop_actions) AS actions""")
-    assert dict(counts) == {"alerts": 0, "jobs": 0, "actions": 0}
-    monkeypatch.undo()
-    # The client's retry with the same request_id then goes through whole.
-    alert = await client.create_alert("half", "drift", "high", metrics={"drift_score": 0.9}, request_id="half-1")
-    assert alert.actions[0].state == QUEUED
 
 
-async def test_an_optimistic_decision_is_never_half_written(client, server, monkeypatch):
-    """The optimistic way: the one write statement fails at its last step, the actions (a value
-    the table refuses), after the alert and the job were inserted: none of it stays."""
+def _break_the_optimistic_way(monkeypatch) -> None:
+    """The optimistic way: its one statement fails at its last step, the actions (a value the table
+    refuses), after the alert, its request_id and the job were inserted."""
     from dataclasses import replace
 
     from closedloop.server.loop import ingest
 
-    await client.register_model(synthetic_model("half-opt"))
     plan_actions = ingest._JobPlan.actions
 
     def refused(self, fresh, decisions):
         return [replace(a, decision="NOT_A_DECISION") for a in plan_actions(self, fresh, decisions)]
 
     monkeypatch.setattr(ingest._JobPlan, "actions", refused)
+
+
+@pytest.mark.parametrize("break_it", [_break_the_locked_way, _break_the_optimistic_way])
+async def test_a_decision_is_never_half_written(client, server, monkeypatch, break_it):
+    await client.register_model(synthetic_model("half"))
+    break_it(monkeypatch)
     with pytest.raises(grpc.aio.AioRpcError) as err:
-        await client.create_alert("half-opt", "drift", "high", metrics={"drift_score": 0.9}, request_id="half-2")
+        await client.create_alert("half", "drift", "high", metrics={"drift_score": 0.9}, request_id="half-1")
     assert err.value.code() == grpc.StatusCode.INTERNAL
     async with server.pool.acquire() as conn:
         counts = await conn.fetchrow(
@@ -245,8 +235,8 @@ async def test_an_optimistic_decision_is_never_half_written(client, server, monk
                       (SELECT count(*) FROM closed_loop_actions) AS actions""")
     assert dict(counts) == {"alerts": 0, "request_ids": 0, "jobs": 0, "actions": 0}
     monkeypatch.undo()
-    alert = await client.create_alert("half-opt", "drift", "high", metrics={"drift_score": 0.9},
-                                      request_id="half-2")
+    # The client's retry with the same request_id then goes through whole.
+    alert = await client.create_alert("half", "drift", "high", metrics={"drift_score": 0.9}, request_id="half-1")
     assert alert.actions[0].state == QUEUED
 
 
