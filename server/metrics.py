@@ -38,6 +38,10 @@ DECISION_SECONDS = Histogram(
 RPC_SECONDS = Histogram(
     "closedloop_rpc_duration_seconds", "Server-side latency of unary RPCs (CreateAlert among them), "
     "by method, errors included.", ["method"], buckets=_FAST, registry=REGISTRY)
+DECISION_CONFLICTS = Counter(
+    "closedloop_decision_conflicts", "Decision batches whose optimistic write found the models' state "
+    "changed since it was read (another replica, a finished job, a manual retrain) and were decided "
+    "again under the decision locks.", registry=REGISTRY)
 JOBS_FINISHED = Counter(
     "closedloop_jobs_finished", "Job attempts that ended, by outcome (succeeded, failed: no attempts "
     "left, retry: failed and requeued, cancelled, released: handed back at shutdown).",

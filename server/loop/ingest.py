@@ -223,6 +223,7 @@ class AlertIngestor:
                         except alert_store.DecisionConflict:
                             # Something changed between the read and the write: nothing was written.
                             self.timings.add("conflict", time.perf_counter() - began)
+                            metrics.DECISION_CONFLICTS.inc()
                         except alert_store.RequestIdTaken:
                             raise RequestIdRace() from None
                     if events is None:

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import random
 
+from closedloop.server import metrics
 from closedloop.server.store.queue import JOBS_CHANNEL
 from closedloop.v1 import alert_pb2
 
@@ -200,10 +201,12 @@ async def test_a_job_queued_between_the_read_and_the_write_is_seen(client, serve
 
     ran = await _with_change_before_the_write(monkeypatch, manual_job)
     conflicts = server.ingestor.timings.all["conflict"].count
+    counted = metrics.DECISION_CONFLICTS._value.get()
     alert, statements = await _count(server, client.create_alert("raced", "drift", "high",
                                                                  metrics={"drift_score": 0.9}))
     assert ran == [1]
     assert server.ingestor.timings.all["conflict"].count == conflicts + 1
+    assert metrics.DECISION_CONFLICTS._value.get() == counted + 1  # closedloop_decision_conflicts_total
     [action] = alert.actions
     assert action.state == COALESCED, action
     # The refused optimistic attempt (2), then BEGIN with the locks, state, alerts + jobs, actions, COMMIT.
@@ -258,11 +261,11 @@ def _alert_sequence(prefix: str) -> list[list[dict]]:
         batch = []
         for n in range(16):
             kind = rng.choice(("drift", "drift", "performance", "risk"))
-            metrics = {"drift": {"drift_score": rng.uniform(0.1, 0.9)},
+            values = {"drift": {"drift_score": rng.uniform(0.1, 0.9)},
                        "performance": {"performance_drop": rng.uniform(0.0, 0.3)},
                        "risk": {"risk_score": rng.uniform(40, 100)}}[kind]
             batch.append({"model_id": f"{prefix}{rng.randrange(5)}", "type": kind,
-                          "severity": rng.choice(("low", "medium", "high", "critical")), "metrics": metrics,
+                          "severity": rng.choice(("low", "medium", "high", "critical")), "metrics": values,
                           "request_id": f"{prefix}{b}-{n}"})
         batches.append(batch)
     return batches
