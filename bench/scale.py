@@ -444,8 +444,9 @@ def _probes_line(probes: dict) -> str:
     went (stage_timings.py), its event-loop lag and its collections."""
     stages = probes["stages"]
     return ("submit->reply p50/p99 " + "/".join(f"{stages['total'][q] * 1000:.1f}" for q in ("p50", "p99"))
-            + " ms (p99: " + ", ".join(f"{s} {stages[s]['p99'] * 1000:.1f}" for s in ("queue", "write", "reply")
-                                       if s in stages)
+            + " ms (p99: " + ", ".join(f"{s} {stages[s]['p99'] * 1000:.1f}" for s in (
+                "queue", "write", "reply", "writer_wait", "state_read", "decide_write", "commit") if s in stages)
+            + f"; decision batches decided again under the locks {stages.get('conflict', {}).get('count', 0)}"
             + f"); facts read on the alert's path {probes['facts_misses']}"
             + f"; event-loop lag p99 {probes['lag_ms']['p99']:.1f} ms max {probes['lag_ms']['max']:.1f} ms; GC "
             + ", ".join(f"gen{g} {p['count']}x max {p['max_ms']:.1f} ms" for g, p in sorted(probes["gc"].items()))
