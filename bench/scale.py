@@ -302,13 +302,17 @@ async def decision_latency(servers: dict[str, tuple[str, int, str]], args, empty
     database's rounds measured that transient instead of an empty database (p99 of seconds in the
     rounds before autovacuum came by)."""
     out: dict = {name: {"latencies": [], "rounds": [], "probes": []} for name in servers}
+    # request_ids unique to this run: a reused full database holds the previous runs' alerts, and a
+    # request_id it has seen is answered from what is stored, without a decision (idempotency), which
+    # is not what this measures. (Until this tag, every --reuse run after the first timed replays there.)
+    run = f"{time.time_ns():x}"
     clients = {}
     async with contextlib.AsyncExitStack() as stack:
         for name, (target, _, _) in servers.items():
             client = await stack.enter_async_context(AsyncClient(target, timeout=900))
             clients[name] = alert_pb2_grpc.AlertServiceStub(client.channel)
-            await closed_loop(clients[name], alert_mix(300, args.models, 1, "warm"), 32)
-        capacity = await closed_loop(clients["empty"], alert_mix(3000, args.models, 2, "cap"), 64)
+            await closed_loop(clients[name], alert_mix(300, args.models, 1, f"warm-{run}"), 32)
+        capacity = await closed_loop(clients["empty"], alert_mix(3000, args.models, 2, f"cap-{run}"), 64)
         rate = capacity / 2
         import asyncpg
 
@@ -327,7 +331,7 @@ async def decision_latency(servers: dict[str, tuple[str, int, str]], args, empty
                     client_gc = GcProbe()
                     try:
                         latencies, _ = await open_loop(clients[name], alert_mix(
-                            int(rate * args.latency_seconds), args.models, 4 + round_, f"lat{round_}"), rate)
+                            int(rate * args.latency_seconds), args.models, 4 + round_, f"lat{round_}-{run}"), rate)
                     finally:
                         gc.callbacks.remove(client_gc._callback)
                     probes = await server_probes(pid, data_dir)
