@@ -10,15 +10,24 @@
 -- What a retrain decision needs about each model, in one place for both ways of deciding. The
 -- plans are generic: a custom plan for `model_id = ANY(...)` looks cheaper for a short array, yet
 -- planning it over the monthly partitions costs more than running it (bench/README.md, loop).
+-- closed_loop_actions is partitioned by month, and each model's look-back over its queued actions
+-- depends on its own cooldown override, so a plan with only the per-model condition starts every
+-- month's index scan on every call and prunes per model at run time. One bound for the whole call, the
+-- longest look-back among the models asked for, lets the generic plan drop the other months when it
+-- starts: on ten million alerts (ten monthly partitions), five models, the query alone 0.52 -> 0.29 ms
+-- p50 (1.42 -> 0.71 ms p99); through this function, without and with the bound called alternately,
+-- 0.36 -> 0.30 ms p50. The per-model condition stays, so the rows are the same.
 CREATE FUNCTION closedloop_decision_state(p_models text[], p_cooldown_s float8)
 RETURNS TABLE (model_id text, enabled boolean, cooldown_override_s float8, max_retrains_per_day integer,
                current_version integer, last_automated timestamptz, automated_today bigint, active_job bigint,
                queued_rules text[], queued_times timestamptz[])
 LANGUAGE plpgsql STABLE SET plan_cache_mode = force_generic_plan AS $$
 #variable_conflict use_column
+DECLARE
+    v_look_back float8;
 BEGIN
-    -- A rule's last retrain only matters within its cooldown (or the model's override), so older
-    -- queued actions are filtered out in each month's index scan instead of being sorted.
+    SELECT greatest(p_cooldown_s, coalesce(max(m.cooldown_override_s), 0)) INTO v_look_back
+      FROM monitoring_retraining_integration m WHERE m.model_id = ANY(p_models);
     RETURN QUERY
     SELECT m.model_id, m.enabled, m.cooldown_override_s, m.max_retrains_per_day, m.current_version,
            a.last_automated, a.automated_today,
@@ -34,6 +43,7 @@ BEGIN
                SELECT DISTINCT ON (c.rule) c.rule, c.create_time AS t
                  FROM closed_loop_actions c
                 WHERE c.model_id = m.model_id AND c.decision = 'QUEUED'
+                  AND c.create_time > now() - make_interval(secs => v_look_back)
                   AND c.create_time > now() - make_interval(
                           secs => greatest(p_cooldown_s, coalesce(m.cooldown_override_s, 0)))
                 ORDER BY c.rule, c.create_time DESC) last) q ON true

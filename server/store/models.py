@@ -141,7 +141,7 @@ async def decision_state(conn: asyncpg.Connection, model_ids: Sequence[str],
     retrain only matters within its cooldown (or the model's override), so older queued actions are
     filtered out in each month's index scan instead of being sorted: on ten million alerts, 0.58 ->
     0.37 ms p50 for five models; and only the months the longest of those look-backs reaches are
-    visited at all (migration 0016)."""
+    visited at all (closedloop_decision_state, migration 0015)."""
     return await conn.fetch(
         """SELECT s.*, now() AS now,
                   md5(coalesce(string_agg(s::text, '|') OVER (
