@@ -338,7 +338,8 @@ def main() -> None:
               f"{phase['decided']} with decisions: alert->decision from intended send p50 {lat['p50']:.2f} ms  "
               f"p90 {lat['p90']:.2f}  p99 {lat['p99']:.2f}  p99.9 {lat['p999']:.2f}  max {lat['max']:.2f} ms "
               f"(target {target})")
-        print(f"   floor (empty grpc.aio handler, same rate, same client): p50 {low['p50']:.2f} ms  p90 {low['p90']:.2f}"
+        print(f"   floor (empty grpc.aio handler, same rate, same client): p50 {low['p50']:.2f} ms"
+              f"  p90 {low['p90']:.2f}"
               f"  p99 {low['p99']:.2f}  p99.9 {low['p999']:.2f}  max {low['max']:.2f} ms; closedloop / floor: p50 "
               f"{lat['p50'] / low['p50']:.1f}x  p99 {lat['p99'] / low['p99']:.1f}x")
         print_probes(phase["probes"])

@@ -52,7 +52,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import kolmogorov
 
-from closedloop.server.monitor.histogram import BinnedFeature
+from closedloop.server.monitor.histogram import BinnedFeature, as_edges
 from closedloop.server.monitor.profile import ReferenceProfile
 from closedloop.server.monitor.spec import MonitoringSpec
 from closedloop.server.monitor.states import CategoricalState, FeatureState, NumericState
@@ -115,7 +115,8 @@ def judge_window(profile: ReferenceProfile, window: WindowAccumulator, spec: Mon
     return WindowVerdict(verdicts, prediction, window.rows, share, score, bool(drifted) and share >= spec.drift_share)
 
 
-def judge_feature(name: str, ref: FeatureState, win: BinnedFeature | CategoricalState, spec: MonitoringSpec) -> FeatureVerdict:
+def judge_feature(name: str, ref: FeatureState, win: BinnedFeature | CategoricalState,
+                  spec: MonitoringSpec) -> FeatureVerdict:
     if ref.count == 0 or win.count == 0:
         # Nothing to compare: a feature that had values in training and has none now has drifted.
         return FeatureVerdict(name, "missing", win.missing_share, None, 1.0, ref.count > 0 and win.count == 0,
@@ -170,7 +171,7 @@ def ks_test(ref: NumericState, win: BinnedFeature) -> tuple[float, float]:
 def psi(ref: NumericState, win: BinnedFeature, bins: int = 10) -> float:
     """PSI on `bins` bins cut at the reference's quantiles (edges of the window's bins when the window
     was laid out with these PSI bins)."""
-    edges = np.unique(ref.quantiles(np.arange(1, bins) / bins).astype(np.float32).astype(np.float64) + 0.0)
+    edges = as_edges(ref.quantiles(np.arange(1, bins) / bins))
     expected = np.diff(np.concatenate([[0.0], ref.cdf(edges), [1.0]]))
     actual = np.diff(np.concatenate([[0.0], win.cdf(edges), [1.0]]))
     return psi_from_shares(expected, actual)

@@ -277,7 +277,8 @@ class MonitorEngine:
                     part = sealed.popleft()
                 else:
                     pending = self._pending.get(key)
-                    due = pending is not None and pending.state.rows > 0 and (everything or self._part_due(key, pending))
+                    due = (pending is not None and pending.state.rows > 0
+                           and (everything or self._part_due(key, pending)))
                     if not due:
                         return
                     part = self._pending.pop(key)

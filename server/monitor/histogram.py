@@ -96,14 +96,20 @@ class BinLayout:
             idx += np.take(self.edges_pad, idx) < values
         return idx
 
+
 def reference_edges(ref: NumericState, ranks: np.ndarray) -> np.ndarray:
-    """The reference's min, its quantiles at `ranks`, its max: float32 values (as the sketch holds them),
-    sorted and distinct. +0.0 for -0.0, so that equal values always share a bin."""
+    """The reference's min, its quantiles at `ranks`, its max, as bin edges (`as_edges`)."""
     if ref.count == 0:
         return np.zeros(1)
     inner = ref.quantiles(ranks) if len(ranks) else np.empty(0)
-    points = np.concatenate([[ref.sketch.get_min_value()], inner, [ref.sketch.get_max_value()]])
-    return np.unique(points.astype(np.float32).astype(np.float64) + 0.0)
+    return as_edges(np.concatenate([[ref.sketch.get_min_value()], inner, [ref.sketch.get_max_value()]]))
+
+
+def as_edges(points: np.ndarray) -> np.ndarray:
+    """Points as bin edges: float32 values (as the sketch holds them), sorted and distinct, +0.0 for
+    -0.0 so that equal values always share a bin. Whoever reads a window at some of the reference's
+    quantiles (detectors.psi) goes through here too, or its points would miss the window's edges."""
+    return np.unique(np.asarray(points).astype(np.float32).astype(np.float64) + 0.0)
 
 
 class NumericBlock:

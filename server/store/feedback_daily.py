@@ -117,7 +117,8 @@ async def _add_counts(conn: asyncpg.Connection, table: str, keys: dict[str, list
         *keys.values(), *counts)
 
 
-async def day_spans(conn: asyncpg.Connection, days: Sequence[dt.date]) -> dict[dt.date, tuple[dt.datetime, dt.datetime]]:
+async def day_spans(conn: asyncpg.Connection,
+                    days: Sequence[dt.date]) -> dict[dt.date, tuple[dt.datetime, dt.datetime]]:
     """Per day of `days` that has counted alerts, the (first, last) observe_time of those alerts (or
     a wider span: migration 0013)."""
     rows = await conn.fetch(

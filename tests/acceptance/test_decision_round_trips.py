@@ -219,9 +219,10 @@ async def test_a_job_queued_between_the_read_and_the_write_is_seen(client, serve
     assert (alerts, actions) == (1, 1)  # the refused write left nothing behind
 
 
-async def test_a_cooldown_started_between_the_read_and_the_write_holds(client, server, monkeypatch):
-    """A retrain queued by the same rule after the optimistic read (another replica's decision)
-    puts the model in cooldown: the alert is skipped, not queued a second time."""
+async def test_a_job_ended_between_the_read_and_the_write_is_seen(client, server, monkeypatch):
+    """A worker finishes the model's job after the optimistic read (it takes no decision lock): the
+    alert decided as joining that job is refused at the write and decided again under the locks,
+    where the rule's cooldown applies; it neither joins the ended job nor queues a second one."""
     await client.register_model(synthetic_model("cooling"))
     first = await client.create_alert("cooling", "drift", "high", metrics={"drift_score": 0.9})
     assert first.actions[0].state == QUEUED
