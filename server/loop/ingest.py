@@ -94,7 +94,7 @@ class AlertIngestor:
         self.timings = StageTimings()  # where requests spend their time, stage by stage
         self._batcher: GroupCommit[_Pending, IngestResult] = GroupCommit(
             self._write_batch, max_batch=max_batch, writers=writers, max_pending=max_pending, linger=linger,
-            name="alert-batcher", timings=self.timings)
+            name="alert-batcher", timings=self.timings, deadline=wait_timeout)
 
     @property
     def batches_committed(self) -> int:
@@ -109,19 +109,10 @@ class AlertIngestor:
         await self._batcher.stop()
 
     async def submit(self, new: alert_store.NewAlert, received: dt.datetime | None = None) -> IngestResult:
-        """Queue an alert and wait until it is committed (or failed), at most `wait_timeout` seconds:
-        behind a hung batch an alert answers UNAVAILABLE (its retry, by request_id, is safe)."""
-        future = await self.submit_later(new, received)
-        if self.wait_timeout is None:
-            return await future
-        # asyncio.timeout: one timer handle per request (wait_for with shield costs two extra futures
-        # and a task step). A timeout cancels `future`; its batch still commits and the group commit
-        # skips a cancelled future, so the retry by request_id finds the stored alert.
-        try:
-            async with asyncio.timeout(self.wait_timeout):
-                return await future
-        except TimeoutError:
-            raise Unavailable(f"the database did not answer within {self.wait_timeout:g} s") from None
+        """Queue an alert and wait until it is committed (or failed). Behind a hung batch an alert
+        answers UNAVAILABLE after `wait_timeout` seconds (the group commit's deadline); its batch may
+        still commit it, so the retry, by request_id, is safe."""
+        return await (await self.submit_later(new, received))
 
     async def submit_later(self, new: alert_store.NewAlert, received: dt.datetime | None = None) -> asyncio.Future:
         """Queue an alert once there is room; returns the future of its result without waiting for it.

@@ -63,6 +63,52 @@ async def test_group_commit_fails_the_whole_batch_with_what_write_raised():
     assert gc.batches_committed == 0
 
 
+async def test_group_commit_answers_unavailable_past_its_deadline_and_still_writes_late_batches():
+    """Behind a hung write, the item in it and the items queued behind it fail with UNAVAILABLE once
+    their deadline has passed, while the write still hangs; the hung batch, when it ends, is still
+    written (its rows are committed: the callers retry by idempotency key)."""
+    release = asyncio.Event()
+    written = []
+
+    async def write(items):
+        if 0 in items:
+            await release.wait()
+        written.extend(items)
+        return list(items)
+
+    gc = GroupCommit(write, writers=1, deadline=0.2)
+    await gc.start()
+    try:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        hung = asyncio.ensure_future(gc.submit(0))
+        await asyncio.sleep(0.05)
+        behind = [asyncio.ensure_future(gc.submit(i)) for i in (1, 2)]
+        results = await asyncio.gather(hung, *behind, return_exceptions=True)
+        waited = loop.time() - started
+        assert all(isinstance(r, Unavailable) and "0.2 s" in str(r) for r in results), results
+        assert waited >= 0.2 and not release.is_set()  # not before the deadline; the write still hangs
+        release.set()
+        assert await gc.submit(8) == 8  # the writer is free again: answered as usual
+    finally:
+        release.set()
+        await gc.stop()
+    assert 0 in written and 8 in written
+
+
+async def test_group_commit_without_a_deadline_waits_as_long_as_the_write():
+    async def write(items):
+        await asyncio.sleep(0.3)
+        return list(items)
+
+    gc = GroupCommit(write)
+    await gc.start()
+    try:
+        assert await gc.submit(5) == 5
+    finally:
+        await gc.stop()
+
+
 def test_driver_errors_are_translated_in_one_place():
     assert isinstance(database_error(ConnectionRefusedError()), Unavailable)
     assert isinstance(database_error(asyncpg.exceptions.UniqueViolationError("dup")), AlreadyExists)
