@@ -13,8 +13,8 @@ from aiohttp import web
 from closedloop.v1 import alert_pb2
 
 from ..api.alerts import AlertServicer
-from ..api.validation import malformed, pending_malformed
-from .alert_json import alert_json, parse_create_request
+from ..api.validation import pending_malformed
+from .alert_json import alert_json, parse_create_request_checked
 
 
 def alert_reply(alert: alert_pb2.Alert) -> web.Response:
@@ -26,10 +26,10 @@ class JsonAlerts:
         self.alerts = AlertServicer(pool, ingestor)
 
     async def create(self, request: web.Request) -> web.Response:
-        create = parse_create_request(await request.text())
+        create, violations = parse_create_request_checked(await request.text())
         # What gRPC's interceptor checks on every request (NUL, non-finite numbers), handed to the
         # handler's validation the same way, so both doors refuse the same input with the same fields.
-        pending_malformed.set(malformed(create))
+        pending_malformed.set(violations)
         return alert_reply(await self.alerts.CreateAlert(create, None))
 
     async def get(self, request: web.Request) -> web.Response:

@@ -114,7 +114,7 @@ class HttpSide:
                 self.authenticator.authorize(token, method)
             response = await handler(request)
         except web.HTTPException as exc:  # aiohttp's own answers: 404 for unknown paths, 405, 413
-            metrics.HTTP_REQUESTS.labels(route, str(exc.status)).inc()
+            metrics.http_requests(route, str(exc.status)).inc()
             raise
         except Exception as exc:  # noqa: BLE001 - mapped below
             exc = database_error(exc) or exc
@@ -126,7 +126,7 @@ class HttpSide:
             else:
                 log.info("http.rejected", code=exc.code.name, error=exc.message[:500])
                 response = error_response(exc)
-        metrics.HTTP_REQUESTS.labels(route, str(response.status)).inc()
+        metrics.http_requests(route, str(response.status)).inc()
         return response
 
     async def _healthz(self, request: web.Request) -> web.Response:

@@ -15,7 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from closedloop.server.errors import InvalidArgument
-from closedloop.server.http.alert_json import alert_json, parse_create_request, parse_json
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from closedloop.server.api.validation import MAX_TIMESTAMP_S, MIN_TIMESTAMP_S, malformed
+from closedloop.server.http.alert_json import (_timestamp_json, alert_json, parse_create_request,
+                                               parse_create_request_checked, parse_json)
 from closedloop.v1 import alert_pb2
 
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -27,7 +31,9 @@ numbers = st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(
 enum_values = st.one_of(st.sampled_from(["SEVERITY_LOW", "SEVERITY_HIGH", "SEVERITY_UNSPECIFIED", "HIGH", ""]),
                         st.integers(min_value=-2, max_value=9), st.none())
 times = st.one_of(st.sampled_from(["2026-11-27T15:00:00Z", "2026-11-27T15:00:00.123456789Z", "2026-11-27T15:00:00+02:00",
-                                   "2026-13-01T00:00:00Z", "yesterday", ""]), st.integers(), st.none())
+                                   "2026-13-01T00:00:00Z", "yesterday", "",
+                                   "0001-01-01T00:30:00+01:00"]),  # an offset moving it before year 1
+                  st.integers(), st.none())
 
 
 @st.composite
@@ -89,6 +95,39 @@ def fast(body: str):
 @given(bodies())
 def test_parse_matches_json_format(body):
     assert fast(body) == reference(body)
+
+
+@SETTINGS
+@given(bodies())
+def test_the_checked_parse_finds_what_the_malformed_walk_finds(body):
+    """The HTTP side skips the walk for bodies that cannot hold what it looks for: it must find the
+    same violations as walking every request (NUL from a \\u0000 escape, times before year 1)."""
+    try:
+        request, violations = parse_create_request_checked(body)
+    except InvalidArgument as exc:
+        assert fast(body) == ("error", str(exc), [(v.field, v.description) for v in exc.violations])
+        return
+    assert request == fast(body)
+    assert [(v.field, v.description) for v in violations] == [(v.field, v.description) for v in malformed(request)]
+
+
+def test_the_checked_parse_reports_nul_and_refuses_a_time_before_year_one():
+    nul = json.dumps({"alert": {"modelId": "fx\u0000", "labels": {"k": "a\u0000"}}})
+    assert {v.field for v in parse_create_request_checked(nul)[1]} == {"alert.model_id", "alert.labels['k']"}
+    early = json.dumps({"alert": {"modelId": "fx", "observeTime": "0001-01-01T00:30:00+01:00"}})
+    with pytest.raises(InvalidArgument):  # protobuf's parser refuses it already; the walk would too
+        parse_create_request_checked(early)
+    clean = json.dumps({"alert": {"modelId": "fx", "observeTime": "2026-11-27T15:00:00Z"}, "requestId": "r"})
+    assert parse_create_request_checked(clean)[1] == []
+
+
+@SETTINGS
+@given(st.integers(MIN_TIMESTAMP_S, MAX_TIMESTAMP_S),
+       st.one_of(st.just(0), st.integers(1, 999).map(lambda k: k * 1_000_000),
+                 st.integers(1, 999_999).map(lambda k: k * 1_000), st.integers(1, 999_999_999)))
+def test_timestamps_render_as_protobuf_renders_them(seconds, nanos):
+    ts = Timestamp(seconds=seconds, nanos=nanos)
+    assert _timestamp_json(ts) == ts.ToJsonString()
 
 
 def test_parse_takes_the_common_body_without_json_format(monkeypatch):
