@@ -95,7 +95,7 @@ def run_empty_http_server(port_queue) -> None:
 
 
 def run_real_server(port_queue, data_dir: str) -> None:
-    from closedloop.server.app import create_server
+    from closedloop.server.app import create_server, settle_collector
     from closedloop.server.config import Settings
     from closedloop.server.logging_setup import configure_logging
 
@@ -105,6 +105,7 @@ def run_real_server(port_queue, data_dir: str) -> None:
         settings = Settings(data_dir=data_dir, listen="127.0.0.1:0", run_workers=False, age_sweep_interval=0,
                             log_format="json", log_level="warning", http_listen="127.0.0.1:0")
         server, port = await create_server(settings)
+        settle_collector()  # as `closedloop serve` does after start-up
         # The benchmark ends this process with SIGTERM: stop properly, so the embedded PostgreSQL
         # stops with it instead of running on after the benchmark.
         stopping = asyncio.Event()
