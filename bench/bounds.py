@@ -30,7 +30,7 @@ with the same libraries. What they do is what every correct implementation has t
 
 Last line: RESULT unary_bound=... stream_bound=... http_bound=... monitor_bound=... durable_p50_ms=...
 durable_p99_ms=... durable_p99_ms_at_80=... decision_p50_ms=... decision_p99_ms=... decision_p99_ms_at_80=...
-floor_p50_ms=... floor_p99_ms=...
+unbatched_p50_ms=... unbatched_p99_ms=... unbatched_p99_ms_at_80=... floor_p50_ms=... floor_p99_ms=...
 """
 
 from __future__ import annotations
@@ -236,13 +236,33 @@ ON CONFLICT (request_id) DO NOTHING
 RETURNING request_id, id, create_time"""
 
 
+# (name, reads the state first, through the group commit)
+VARIANTS = (("durable", False, True), ("decision", True, True), ("unbatched", True, False))
 STATE_READ = "SELECT model_id, last_action FROM bound_state WHERE model_id = ANY($1::text[])"
 
 
-def run_durable_server(port_queue, data_dir: str, reads_state: bool) -> None:
+class Unbatched:
+    """Each request written on its own, as soon as it arrives, on one of the pool's connections (no
+    group commit: no wait for the batch ahead, one commit per request). The same calls as GroupCommit."""
+
+    def __init__(self, write) -> None:
+        self.write = write
+
+    async def start(self) -> None:
+        pass
+
+    async def submit(self, item):
+        return (await self.write([item]))[0]
+
+    async def submit_later(self, item) -> asyncio.Future:
+        return asyncio.ensure_future(self.submit(item))
+
+
+def run_durable_server(port_queue, data_dir: str, reads_state: bool, batched: bool) -> None:
     """`reads_state`: each batch first reads its models' rows of a small state table (one round trip),
     then writes: the least a path that decides on stored state (cooldowns, active jobs) before it
-    writes does; closedloop's optimistic decision write is these two round trips."""
+    writes does; closedloop's optimistic decision write is these two round trips. `batched`: through
+    closedloop's group commit (2 connections), or each request on its own (Unbatched, 4 connections)."""
     import asyncpg
     import pgserver
 
@@ -250,7 +270,8 @@ def run_durable_server(port_queue, data_dir: str, reads_state: bool) -> None:
 
     async def main():
         pg = pgserver.get_server(os.path.join(data_dir, "pg"), cleanup_mode="stop")
-        pool = await asyncpg.create_pool(pg.get_uri(), min_size=2, max_size=2)
+        connections = 2 if batched else 4
+        pool = await asyncpg.create_pool(pg.get_uri(), min_size=connections, max_size=connections)
         await pool.execute("""CREATE TABLE bound_alerts (
             id bigserial, request_id text PRIMARY KEY, model_id text NOT NULL, alert_type text NOT NULL,
             severity int NOT NULL, metrics jsonb NOT NULL, labels jsonb NOT NULL,
@@ -271,7 +292,7 @@ def run_durable_server(port_queue, data_dir: str, reads_state: bool) -> None:
             return [stored.get(r.request_id, (0, dt.datetime.now(UTC))) for r in requests]
 
         try:
-            await serve_alerts(port_queue, GroupCommit(write, name="bound-commit"))
+            await serve_alerts(port_queue, GroupCommit(write, name="bound-commit") if batched else Unbatched(write))
         finally:
             await pool.close()
 
@@ -351,9 +372,9 @@ def main() -> None:
             stop(p)
 
     phases = [{"rate": rate} for rate in rates]
-    for variant, reads_state in (("durable", False), ("decision", True)):
+    for variant, reads_state, batched in VARIANTS:
         data_dir = tempfile.mkdtemp(prefix="closedloop-bounds-")
-        server, port = start(run_durable_server, data_dir, reads_state)
+        server, port = start(run_durable_server, data_dir, reads_state, batched)
         try:
             for i, phase in enumerate(phases):
                 phase[variant] = asyncio.run(open_loop_phase(f"127.0.0.1:{port}", phase["rate"],
@@ -377,13 +398,14 @@ def main() -> None:
         print(ratio_line(name, base, bound, cpu_b, cpu_w, units[name], targets[name]))
     for phase in phases:
         f = phase["floor"]
-        for variant, what in (("durable", "one write per batch"), ("decision", "state read + write per batch")):
+        for variant, what in (("durable", "one write per batch"), ("decision", "state read + write per batch"),
+                              ("unbatched", "state read + write per request, 4 connections")):
             d = phase[variant]
-            print(f"{variant:8} at {phase['rate']:.0f}/s ({what}): p50 {d['p50']:.2f} p90 {d['p90']:.2f} "
+            print(f"{variant:9} at {phase['rate']:.0f}/s ({what}): p50 {d['p50']:.2f} p90 {d['p90']:.2f} "
                   f"p99 {d['p99']:.2f} p99.9 {d['p999']:.2f} max {d['max']:.2f} ms")
-        print(f"empty    at {phase['rate']:.0f}/s (floor): p50 {f['p50']:.2f} p99 {f['p99']:.2f} ms")
+        print(f"empty     at {phase['rate']:.0f}/s (floor): p50 {f['p50']:.2f} p99 {f['p99']:.2f} ms")
     result = "RESULT " + " ".join(f"{name}_bound={bound / base:.2f}" for name, (base, bound, _, _) in out.items())
-    for variant in ("durable", "decision"):
+    for variant, _, _ in VARIANTS:
         half = phases[0][variant]
         result += f" {variant}_p50_ms={half['p50']:.2f} {variant}_p99_ms={half['p99']:.2f}"
         if len(phases) > 1:
