@@ -45,7 +45,7 @@ def _validated(request: alert_pb2.CreateAlertRequest, prefix: str = "") -> None:
     require_model(request.alert.model_id, prefix + "alert.model_id")
 
 
-def _reply(result: IngestResult, sent: alert_pb2.Alert) -> alert_pb2.Alert:
+def reply_message(result: IngestResult, sent: alert_pb2.Alert) -> alert_pb2.Alert:
     """The alert as stored; `sent`, the request's alert, is what a newly created one was stored from."""
     if result.created:
         return convert.created_alert_message(sent, result.alert, result.actions)
@@ -55,7 +55,7 @@ def _reply(result: IngestResult, sent: alert_pb2.Alert) -> alert_pb2.Alert:
 def _batch_result(outcome: IngestResult | BaseException, sent: alert_pb2.Alert) -> alert_pb2.BatchCreateAlertsResult:
     """One item of a BatchCreateAlerts reply: the alert, or the status CreateAlert would have answered."""
     if isinstance(outcome, IngestResult):
-        return alert_pb2.BatchCreateAlertsResult(alert=_reply(outcome, sent))
+        return alert_pb2.BatchCreateAlertsResult(alert=reply_message(outcome, sent))
     if isinstance(outcome, ClosedLoopError):
         return alert_pb2.BatchCreateAlertsResult(code=outcome.code.value[0], message=outcome.message)
     log.error("alert.batch_item_failed", exc_info=outcome)  # a bug: logged here, answered INTERNAL
@@ -69,10 +69,13 @@ class AlertServicer(alert_pb2_grpc.AlertServiceServicer):
         self.ingestor = ingestor
 
     async def CreateAlert(self, request, context):
+        return reply_message(await self.ingest(request), request.alert)
+
+    async def ingest(self, request: alert_pb2.CreateAlertRequest) -> IngestResult:
+        """CreateAlert without its reply message (the HTTP side renders its own JSON)."""
         _validated(request)
         received = dt.datetime.now(UTC)
-        result = await self.ingestor.submit(convert.new_alert(request, received), received)
-        return _reply(result, request.alert)
+        return await self.ingestor.submit(convert.new_alert(request, received), received)
 
     async def StreamAlerts(self, request_iterator, context):
         # A reader task feeds a bounded window of pending writes; replies go out in request order.
@@ -101,7 +104,7 @@ class AlertServicer(alert_pb2_grpc.AlertServiceServicer):
                 if isinstance(item, Exception):
                     raise item
                 pending, sent = item
-                yield _reply(await pending, sent)
+                yield reply_message(await pending, sent)
         finally:
             reader.cancel()
             # Writes already submitted still commit; wait so none is abandoned half-way.

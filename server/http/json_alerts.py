@@ -12,9 +12,9 @@ from aiohttp import web
 
 from closedloop.v1 import alert_pb2
 
-from ..api.alerts import AlertServicer
+from ..api.alerts import AlertServicer, reply_message
 from ..api.validation import pending_malformed
-from .alert_json import alert_json, parse_create_request_checked
+from .alert_json import alert_json, created_alert_json, parse_create_request_checked
 
 
 def alert_reply(alert: alert_pb2.Alert) -> web.Response:
@@ -26,11 +26,14 @@ class JsonAlerts:
         self.alerts = AlertServicer(pool, ingestor)
 
     async def create(self, request: web.Request) -> web.Response:
-        create, violations = parse_create_request_checked(await request.text())
+        create = parse_create_request_checked(await request.text())
         # What gRPC's interceptor checks on every request (NUL, non-finite numbers), handed to the
         # handler's validation the same way, so both doors refuse the same input with the same fields.
-        pending_malformed.set(violations)
-        return alert_reply(await self.alerts.CreateAlert(create, None))
+        pending_malformed.set(create.violations)
+        result = await self.alerts.ingest(create.request)
+        if create.sent is not None and result.created and not result.actions:  # the common reply
+            return web.Response(text=created_alert_json(create.sent, result.alert), content_type="application/json")
+        return alert_reply(reply_message(result, create.request.alert))
 
     async def get(self, request: web.Request) -> web.Response:
         get = alert_pb2.GetAlertRequest(id=request.match_info["id"])

@@ -6,6 +6,7 @@ json_format.Parse gives, or the same INVALID_ARGUMENT; alert_json renders what M
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 
@@ -17,8 +18,9 @@ from hypothesis import strategies as st
 from closedloop.server.errors import InvalidArgument
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from closedloop.server.api.convert import ALERT_STATES, created_alert_message
 from closedloop.server.api.validation import MAX_TIMESTAMP_S, MIN_TIMESTAMP_S, malformed
-from closedloop.server.http.alert_json import (_timestamp_json, alert_json, parse_create_request,
+from closedloop.server.http.alert_json import (_timestamp_json, alert_json, created_alert_json, parse_create_request,
                                                parse_create_request_checked, parse_json)
 from closedloop.v1 import alert_pb2
 
@@ -103,22 +105,67 @@ def test_the_checked_parse_finds_what_the_malformed_walk_finds(body):
     """The HTTP side skips the walk for bodies that cannot hold what it looks for: it must find the
     same violations as walking every request (NUL from a \\u0000 escape, times before year 1)."""
     try:
-        request, violations = parse_create_request_checked(body)
+        checked = parse_create_request_checked(body)
     except InvalidArgument as exc:
         assert fast(body) == ("error", str(exc), [(v.field, v.description) for v in exc.violations])
         return
-    assert request == fast(body)
-    assert [(v.field, v.description) for v in violations] == [(v.field, v.description) for v in malformed(request)]
+    assert checked.request == fast(body)
+    assert ([(v.field, v.description) for v in checked.violations]
+            == [(v.field, v.description) for v in malformed(checked.request)])
 
 
 def test_the_checked_parse_reports_nul_and_refuses_a_time_before_year_one():
     nul = json.dumps({"alert": {"modelId": "fx\u0000", "labels": {"k": "a\u0000"}}})
-    assert {v.field for v in parse_create_request_checked(nul)[1]} == {"alert.model_id", "alert.labels['k']"}
+    assert {v.field for v in parse_create_request_checked(nul).violations} == {"alert.model_id", "alert.labels['k']"}
     early = json.dumps({"alert": {"modelId": "fx", "observeTime": "0001-01-01T00:30:00+01:00"}})
     with pytest.raises(InvalidArgument):  # protobuf's parser refuses it already; the walk would too
         parse_create_request_checked(early)
     clean = json.dumps({"alert": {"modelId": "fx", "observeTime": "2026-11-27T15:00:00Z"}, "requestId": "r"})
-    assert parse_create_request_checked(clean)[1] == []
+    assert parse_create_request_checked(clean).violations == []
+
+
+stored_rows = st.fixed_dictionaries({
+    "id": st.integers(1, 2**62), "state": st.sampled_from(sorted(ALERT_STATES)),
+    "rule_set_version": st.integers(0, 2**40),
+    "observe_time": st.datetimes(min_value=dt.datetime(1971, 1, 1), max_value=dt.datetime(9998, 1, 1),
+                                 timezones=st.just(dt.timezone.utc)),
+    "create_time": st.datetimes(min_value=dt.datetime(1971, 1, 1), max_value=dt.datetime(9998, 1, 1),
+                                timezones=st.just(dt.timezone.utc))})
+
+
+finite = st.floats(allow_nan=False, allow_infinity=False)
+
+
+@st.composite
+def sender_bodies(draw) -> str:
+    """Bodies as senders write them: the fast road's, every field of either spelling, or left out."""
+    fields = {
+        ("modelId", "model_id"): text, ("type",): text,
+        ("severity",): st.sampled_from(["SEVERITY_UNSPECIFIED", "SEVERITY_LOW", "SEVERITY_CRITICAL"]),
+        ("metrics",): st.dictionaries(text, st.one_of(finite, st.integers(-2**53, 2**53)), max_size=4),
+        ("labels",): st.dictionaries(text, text, max_size=3), ("source",): text,
+        ("observeTime", "observe_time"): st.sampled_from(["2026-11-27T15:00:00Z", "2026-11-27T15:00:00.25+02:00"]),
+    }
+    alert = {}
+    for names, values in fields.items():
+        if draw(st.booleans()):
+            alert[draw(st.sampled_from(names))] = draw(values)
+    return json.dumps({"alert": alert, "requestId": draw(text)})
+
+
+@SETTINGS
+@given(st.one_of(sender_bodies(), bodies()), stored_rows)
+def test_the_reply_from_the_parsed_body_is_the_reply_from_the_message(body, stored):
+    """created_alert_json (the HTTP side's common reply) renders what alert_json renders of the Alert
+    CreateAlert answers for the same body and stored row."""
+    try:
+        checked = parse_create_request_checked(body)
+    except InvalidArgument:
+        return
+    if checked.sent is None:
+        return  # json_format's road: the reply is rendered from the message
+    reference = alert_json(created_alert_message(checked.request.alert, stored))
+    _same_json(created_alert_json(checked.sent, stored), reference)
 
 
 @SETTINGS
@@ -150,7 +197,6 @@ def test_parse_refuses_like_json_format():
         assert fast(body) == reference(body)
 
 
-finite = st.floats(allow_nan=False, allow_infinity=False)
 
 
 @st.composite
