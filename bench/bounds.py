@@ -38,7 +38,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import gc
 import json
 import os
 import sys
@@ -51,9 +50,10 @@ from aiohttp import web
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from ingest import (EmptyAlerts, drive_http, drive_stream, drive_unary, measured, run_empty_http_server,  # noqa: E402
-                    run_empty_server, start)
-from loop import alert_mix, open_loop, quantiles  # noqa: E402
-from monitor import FEATURES, EmptyMonitor, batches, drive, stop  # noqa: E402
+                    run_empty_server, serve_post, start)
+from loop import open_loops  # noqa: E402
+from monitor import FEATURES, batches, drive, serve_monitor, stop  # noqa: E402
+from monitor import run_empty_server as run_empty_monitor  # noqa: E402
 
 from closedloop.v1 import alert_pb2, alert_pb2_grpc, monitor_pb2, monitor_pb2_grpc  # noqa: E402
 
@@ -168,14 +168,7 @@ def run_wait_once_http_server(port_queue) -> None:
             alert.setdefault("observeTime", now)
             return web.json_response(alert)
 
-        app = web.Application()
-        app.router.add_post("/v1/alerts", create)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port_queue.put(runner.addresses[0][1])
-        await asyncio.Event().wait()
+        await serve_post(port_queue, "/v1/alerts", create)
 
     asyncio.run(main())
 
@@ -205,28 +198,7 @@ def run_binning_server(port_queue) -> None:
     rng = np.random.default_rng(7)  # the reference: standard normal features, as bench/monitor.py's
     ranks = np.linspace(0, 1, 201)
     layout = BinLayout([as_edges(np.quantile(rng.standard_normal(10_000), ranks)) for _ in FEATURES])
-
-    async def main():
-        server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 << 20)])
-        monitor_pb2_grpc.add_MonitorServiceServicer_to_server(BinningMonitor(layout), server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        port_queue.put(port)
-        await server.wait_for_termination()
-
-    asyncio.run(main())
-
-
-def run_empty_monitor(port_queue) -> None:
-    async def main():
-        server = grpc.aio.server(options=[("grpc.max_receive_message_length", 64 << 20)])
-        monitor_pb2_grpc.add_MonitorServiceServicer_to_server(EmptyMonitor(), server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        port_queue.put(port)
-        await server.wait_for_termination()
-
-    asyncio.run(main())
+    asyncio.run(serve_monitor(port_queue, BinningMonitor(layout)))
 
 
 INSERT = """
@@ -234,8 +206,7 @@ INSERT INTO bound_alerts (request_id, model_id, alert_type, severity, metrics, l
 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::jsonb[], $6::jsonb[])
 ON CONFLICT (request_id) DO NOTHING
 RETURNING request_id, id, create_time"""
-
-
+MODELS = 200  # as bench/loop.py's alert mix
 # (name, reads the state first, through the group commit)
 VARIANTS = (("durable", False, True), ("decision", True, True), ("unbatched", True, False))
 STATE_READ = "SELECT model_id, last_action FROM bound_state WHERE model_id = ANY($1::text[])"
@@ -299,22 +270,6 @@ def run_durable_server(port_queue, data_dir: str, reads_state: bool, batched: bo
     asyncio.run(main())
 
 
-async def open_loop_phase(target: str, rate: float, seconds: float, tag: str) -> dict:
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = alert_pb2_grpc.AlertServiceStub(channel)
-        for r in alert_mix(300, 200, 1, f"warm-{tag}"):
-            await stub.CreateAlert(r)
-        await asyncio.sleep(0.5)
-        requests = alert_mix(int(rate * seconds), 200, 4, f"lat-{tag}")
-        gc.collect()
-        gc.freeze()  # as bench/loop.py: the client's own full collections are not the server's latency
-        try:
-            latencies, _ = await open_loop(stub, requests, rate)
-        finally:
-            gc.unfreeze()
-    return quantiles(latencies)
-
-
 def ratio_line(name: str, base: float, bound: float, cpu_base: float, cpu_bound: float, unit: str, target: float) -> str:
     return (f"{name:8} empty {base:9.0f}/s  bound {bound:9.0f}/s  ratio {bound / base:.2f} (closedloop's target "
             f">= {target})  server CPU {cpu_base:.0f} / {cpu_bound:.0f} us per {unit}")
@@ -372,25 +327,23 @@ def main() -> None:
             stop(p)
 
     phases = [{"rate": rate} for rate in rates]
-    for variant, reads_state, batched in VARIANTS:
-        data_dir = tempfile.mkdtemp(prefix="closedloop-bounds-")
-        server, port = start(run_durable_server, data_dir, reads_state, batched)
+
+    def latencies(name: str, server, port: int) -> None:
         try:
-            for i, phase in enumerate(phases):
-                phase[variant] = asyncio.run(open_loop_phase(f"127.0.0.1:{port}", phase["rate"],
-                                                             args.latency_seconds, f"{variant}{i}"))
+            for phase, figures in zip(phases, asyncio.run(open_loops(f"127.0.0.1:{port}", rates, MODELS,
+                                                                     args.latency_seconds, name))):
+                phase[name] = figures
         finally:
             server.terminate()
             server.join(30)
+
+    for variant, reads_state, batched in VARIANTS:
+        data_dir = tempfile.mkdtemp(prefix="closedloop-bounds-")
+        try:
+            latencies(variant, *start(run_durable_server, data_dir, reads_state, batched))
+        finally:
             shutil.rmtree(data_dir, ignore_errors=True)
-    empty, empty_port = start(run_empty_server)
-    try:
-        for i, phase in enumerate(phases):
-            phase["floor"] = asyncio.run(open_loop_phase(f"127.0.0.1:{empty_port}", phase["rate"],
-                                                         args.latency_seconds, f"f{i}"))
-    finally:
-        empty.terminate()
-        empty.join(30)
+    latencies("floor", *start(run_empty_server))
 
     targets = {"unary": 0.8, "stream": 0.8, "http": 0.6, "monitor": 0.6}
     units = {"unary": "request", "stream": "request", "http": "request", "monitor": "1,000 rows"}

@@ -75,23 +75,25 @@ def run_empty_server(port_queue) -> None:
     asyncio.run(main())
 
 
+async def serve_post(port_queue, path: str, handler) -> None:
+    """An aiohttp server on a free loopback port with one POST route; puts the port, then serves."""
+    app = web.Application()
+    app.router.add_post(path, handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port_queue.put(runner.addresses[0][1])
+    await asyncio.Event().wait()
+
+
 def run_empty_http_server(port_queue) -> None:
     """The HTTP ceiling: aiohttp parsing the same JSON body and answering a small JSON alert."""
     async def create(request):
         body = await request.json()
         return web.json_response({"id": "1", "modelId": body["alert"]["modelId"]})
 
-    async def main():
-        app = web.Application()
-        app.router.add_post("/v1/alerts", create)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port_queue.put(runner.addresses[0][1])
-        await asyncio.Event().wait()
-
-    asyncio.run(main())
+    asyncio.run(serve_post(port_queue, "/v1/alerts", create))
 
 
 def run_real_server(port_queue, data_dir: str) -> None:

@@ -262,23 +262,29 @@ async def run(target: str, pid: int, data_dir: str, args) -> dict:
     return dict(without=without, with_rules=with_rules, phases=phases, jobs=jobs)
 
 
-async def floor(target: str, phases: list[dict], models: int, latency_seconds: float) -> list[dict]:
-    """The same open loop, at each phase's rate, against the empty handler at `target`."""
+async def open_loops(target: str, rates: list[float], models: int, latency_seconds: float, tag: str) -> list[dict]:
+    """After a warm-up, the open loop at each of `rates` against the AlertService at `target`: the
+    latency quantiles per rate."""
     async with grpc.aio.insecure_channel(target) as channel:
         stub = alert_pb2_grpc.AlertServiceStub(channel)
-        await closed_loop(stub, alert_mix(300, models, 1, "warm-floor"), 64)
+        await closed_loop(stub, alert_mix(300, models, 1, f"warm-{tag}"), 64)
         out = []
-        for phase in phases:
-            requests = alert_mix(int(phase["rate"] * latency_seconds), models, 4, f"floor-{phase['share']}")
+        for i, rate in enumerate(rates):
+            requests = alert_mix(int(rate * latency_seconds), models, 4, f"{tag}-{i}")
             await asyncio.sleep(1)
             gc.collect()
             gc.freeze()
             try:
-                latencies, _ = await open_loop(stub, requests, phase["rate"])
+                latencies, _ = await open_loop(stub, requests, rate)
             finally:
                 gc.unfreeze()
             out.append(quantiles(latencies))
         return out
+
+
+async def floor(target: str, phases: list[dict], models: int, latency_seconds: float) -> list[dict]:
+    """The same open loop, at each phase's rate, against the empty handler at `target`."""
+    return await open_loops(target, [phase["rate"] for phase in phases], models, latency_seconds, "floor")
 
 
 def print_probes(probes: dict) -> None:

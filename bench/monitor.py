@@ -66,16 +66,18 @@ class EmptyMonitor(monitor_pb2_grpc.MonitorServiceServicer):
         return summary
 
 
-def run_empty_server(port_queue) -> None:
-    async def main():
-        server = grpc.aio.server()
-        monitor_pb2_grpc.add_MonitorServiceServicer_to_server(EmptyMonitor(), server)
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        port_queue.put(port)
-        await server.wait_for_termination()
+async def serve_monitor(port_queue, servicer) -> None:
+    """A grpc.aio MonitorService on a free loopback port; puts the port, then serves."""
+    server = grpc.aio.server()
+    monitor_pb2_grpc.add_MonitorServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    port_queue.put(port)
+    await server.wait_for_termination()
 
-    asyncio.run(main())
+
+def run_empty_server(port_queue) -> None:
+    asyncio.run(serve_monitor(port_queue, EmptyMonitor()))
 
 
 def run_real_server(port_queue, data_dir: str) -> None:
