@@ -8,7 +8,8 @@ call; together they cost more CPU per CreateAlert than the decision path does. A
 one dict look-up per call.
 
 Every handler is wrapped so that:
-- a request id is bound into structlog's context for the whole RPC (from `x-request-id` metadata, or new);
+- a request id (from `x-request-id` metadata, or new) is bound into the log context for the whole RPC
+  (logging_setup.bind_request);
 - bearer tokens are checked against the method's role when auth is on (auth.py), and the caller is
   bound for the handlers' model-scope checks (auth.require_model, auth.model_scopes);
 - operator actions are recorded in the audit trail with their outcome, refused ones too (audit.py);
@@ -39,6 +40,7 @@ from closedloop.v1 import monitor_pb2
 
 from ..db.pool import database_error
 from ..errors import ClosedLoopError, FieldViolation, InvalidArgument, to_status
+from ..logging_setup import bind_request
 from .audit import AUDITED_METHODS, Auditor
 from .auth import Authenticator, bind_caller
 from .validation import malformed, pending_malformed
@@ -178,8 +180,7 @@ def _wrap(handler: grpc.RpcMethodHandler, method: str, authenticator, auditor) -
     def bind(context) -> None:
         metadata = context.invocation_metadata() or ()
         request_id = next((v for k, v in metadata if k == "x-request-id"), None) or f"{_ID_PREFIX}{next(_ids)}"
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(rpc=rpc_name, request_id=request_id)
+        bind_request(rpc=rpc_name, request_id=request_id)
         bind_caller(None)
         if authenticator is not None:
             token = authenticator.identify(next((v for k, v in metadata if k == "authorization"), None))

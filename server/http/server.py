@@ -25,6 +25,7 @@ from .. import metrics
 from ..db.pool import database_error
 from ..api.auth import bind_caller
 from ..errors import ClosedLoopError
+from ..logging_setup import bind_request
 from ..store import clock
 from . import alertmanager, json_alerts, metrics_page
 from .console import add_console_routes
@@ -102,9 +103,7 @@ class HttpSide:
         """Auth, request id, and the one error map: ClosedLoopError -> its status; bugs -> 500, logged once."""
         resource = request.match_info.route.resource
         route = resource.canonical if resource is not None else "unmatched"
-        structlog.contextvars.clear_contextvars()
-        structlog.contextvars.bind_contextvars(http=f"{request.method} {route}",
-                                               request_id=request.headers.get("x-request-id", ""))
+        bind_request(http=f"{request.method} {route}", request_id=request.headers.get("x-request-id", ""))
         try:
             method = self._methods.get((route, request.method))
             bind_caller(None)  # the caller the handlers' model-scope checks see (auth.require_model)
