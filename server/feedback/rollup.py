@@ -7,8 +7,7 @@ when the span lies in its window) and moves the watermark, each batch in one tra
 alert is counted exactly once. An alert that arrives late (an old observe_time) updates its own day.
 Only settled ids are counted (see store/feedback_daily.py): the decision transactions still running
 when a pass begins are waited for, briefly; a pass that cannot wait that long leaves the rest to the
-next one. Nothing here is on the
-ingest path: a decision costs the same with or without the aggregates.
+next one. Nothing here is on the ingest path: a decision costs the same with or without the aggregates.
 """
 
 from __future__ import annotations
