@@ -17,8 +17,12 @@ from ..api.validation import pending_malformed
 from .alert_json import alert_json, created_alert_json, parse_create_request_checked
 
 
+def json_reply(body: bytes) -> web.Response:
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
+
+
 def alert_reply(alert: alert_pb2.Alert) -> web.Response:
-    return web.Response(text=alert_json(alert), content_type="application/json")
+    return json_reply(alert_json(alert))
 
 
 class JsonAlerts:
@@ -32,7 +36,7 @@ class JsonAlerts:
         pending_malformed.set(create.violations)
         result = await self.alerts.ingest(create.request)
         if create.sent is not None and result.created and not result.actions:  # the common reply
-            return web.Response(text=created_alert_json(create.sent, result.alert), content_type="application/json")
+            return json_reply(created_alert_json(create.sent, result.alert))
         return alert_reply(reply_message(result, create.request.alert))
 
     async def get(self, request: web.Request) -> web.Response:

@@ -20,6 +20,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from closedloop.server.api.convert import ALERT_STATES, created_alert_message
 from closedloop.server.api.validation import MAX_TIMESTAMP_S, MIN_TIMESTAMP_S, malformed
+from closedloop.server.http import alert_json as alert_json_module
 from closedloop.server.http.alert_json import (_timestamp_json, alert_json, created_alert_json, parse_create_request,
                                                parse_create_request_checked, parse_json)
 from closedloop.v1 import alert_pb2
@@ -177,12 +178,53 @@ def test_timestamps_render_as_protobuf_renders_them(seconds, nanos):
     assert _timestamp_json(ts) == ts.ToJsonString()
 
 
+@st.composite
+def respelled_bodies(draw) -> str:
+    """A sender's body written the ways JSON allows and the fast road must not misread: whitespace
+    around colons, escapes (a key can be spelled two ways), a key repeated inside a nested object
+    (orjson keeps the last silently; json_format refuses it), string values ending like a key."""
+    body = json.loads(draw(sender_bodies()))
+    alert = body["alert"]
+    if draw(st.booleans()):
+        alert.setdefault("labels", {})["desk"] = draw(st.sampled_from([":", " :x", '": 1', "a\":", "fx"]))
+    text_ = json.dumps(body, ensure_ascii=draw(st.booleans()), indent=draw(st.sampled_from([None, 0, 2])),
+                       separators=draw(st.sampled_from([None, (",", " : "), (",", ":"), (" ,", "\t:\n")])))
+    repeat = draw(st.sampled_from(["", "labels", "metrics", "alert", "escaped"]))
+    if repeat in ("labels", "metrics") and repeat in alert:
+        text_ = text_.replace(f'"{repeat}"', f'"{repeat}": {{"k": "v"}}, "{repeat}"', 1)
+    elif repeat == "alert" and "type" in alert:
+        text_ = text_.replace('"type"', '"type": "x", "type"', 1)
+    elif repeat == "escaped" and "type" in alert:
+        text_ = text_.replace('"type"', '"type": "a", "\\u0074ype"', 1)
+    return text_
+
+
+@SETTINGS
+@given(respelled_bodies())
+def test_parse_of_respelled_bodies_matches_json_format(body):
+    assert fast(body) == reference(body)
+
+
+def test_a_key_repeated_in_a_nested_object_is_refused_as_json_format_refuses_it():
+    for body in ['{"alert": {"labels": {"desk": "fx", "desk": "eq"}}}',
+                 '{"alert": {"metrics": {"x": 1, "x": 2}}}',
+                 '{"alert": {"modelId": "a", "modelId": "b"}}',
+                 '{"alert" : {"type" : "a" , "type" : "b"}}',
+                 '{"alert": {"type": "a", "\\u0074ype": "b"}}']:
+        result = fast(body)
+        assert result == reference(body) and result[0] == "error", body
+    # A value that ends like a key does not hide anything: the same message either way.
+    body = '{"alert": {"labels": {"desk": ":", "d2": " :"}, "type": "drift"}}'
+    assert fast(body) == reference(body) and fast(body).alert.labels["desk"] == ":"
+
+
 def test_parse_takes_the_common_body_without_json_format(monkeypatch):
     body = json.dumps({"alert": {"modelId": "fx-1", "type": "drift", "severity": "SEVERITY_HIGH",
                                  "metrics": {"drift_score": 0.4, "n": 3}, "labels": {"desk": "fx"},
                                  "source": "mon", "observeTime": "2026-11-27T15:00:00.5Z"}, "requestId": "r-1"})
     expected = reference(body)
     monkeypatch.setattr(json_format, "Parse", lambda *a, **k: pytest.fail("json_format was used"))
+    monkeypatch.setattr(alert_json_module, "_STRICT", None)  # nor the strict decoder: orjson's road
     assert parse_create_request(body) == expected
 
 
@@ -237,4 +279,4 @@ def test_render_matches_json_format(alert):
 
 
 def test_render_of_an_empty_alert():
-    assert alert_json(alert_pb2.Alert()) == "{}" == json_format.MessageToJson(alert_pb2.Alert(), indent=None)
+    assert alert_json(alert_pb2.Alert()).decode() == "{}" == json_format.MessageToJson(alert_pb2.Alert(), indent=None)
