@@ -15,6 +15,11 @@ with the same libraries. What they do is what every correct implementation has t
   EmptyAlerts, which answers at once with an Alert of two fields. Targets of issue 12: >= 0.8 each.
 - http_bound: the same for POST /v1/alerts: aiohttp reads the JSON, waits once, answers the whole Alert in
   JSON. Against bench/ingest.py's empty aiohttp handler. Target of issue 14: >= 0.6.
+- http_durable_bound: the same POST with the alert committed before the reply: orjson reads the body,
+  closedloop's group commit writes each batch with one INSERT (as durable_* below) into an embedded
+  PostgreSQL, orjson writes the reply. What bench/ingest.py's http_ratio measures, minus validation,
+  idempotency replies, rules, metrics and auth; PostgreSQL shares the machine's two cores with the
+  client and the server, as closedloop's does there.
 - monitor_bound: LogObservations that reads every column from the wire bytes and counts the batch into
   each feature's 200 reference bins with closedloop's own kernel (BinLayout.bin_slots, one bincount):
   the least work after which a window's KS/PSI/Wasserstein can be judged exactly from bins; no checks,
@@ -28,7 +33,7 @@ with the same libraries. What they do is what every correct implementation has t
   it the empty handler's floor at the same rates. Targets of issue 12 for closedloop (which also reads
   the decision state and writes decisions): p50 <= 3 ms and p99 <= 10 ms at half, p99 <= 25 ms at 80%.
 
-Last line: RESULT unary_bound=... stream_bound=... http_bound=... monitor_bound=... durable_p50_ms=...
+Last line: RESULT unary_bound=... stream_bound=... http_bound=... http_durable_bound=... monitor_bound=... durable_p50_ms=...
 durable_p99_ms=... durable_p99_ms_at_80=... decision_p50_ms=... decision_p99_ms=... decision_p99_ms_at_80=...
 unbatched_p50_ms=... unbatched_p99_ms=... unbatched_p99_ms_at_80=... floor_p50_ms=... floor_p99_ms=...
 """
@@ -55,7 +60,7 @@ from loop import open_loops  # noqa: E402
 from monitor import FEATURES, batches, drive, serve_monitor, stop  # noqa: E402
 from monitor import run_empty_server as run_empty_monitor  # noqa: E402
 
-from closedloop.v1 import alert_pb2, alert_pb2_grpc, monitor_pb2, monitor_pb2_grpc  # noqa: E402
+from closedloop.v1 import alert_pb2, alert_pb2_grpc, common_pb2, monitor_pb2, monitor_pb2_grpc  # noqa: E402
 
 UTC = dt.timezone.utc
 
@@ -229,41 +234,93 @@ class Unbatched:
         return asyncio.ensure_future(self.submit(item))
 
 
+async def durable_store(data_dir: str, reads_state: bool, connections: int):
+    """An embedded PostgreSQL with the bound's tables, and the write function the group commit calls:
+    one autocommitted INSERT ... ON CONFLICT (request_id) DO NOTHING RETURNING per batch (after one
+    read of a small state table when `reads_state`). Items have CreateAlertRequest's attributes
+    (`request_id`, `alert.model_id`, `.type`, `.severity`, `.metrics`, `.labels`). Returns (pool, write)."""
+    import asyncpg
+    import pgserver
+
+    pg = pgserver.get_server(os.path.join(data_dir, "pg"), cleanup_mode="stop")
+    pool = await asyncpg.create_pool(pg.get_uri(), min_size=connections, max_size=connections)
+    await pool.execute("""CREATE TABLE bound_alerts (
+        id bigserial, request_id text PRIMARY KEY, model_id text NOT NULL, alert_type text NOT NULL,
+        severity int NOT NULL, metrics jsonb NOT NULL, labels jsonb NOT NULL,
+        create_time timestamptz NOT NULL DEFAULT now())""")
+    await pool.execute("""CREATE TABLE bound_state (model_id text PRIMARY KEY, last_action timestamptz);
+        INSERT INTO bound_state SELECT 'm' || i, now() FROM generate_series(0, 199) i""")
+
+    async def write(requests):
+        alerts = [r.alert for r in requests]
+        async with pool.acquire() as conn:
+            if reads_state:
+                await conn.fetch(STATE_READ, list({a.model_id for a in alerts}))
+            rows = await conn.fetch(INSERT, [r.request_id for r in requests], [a.model_id for a in alerts],
+                                    [a.type for a in alerts], [a.severity for a in alerts],
+                                    [json.dumps(dict(a.metrics)) for a in alerts],
+                                    [json.dumps(dict(a.labels)) for a in alerts])
+        stored = {r["request_id"]: (r["id"], r["create_time"]) for r in rows}
+        return [stored.get(r.request_id, (0, dt.datetime.now(UTC))) for r in requests]
+
+    return pool, write
+
+
 def run_durable_server(port_queue, data_dir: str, reads_state: bool, batched: bool) -> None:
     """`reads_state`: each batch first reads its models' rows of a small state table (one round trip),
     then writes: the least a path that decides on stored state (cooldowns, active jobs) before it
     writes does; closedloop's optimistic decision write is these two round trips. `batched`: through
     closedloop's group commit (2 connections), or each request on its own (Unbatched, 4 connections)."""
-    import asyncpg
-    import pgserver
+    from closedloop.server.loop.group_commit import GroupCommit
+
+    async def main():
+        pool, write = await durable_store(data_dir, reads_state, 2 if batched else 4)
+        try:
+            await serve_alerts(port_queue, GroupCommit(write, name="bound-commit") if batched else Unbatched(write))
+        finally:
+            await pool.close()
+
+    asyncio.run(main())
+
+
+class _Sent:
+    """A POST /v1/alerts body's fields under CreateAlertRequest's attribute names (for durable_store)."""
+
+    def __init__(self, body: dict) -> None:
+        alert = body["alert"]
+        self.request_id = body["requestId"]
+        self.alert = self
+        self.model_id, self.type, self.metrics, self.labels = (alert["modelId"], alert["type"], alert["metrics"],
+                                                               alert["labels"])
+        self.severity = SEVERITIES[alert["severity"]]
+
+
+SEVERITIES = {v.name: v.number for v in common_pb2.Severity.DESCRIPTOR.values}
+
+
+def run_durable_http_server(port_queue, data_dir: str) -> None:
+    """http_durable_bound: POST /v1/alerts read with orjson, written through closedloop's group commit
+    (durable_store: one INSERT per batch), answered with the whole alert in JSON after the commit; no
+    validation, no idempotency look-up beyond the INSERT's, no metrics, no auth."""
+    import orjson
 
     from closedloop.server.loop.group_commit import GroupCommit
 
     async def main():
-        pg = pgserver.get_server(os.path.join(data_dir, "pg"), cleanup_mode="stop")
-        connections = 2 if batched else 4
-        pool = await asyncpg.create_pool(pg.get_uri(), min_size=connections, max_size=connections)
-        await pool.execute("""CREATE TABLE bound_alerts (
-            id bigserial, request_id text PRIMARY KEY, model_id text NOT NULL, alert_type text NOT NULL,
-            severity int NOT NULL, metrics jsonb NOT NULL, labels jsonb NOT NULL,
-            create_time timestamptz NOT NULL DEFAULT now())""")
-        await pool.execute("""CREATE TABLE bound_state (model_id text PRIMARY KEY, last_action timestamptz);
-            INSERT INTO bound_state SELECT 'm' || i, now() FROM generate_series(0, 199) i""")
+        pool, write = await durable_store(data_dir, False, 2)
+        batcher = GroupCommit(write, name="bound-commit")
+        await batcher.start()
 
-        async def write(requests):
-            alerts = [r.alert for r in requests]
-            async with pool.acquire() as conn:
-                if reads_state:
-                    await conn.fetch(STATE_READ, list({a.model_id for a in alerts}))
-                rows = await conn.fetch(INSERT, [r.request_id for r in requests], [a.model_id for a in alerts],
-                                        [a.type for a in alerts], [a.severity for a in alerts],
-                                        [json.dumps(dict(a.metrics)) for a in alerts],
-                                        [json.dumps(dict(a.labels)) for a in alerts])
-            stored = {r["request_id"]: (r["id"], r["create_time"]) for r in rows}
-            return [stored.get(r.request_id, (0, dt.datetime.now(UTC))) for r in requests]
+        async def create(request):
+            body = orjson.loads(await request.read())
+            alert_id, created = await batcher.submit(_Sent(body))
+            now = created.isoformat().replace("+00:00", "Z")
+            alert = dict(body["alert"], id=str(alert_id), state="ALERT_STATE_OPEN", createTime=now, updateTime=now)
+            alert.setdefault("observeTime", now)
+            return web.Response(body=orjson.dumps(alert), content_type="application/json")
 
         try:
-            await serve_alerts(port_queue, GroupCommit(write, name="bound-commit") if batched else Unbatched(write))
+            await serve_post(port_queue, "/v1/alerts", create)
         finally:
             await pool.close()
 
@@ -309,6 +366,16 @@ def main() -> None:
         (bound, _), cpu_w = measured(wait_http.pid, lambda: asyncio.run(
             drive_http(f"http://127.0.0.1:{wait_http_port}", n, c, "wh")))
         out["http"] = (base, bound, cpu_b / n * 1e6, cpu_w / n * 1e6)
+        data_dir = tempfile.mkdtemp(prefix="closedloop-bounds-")
+        durable_http, durable_http_port = start(run_durable_http_server, data_dir)
+        try:
+            (stored, _), cpu_d = measured(durable_http.pid, lambda: asyncio.run(
+                drive_http(f"http://127.0.0.1:{durable_http_port}", n, c, "dh")))
+        finally:
+            durable_http.terminate()
+            durable_http.join(30)
+            shutil.rmtree(data_dir, ignore_errors=True)
+        out["http_durable"] = (base, stored, cpu_b / n * 1e6, cpu_d / n * 1e6)
     finally:
         for p in (empty_http, wait_http):
             p.terminate()
@@ -345,8 +412,9 @@ def main() -> None:
             shutil.rmtree(data_dir, ignore_errors=True)
     latencies("floor", *start(run_empty_server))
 
-    targets = {"unary": 0.8, "stream": 0.8, "http": 0.6, "monitor": 0.6}
-    units = {"unary": "request", "stream": "request", "http": "request", "monitor": "1,000 rows"}
+    targets = {"unary": 0.8, "stream": 0.8, "http": 0.6, "http_durable": 0.6, "monitor": 0.6}
+    units = {"unary": "request", "stream": "request", "http": "request", "http_durable": "request",
+             "monitor": "1,000 rows"}
     for name, (base, bound, cpu_b, cpu_w) in out.items():
         print(ratio_line(name, base, bound, cpu_b, cpu_w, units[name], targets[name]))
     for phase in phases:
