@@ -16,7 +16,7 @@ both running, and the real client:
   start-up time (process start to serving, 10,000 models: rules, facts) and one age sweep (in-process);
   CreateAlert -> decision latency in an open loop at half the empty database's capacity, in
   --latency-rounds rounds that alternate between the databases (with, per phase, the server's own
-  stage times, event-loop lag and collections); then, against each database in turn:
+  stage times, CreateAlert handler p99, event-loop lag and collections); then, against each database in turn:
   GetAlert p99; ListAlerts p99 per filter (model, state, type, time window), five pages of 50 each;
   GetFeedbackReport for one model / 30 days and for all models / 30 days (the daily aggregates are
   brought up to date after the load, as the servers that run workers keep them: feedback/rollup.py);
