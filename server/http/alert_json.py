@@ -148,7 +148,7 @@ def _parse_create(text: str, sent: dict | None = None) -> alert_pb2.CreateAlertR
         else:
             raise _NotFast
     if written is not None and keys != written:
-        raise _NotFast  # a key given twice, or a string value that looks like a key's end: the strict road
+        raise _NotFast  # a key given twice, or a string value that looks like a key's end: json_format decides
     return request
 
 
