@@ -2,7 +2,7 @@
 
 Event names are stable identifiers (`alert.created`, `retrain.job_started`); values go in fields.
 Context bound by the interceptor (rpc, request_id) or the HTTP side (http, request_id) appears on
-every line of a request.
+every line of a request: bind it with bind_request (structlog's own contextvars are not merged).
 """
 
 from __future__ import annotations
@@ -43,7 +43,6 @@ def configure_logging(fmt: str = "auto", level: str = "info") -> None:
     renderer = structlog.dev.ConsoleRenderer() if use_console else structlog.processors.JSONRenderer()
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
             merge_request,
             structlog.processors.add_log_level,
             structlog.processors.TimeStamper(fmt="iso", utc=True),
