@@ -16,7 +16,8 @@ both running, and the real client:
   start-up time (process start to serving, 10,000 models: rules, facts) and one age sweep (in-process);
   CreateAlert -> decision latency in an open loop at half the empty database's capacity, in
   --latency-rounds rounds that alternate between the databases (with, per phase, the server's own
-  stage times, CreateAlert handler p99, event-loop lag and collections); then, against each database in turn:
+  stage times, CreateAlert handler p99, event-loop lag and collections, and the client's own event-loop
+  lag: a stalled load generator delays every request due meanwhile); then, against each database in turn:
   GetAlert p99; ListAlerts p99 per filter (model, state, type, time window), five pages of 50 each;
   GetFeedbackReport for one model / 30 days and for all models / 30 days (the daily aggregates are
   brought up to date after the load, as the servers that run workers keep them: feedback/rollup.py);
@@ -66,6 +67,9 @@ TYPE_WEIGHTS = [0.45, 0.25, 0.2, 0.1]
 DESKS = ["fx", "rates", "equities", "credit", "commodities"]
 CHUNK = 250_000
 CONSOLE_REQUESTS = 20
+# A wake-up of the client's lag probe this late is a stall of the load generator itself: every request
+# it was due to send meanwhile is charged the stall (open loop), whatever the server did.
+CLIENT_STALL_MS = 10.0
 
 
 def tsv(rows) -> io.BytesIO:
@@ -332,14 +336,17 @@ async def decision_latency(servers: dict[str, tuple[str, int, str]], args, empty
                 for name, (_, pid, data_dir) in servers.items():
                     await asyncio.sleep(1)
                     await server_probes(pid, data_dir)  # from here on
-                    client_gc = GcProbe()
+                    client_gc, client_lag = GcProbe(), LagProbe()
+                    lag_task = asyncio.create_task(client_lag.run())
                     try:
                         latencies, _ = await open_loop(clients[name], alert_mix(
                             int(rate * args.latency_seconds), args.models, 4 + round_, f"lat{round_}-{run}"), rate)
                     finally:
                         gc.callbacks.remove(client_gc._callback)
+                        lag_task.cancel()
                     probes = await server_probes(pid, data_dir)
                     probes["client_gc"] = client_gc.summary()
+                    probes["client_lag_ms"] = lag_summary(client_lag.lags)
                     out[name]["latencies"] += latencies
                     out[name]["rounds"].append(pct(latencies, .99))
                     out[name]["probes"].append(probes)
@@ -483,7 +490,17 @@ def _probes_line(probes: dict) -> str:
             + f"; event-loop lag p99 {probes['lag_ms']['p99']:.1f} ms max {probes['lag_ms']['max']:.1f} ms; GC "
             + ", ".join(f"gen{g} {p['count']}x max {p['max_ms']:.1f} ms" for g, p in sorted(probes["gc"].items()))
             + "; client GC max " + "/".join(f"{p['max_ms']:.1f}" for _, p in sorted(probes["client_gc"].items()))
-            + " ms (gen0/1/2)")
+            + " ms (gen0/1/2)"
+            + f"; client event-loop lag p99 {probes['client_lag_ms']['p99']:.1f} ms max "
+              f"{probes['client_lag_ms']['max']:.1f} ms, {probes['client_lag_ms']['stalls']} stalls >= "
+              f"{CLIENT_STALL_MS:g} ms")
+
+
+def lag_summary(lags: list[float]) -> dict:
+    """A LagProbe's samples: p99, max and how many wake-ups came CLIENT_STALL_MS or more late (ms)."""
+    lags = sorted(lags) or [0.0]
+    return {"p99": lags[int(len(lags) * .99)] * 1000, "max": lags[-1] * 1000,
+            "stalls": sum(1 for x in lags if x * 1000 >= CLIENT_STALL_MS)}
 
 
 def start_server(database_url: str, db_timeout: float) -> tuple[multiprocessing.Process, multiprocessing.Queue,
