@@ -83,6 +83,12 @@ class LagProbe:
             await asyncio.sleep(0.001)
             self.lags.append(time.perf_counter() - t - 0.001)
 
+    def summary(self, stall_ms: float = 10.0) -> dict:
+        """The lags so far in ms: p50, p99, max, the samples, and the stalls (wake-ups `stall_ms` or more late)."""
+        lags = sorted(self.lags) or [0.0]
+        return {"p50": lags[len(lags) // 2] * 1000, "p99": lags[int(len(lags) * .99)] * 1000, "max": lags[-1] * 1000,
+                "samples": len(self.lags), "stalls": sum(1 for x in lags if x * 1000 >= stall_ms)}
+
 
 def run_probed_server(port_queue, data_dir: str, gc_tuning: bool) -> None:
     """The real server with the probes; SIGUSR1 resets them, SIGUSR2 writes them to probes.json."""
@@ -109,11 +115,8 @@ def run_probed_server(port_queue, data_dir: str, gc_tuning: bool) -> None:
             lag_probe.lags.clear()
 
         def dump() -> None:
-            lags = sorted(lag_probe.lags) or [0.0]
             probes = {"stages": server.ingestor.timings.snapshot(), "gc": gc_probe.summary(),
-                      "cpu_s": time.process_time() - cpu_since[0],
-                      "lag_ms": {"p50": lags[len(lags) // 2] * 1000, "p99": lags[int(len(lags) * .99)] * 1000,
-                                 "max": lags[-1] * 1000, "samples": len(lags)}}
+                      "cpu_s": time.process_time() - cpu_since[0], "lag_ms": lag_probe.summary()}
             with open(os.path.join(data_dir, "probes.json.tmp"), "w") as f:
                 json.dump(probes, f)
             os.replace(os.path.join(data_dir, "probes.json.tmp"), os.path.join(data_dir, "probes.json"))

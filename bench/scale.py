@@ -245,11 +245,10 @@ def run_server(queue, database_url: str, data_dir: str, db_timeout: float) -> No
         rpc_counts = [create_alert_buckets()]
 
         def dump() -> None:
-            lags = sorted(lag_probe.lags) or [0.0]
             counts = create_alert_buckets()
             probes = {"gc": gc_probe.summary(), "stages": server.ingestor.timings.snapshot()["all"],
                       "facts_misses": server.facts.misses - misses[0],
-                      "lag_ms": {"p99": lags[int(len(lags) * .99)] * 1000, "max": lags[-1] * 1000},
+                      "lag_ms": lag_probe.summary(),
                       "rpc_p99_at_most_ms": bucket_p99(rpc_counts[0], counts) * 1000}
             rpc_counts[0] = counts
             with open(os.path.join(data_dir, "probes.json.tmp"), "w") as f:
@@ -347,7 +346,7 @@ async def decision_latency(servers: dict[str, tuple[str, int, str]], args, empty
                         lag_task.cancel()
                     probes = await server_probes(pid, data_dir)
                     probes["client_gc"] = client_gc.summary()
-                    probes["client_lag_ms"] = lag_summary(client_lag.lags)
+                    probes["client_lag_ms"] = client_lag.summary(CLIENT_STALL_MS)
                     out[name]["latencies"] += latencies
                     out[name]["rounds"].append(pct(latencies, .99))
                     out[name]["probes"].append(probes)
@@ -501,13 +500,6 @@ def _probes_line(probes: dict) -> str:
             + f"; client event-loop lag p99 {probes['client_lag_ms']['p99']:.1f} ms max "
               f"{probes['client_lag_ms']['max']:.1f} ms, {probes['client_lag_ms']['stalls']} stalls >= "
               f"{CLIENT_STALL_MS:g} ms")
-
-
-def lag_summary(lags: list[float]) -> dict:
-    """A LagProbe's samples: p99, max and how many wake-ups came CLIENT_STALL_MS or more late (ms)."""
-    lags = sorted(lags) or [0.0]
-    return {"p99": lags[int(len(lags) * .99)] * 1000, "max": lags[-1] * 1000,
-            "stalls": sum(1 for x in lags if x * 1000 >= CLIENT_STALL_MS)}
 
 
 def start_server(database_url: str, db_timeout: float) -> tuple[multiprocessing.Process, multiprocessing.Queue,
